@@ -1,0 +1,46 @@
+# The two commands: `make demo` and `make test`. Everything they need is installed here.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+BENCH_MODE ?= full
+
+.PHONY: install system-deps test lint demo bench bench-smoke clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Server binaries the tests start themselves: PostgreSQL and Redis (Debian packages).
+system-deps:
+	@need=""; \
+	command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need="$$need postgresql"; \
+	command -v redis-server >/dev/null 2>&1 || need="$$need redis-server"; \
+	if [ -n "$$need" ]; then \
+	  echo "installing system packages:$$need"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$need >/dev/null; \
+	fi
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+
+test: install system-deps lint
+	$(VENV)/bin/pytest -q
+
+demo: install
+	$(VENV)/bin/e2i-obs demo
+
+bench: install system-deps
+	$(PY) -m benchmarks.run --mode $(BENCH_MODE)
+
+bench-smoke:
+	$(MAKE) bench BENCH_MODE=smoke
+
+clean:
+	rm -rf $(VENV) .e2i_obs .pytest_cache .ruff_cache

@@ -1,0 +1,255 @@
+"""Data models of the observability connector (pydantic v2).
+
+`ObservabilitySpan` is the one record every path produces (callback handler, `trace_agent`,
+`trace_llm_call`, the span_emitter node) and every sink consumes (database, Opik).
+`LatencyStats` is one agent's window statistics; `QualityMetrics` is the whole window.
+
+Datetimes must be timezone-aware: a naive datetime is rejected, because guessing its zone
+silently shifts every percentile window by the host's UTC offset.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID, uuid4
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+TRACE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+SPAN_ID_RE = re.compile(r"^[0-9a-f]{16}$")
+
+
+class SpanStatus(StrEnum):
+    STARTED = "started"
+    COMPLETED = "completed"
+    ERROR = "error"
+
+
+class SpanKind(StrEnum):
+    AGENT = "agent"
+    LLM = "llm"
+    TOOL = "tool"
+    CHAIN = "chain"
+
+
+def _check_hex_id(value: str, pattern: re.Pattern[str], what: str, length: int) -> str:
+    if not isinstance(value, str) or not pattern.match(value):
+        raise ValueError(f"{what} must be {length} lowercase hex characters, got {value!r}")
+    if value == "0" * length:
+        raise ValueError(f"{what} must not be all zeros (W3C Trace Context: invalid id)")
+    return value
+
+
+def check_trace_id(value: str) -> str:
+    """Validate a W3C trace-id (32 lowercase hex, not all zeros)."""
+    return _check_hex_id(value, TRACE_ID_RE, "trace_id", 32)
+
+
+def check_span_id(value: str, what: str = "span_id") -> str:
+    """Validate a W3C parent-id / span id (16 lowercase hex, not all zeros)."""
+    return _check_hex_id(value, SPAN_ID_RE, what, 16)
+
+
+def _require_aware(value: datetime | None, field: str) -> datetime | None:
+    if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+        raise ValueError(
+            f"{field} must be timezone-aware (e.g. datetime.now(timezone.utc)); got naive {value!r}"
+        )
+    return value
+
+
+def _check_tokens(value: Any, field: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{field} must be a non-negative integer, got {value!r}")
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value) or value != int(value)):
+        raise ValueError(f"{field} must be a non-negative integer, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{field} must be >= 0, got {value!r}")
+    return int(value)
+
+
+class SpanEvent(BaseModel):
+    """A point-in-time event inside a span (a log line, a metric, first token)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    timestamp: datetime
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("timestamp")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        return _require_aware(v, "timestamp")  # type: ignore[return-value]
+
+
+class ObservabilitySpan(BaseModel):
+    """One unit of work: an agent operation, an LLM call, a tool call or a graph node.
+
+    `total_tokens` defaults to input + output; `duration_ms` defaults to end - start.
+    A span with status `started` may have no `end_time`; every other status needs one.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+    id: UUID = Field(default_factory=uuid4)
+    span_id: str
+    trace_id: str
+    parent_span_id: str | None = None
+    operation_name: str = Field(min_length=1)
+    agent_name: str = Field(min_length=1)
+    agent_tier: int | None = Field(default=None, ge=0, le=5)
+    span_kind: SpanKind = SpanKind.AGENT
+    start_time: datetime
+    end_time: datetime | None = None
+    duration_ms: float | None = Field(default=None, ge=0)
+    status: SpanStatus = SpanStatus.COMPLETED
+    error_type: str | None = None
+    error_message: str | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    events: list[SpanEvent] = Field(default_factory=list)
+    llm_model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+    thread_id: str | None = None
+    tracestate: str | None = None
+
+    @field_validator("trace_id")
+    @classmethod
+    def _trace_id(cls, v: str) -> str:
+        return check_trace_id(v)
+
+    @field_validator("span_id")
+    @classmethod
+    def _span_id(cls, v: str) -> str:
+        return check_span_id(v)
+
+    @field_validator("parent_span_id")
+    @classmethod
+    def _parent_span_id(cls, v: str | None) -> str | None:
+        return None if v is None else check_span_id(v, "parent_span_id")
+
+    @field_validator("start_time", "end_time")
+    @classmethod
+    def _aware(cls, v: datetime | None, info: Any) -> datetime | None:
+        return _require_aware(v, info.field_name)
+
+    @field_validator("input_tokens", "output_tokens", "total_tokens", mode="before")
+    @classmethod
+    def _tokens(cls, v: Any, info: Any) -> int | None:
+        return _check_tokens(v, info.field_name)
+
+    @model_validator(mode="after")
+    def _derive(self) -> ObservabilitySpan:
+        if self.end_time is not None:
+            if self.end_time < self.start_time:
+                raise ValueError(
+                    f"end_time ({self.end_time.isoformat()}) is before "
+                    f"start_time ({self.start_time.isoformat()})"
+                )
+            if self.duration_ms is None:
+                self.duration_ms = (self.end_time - self.start_time).total_seconds() * 1000.0
+        elif self.status is not SpanStatus.STARTED:
+            raise ValueError(f"a span with status {self.status.value!r} needs an end_time")
+        if self.total_tokens is None and (
+            self.input_tokens is not None or self.output_tokens is not None
+        ):
+            self.total_tokens = (self.input_tokens or 0) + (self.output_tokens or 0)
+        return self
+
+    @property
+    def is_error(self) -> bool:
+        return self.status is SpanStatus.ERROR
+
+
+class LatencyStats(BaseModel):
+    """One agent's statistics over a time window (durations in milliseconds).
+
+    Token totals count `llm` spans only, so a parent span never double-counts its children.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent_name: str
+    agent_tier: int | None = None
+    count: int = Field(ge=0)
+    error_count: int = Field(default=0, ge=0)
+    error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    avg_ms: float | None = None
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    max_ms: float | None = None
+    llm_calls: int = Field(default=0, ge=0)
+    input_tokens: int = Field(default=0, ge=0)
+    output_tokens: int = Field(default=0, ge=0)
+    total_tokens: int = Field(default=0, ge=0)
+    spans_per_minute: float = Field(default=0.0, ge=0.0)
+
+
+class QualityMetrics(BaseModel):
+    """Everything the metrics_aggregator node writes into graph state for one window."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    time_window: str
+    window_start: datetime
+    window_end: datetime
+    agent_name: str | None = None
+    total_spans: int = Field(default=0, ge=0)
+    error_count: int = Field(default=0, ge=0)
+    error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    spans_per_minute: float = Field(default=0.0, ge=0.0)
+    input_tokens: int = Field(default=0, ge=0)
+    output_tokens: int = Field(default=0, ge=0)
+    total_tokens: int = Field(default=0, ge=0)
+    agents: dict[str, LatencyStats] = Field(default_factory=dict)
+
+    @classmethod
+    def from_agent_stats(
+        cls,
+        time_window: str,
+        window_start: datetime,
+        window_end: datetime,
+        stats: list[LatencyStats],
+        agent_name: str | None = None,
+    ) -> QualityMetrics:
+        """Roll per-agent statistics up into window totals."""
+        total = sum(s.count for s in stats)
+        errors = sum(s.error_count for s in stats)
+        minutes = max((window_end - window_start).total_seconds() / 60.0, 1e-9)
+        return cls(
+            time_window=time_window,
+            window_start=window_start,
+            window_end=window_end,
+            agent_name=agent_name,
+            total_spans=total,
+            error_count=errors,
+            error_rate=(errors / total) if total else 0.0,
+            spans_per_minute=total / minutes,
+            input_tokens=sum(s.input_tokens for s in stats),
+            output_tokens=sum(s.output_tokens for s in stats),
+            total_tokens=sum(s.total_tokens for s in stats),
+            agents={s.agent_name: s for s in stats},
+        )
+
+
+class EmissionResult(BaseModel):
+    """What the span_emitter node reports back into graph state."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    submitted: int = 0
+    sampled_out: int = 0
+    rejected: int = 0
+    per_sink: dict[str, int] = Field(default_factory=dict)
+    circuit_state: str = "closed"
+    flushed: bool = False
+

@@ -1,0 +1,55 @@
+"""The span storage protocol every backend implements (SQLite, PostgreSQL, Supabase).
+
+All methods are coroutines. Time windows are strings such as `1h` or `24h`
+(see `time_window.parse_time_window`); "now" comes from the repository's injected clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from src.agents.ml_foundation.observability_connector.models import (
+    LatencyStats,
+    ObservabilitySpan,
+)
+
+TABLE_NAME = "ml_observability_spans"
+
+
+class RepositoryError(RuntimeError):
+    """A storage operation failed (connection lost, timeout, server error).
+
+    The emission pipeline treats it as a retryable sink failure: retry, spool, replay.
+    """
+
+
+@runtime_checkable
+class SpanRepository(Protocol):
+    async def setup(self) -> None:
+        """Create or migrate the schema. Explicit, idempotent, never run at import."""
+
+    async def insert_span(self, span: ObservabilitySpan) -> bool:
+        """Store one span; False when (trace_id, span_id) was already stored."""
+
+    async def insert_spans_batch(self, spans: Sequence[ObservabilitySpan]) -> int:
+        """Store many spans; return how many were new (re-sent spans are not duplicated)."""
+
+    async def get_spans_by_time_window(
+        self, window: str, agent_name: str | None = None, limit: int = 1000
+    ) -> list[ObservabilitySpan]:
+        """Spans whose start_time is inside the window, newest first."""
+
+    async def get_spans_by_trace(self, trace_id: str) -> list[ObservabilitySpan]:
+        """All spans of one trace, oldest first."""
+
+    async def get_latency_stats(
+        self, window: str, agent_name: str | None = None
+    ) -> list[LatencyStats]:
+        """Per-agent statistics over the window, computed by the backend, sorted by agent."""
+
+    async def delete_old_spans(self, days: int = 90, batch_size: int = 1000) -> int:
+        """Delete spans older than `days` in batches of `batch_size`; return the count."""
+
+    async def close(self) -> None:
+        """Release connections. Safe to call twice."""
