@@ -10,4 +10,7 @@ os.environ.setdefault("OPIK_TRACK_DISABLE", "true")
 
 pytest_plugins = [
     "tests.fixtures.postgres",
+    "tests.fixtures.postgrest_double",
+    "tests.fixtures.redis",
+    "tests.fixtures.opik_server",
 ]

@@ -168,6 +168,11 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         put("storage", "supabase_key", env[ENV_SUPABASE_KEY])
     url = env.get(ENV_DATABASE_URL)
     if url:
+        if url == "sqlite:///":
+            raise ConfigError(
+                f"{ENV_DATABASE_URL}: {url!r} has no file path; accepted: "
+                "sqlite:///relative/path.db or sqlite:////absolute/path.db"
+            )
         if url.startswith("sqlite:///"):
             put("storage", "backend", "sqlite")
             put("storage", "sqlite_path", url.removeprefix("sqlite:///"))
@@ -185,8 +190,19 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
 def _mask_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if "@" in rest:
-        rest = "***@" + rest.split("@", 1)[1]
+        rest = "***@" + rest.rpartition("@")[2]  # last '@': a password may hold a raw '@'
     return scheme + sep + rest
+
+
+def _describe_yaml_error(exc: yaml.YAMLError) -> str:
+    """What went wrong and where, without the snippet of the line (it may hold a secret)."""
+    parts = []
+    for text_attr, mark_attr in (("context", "context_mark"), ("problem", "problem_mark")):
+        text, mark = getattr(exc, text_attr, None), getattr(exc, mark_attr, None)
+        if text:
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            parts.append(f"{text}{where}")
+    return ": ".join(parts) or type(exc).__name__
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -199,10 +215,26 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _accepted_keys(loc: tuple[Any, ...]) -> str:
+    """The keys accepted next to the unknown key at `loc`."""
+    model: type[BaseModel] = ObservabilityConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return "see config/observability.yaml"
+        model = annotation
+    return ", ".join(model.model_fields)
+
+
 def _format_error(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            # The value of an unknown key is never shown: it may be a misnamed secret or DSN.
+            lines.append(f"  {key}: unknown key; accepted: {_accepted_keys(e['loc'])}")
+            continue
         value = e.get("input")
         shown = "**********" if any(s in key for s in ("key", "url", "password")) else repr(value)
         lines.append(f"  {key} = {shown}: {e['msg']}")
@@ -227,7 +259,7 @@ def load_config(
         try:
             loaded = yaml.safe_load(file_path.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{file_path}: not valid YAML: {exc}") from None
+            raise ConfigError(f"{file_path}: not valid YAML: {_describe_yaml_error(exc)}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

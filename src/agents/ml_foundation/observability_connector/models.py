@@ -252,4 +252,3 @@ class EmissionResult(BaseModel):
     per_sink: dict[str, int] = Field(default_factory=dict)
     circuit_state: str = "closed"
     flushed: bool = False
-

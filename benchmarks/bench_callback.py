@@ -1,0 +1,213 @@
+"""Benchmark 1: what a tracer adds to each LLM call and to each run of a 3-node LangGraph graph.
+
+Workloads: a langchain-core `GenericFakeChatModel` whose reply carries `usage_metadata`
+(`.invoke()`), and a compiled 3-node `StateGraph` whose nodes each call that model. Tracers:
+see `peers.py`. Every tracer runs the same calls in `rounds` interleaved blocks (the order
+rotates each round, so drift on a shared machine hits every tracer alike); a block ends with
+the tracer's flush. Two measures:
+
+- caller latency: `perf_counter_ns` around each call; "added" = a percentile of the traced
+  calls minus the same percentile of the bare calls;
+- process CPU per call: `time.process_time()` around each block *including the final flush*
+  (so every thread of the process is counted: Opik's and Langfuse's sender threads, our batch
+  worker writing SQLite), divided by calls, minus the bare CPU per call. The loopback server
+  runs in another process so its work is not billed to the peers.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import operator
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+from typing_extensions import TypedDict
+
+from .loopback import LoopbackServer
+from .peers import PEERS, Tracer, configure_peer_environment, make_tracer
+from .report import BenchResult, Target, percentile
+
+__all__ = ["run_callback_benchmarks"]
+
+TRACERS = ("bare", "floor", "ours", "ours_handler_only", *PEERS)
+FLOOR_TARGET = Target("ours/floor", "<=", 1.5, "ours <= 1.5x floor")
+PEER_TARGET = Target("ours/best_peer", "<=", 0.2, "ours <= 1/5 of best peer")
+P99_TARGET = Target("ours/bare", "<=", 2.0, "traced p99 <= 2x bare p99")
+
+
+def _reply() -> Any:
+    from langchain_core.messages import AIMessage
+
+    return AIMessage(
+        content="The answer is 42.",
+        usage_metadata={"input_tokens": 12, "output_tokens": 6, "total_tokens": 18},
+        response_metadata={"model_name": "fake-model"},
+    )
+
+
+def make_llm_call() -> Callable[[dict[str, Any]], Any]:
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+
+    model = GenericFakeChatModel(messages=itertools.repeat(_reply()))
+    return lambda config: model.invoke("What is the answer?", config=config)
+
+
+class _GraphState(TypedDict):
+    question: str
+    answers: Annotated[list[str], operator.add]
+
+
+def make_graph_run() -> Callable[[dict[str, Any]], Any]:
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langgraph.graph import END, START, StateGraph
+
+    model = GenericFakeChatModel(messages=itertools.repeat(_reply()))
+
+    def node(state: _GraphState) -> dict[str, Any]:
+        return {"answers": [str(model.invoke(state["question"]).content)]}
+
+    builder = StateGraph(_GraphState)
+    for name in ("plan", "act", "review"):
+        builder.add_node(name, node)
+    builder.add_edge(START, "plan")
+    builder.add_edge("plan", "act")
+    builder.add_edge("act", "review")
+    builder.add_edge("review", END)
+    graph = builder.compile()
+    return lambda config: graph.invoke({"question": "What?", "answers": []}, config=config)
+
+
+def _measure(
+    workload: Callable[[dict[str, Any]], Any],
+    tracers: list[Tracer],
+    n: int,
+    rounds: int,
+    warmup: int,
+    server: LoopbackServer,
+) -> tuple[dict[str, list[float]], dict[str, float], dict[str, int]]:
+    """Latencies (µs) and CPU seconds per tracer, plus the requests each peer sent."""
+    latencies: dict[str, list[float]] = {t.name: [] for t in tracers}
+    cpu = dict.fromkeys(latencies, 0.0)
+    requests = dict.fromkeys(latencies, 0)
+    for tracer in tracers:
+        config = {"callbacks": tracer.callbacks}
+        for _ in range(warmup):
+            workload(config)
+        tracer.flush()
+    per_round = max(1, n // rounds)
+    for r in range(rounds):
+        order = tracers[r % len(tracers) :] + tracers[: r % len(tracers)]
+        for tracer in order:
+            config = {"callbacks": tracer.callbacks}
+            samples = latencies[tracer.name]
+            before = server.stats()["requests"]
+            gc.collect()
+            cpu_start = time.process_time()
+            for _ in range(per_round):
+                start = time.perf_counter_ns()
+                workload(config)
+                samples.append((time.perf_counter_ns() - start) / 1000.0)
+            tracer.flush()
+            cpu[tracer.name] += time.process_time() - cpu_start
+            requests[tracer.name] += server.stats()["requests"] - before
+    return latencies, cpu, requests
+
+
+def _rows(
+    label: str,
+    latencies: dict[str, list[float]],
+    cpu: dict[str, float],
+    requests: dict[str, int],
+    targets: bool,
+) -> list[BenchResult]:
+    n = len(latencies["bare"])
+    peers = [p for p in PEERS]
+
+    def figure(name: str, stat: Callable[[str], float]) -> float | None:
+        return stat(name) if name in latencies else None
+
+    def added(q: float) -> Callable[[str], float]:
+        bare = percentile(latencies["bare"], q)
+        return lambda name: percentile(latencies[name], q) - bare
+
+    def added_cpu(name: str) -> float:
+        return (cpu[name] - cpu["bare"]) / len(latencies[name]) * 1e6
+
+    sent = ", ".join(f"{p} sent {requests[p]} requests" for p in peers if p in requests)
+    rows = []
+    for what, stat in (
+        ("added median", added(50)),
+        ("added p95", added(95)),
+        ("added p99", added(99)),
+        ("added CPU incl. background + flush", added_cpu),
+    ):
+        ours, floor = figure("ours", stat), figure("floor", stat)
+        peer_values = {p: figure(p, stat) for p in peers}
+        best = min((v for v in peer_values.values() if v is not None), default=None)
+        gate = targets and what in ("added median", "added CPU incl. background + flush")
+        rows.append(
+            BenchResult(
+                name=f"callback/{label}: {what}",
+                backend="sqlite",
+                n=n,
+                unit="us_per_call",
+                baseline_label="floor: UsageMetadataCallbackHandler",
+                baseline=floor,
+                ours=ours,
+                peers=peer_values,
+                ratios={"ours/floor": _ratio(ours, floor), "ours/best_peer": _ratio(ours, best)},
+                targets=[FLOOR_TARGET, PEER_TARGET] if gate else [],
+                notes=f"handler alone (spans discarded): {figure('ours_handler_only', stat):.1f}"
+                + (f"; {sent}" if what.startswith("added CPU") and sent else ""),
+            )
+        )
+    p99 = {name: percentile(values, 99) for name, values in latencies.items()}
+    rows.append(
+        BenchResult(
+            name=f"callback/{label}: p99 of a traced call",
+            backend="sqlite",
+            n=n,
+            unit="us_per_call",
+            baseline_label="bare call p99",
+            baseline=p99["bare"],
+            ours=p99["ours"],
+            peers={p: p99.get(p) for p in peers},
+            ratios={"ours/bare": _ratio(p99["ours"], p99["bare"])},
+            targets=[P99_TARGET] if targets else [],
+            notes=f"bare median {percentile(latencies['bare'], 50):.1f} us",
+        )
+    )
+    return rows
+
+
+def _ratio(ours: float | None, reference: float | None) -> float | None:
+    if ours is None or reference is None or reference <= 0:
+        return None
+    return ours / reference
+
+
+def run_callback_benchmarks(
+    *, n: int, graph_n: int, rounds: int, warmup: int, work_dir: Path
+) -> list[BenchResult]:
+    results: list[BenchResult] = []
+    with LoopbackServer() as server:
+        configure_peer_environment(server.base_url)
+        built = [make_tracer(name, work_dir) for name in TRACERS]
+        tracers = [t for t in built if t is not None]
+        try:
+            for label, workload, calls, gated in (
+                ("llm_call", make_llm_call(), n, True),
+                ("graph_3_nodes", make_graph_run(), graph_n, False),
+            ):
+                latencies, cpu, requests = _measure(
+                    workload, tracers, calls, rounds, warmup, server
+                )
+                results.extend(_rows(label, latencies, cpu, requests, gated))
+                print(f"  callback/{label}: {len(latencies['bare'])} calls per tracer", flush=True)
+        finally:
+            for tracer in tracers:
+                tracer.close()
+    return results

@@ -1,0 +1,306 @@
+-- Observability spans: table, indexes, SQL functions, view, row-level security.
+--
+-- PostgreSQL 15+ (a Supabase project or a plain server). Idempotent: applying it again changes
+-- nothing, so every start may apply it. Apply it in one transaction:
+--     psql -v ON_ERROR_STOP=1 --single-transaction -f database/ml/mlops_tables.sql
+-- PostgresSpanRepository.setup() does the same under an advisory lock.
+--
+-- Role-specific grants and policies are applied only when Supabase's roles exist
+-- (anon, authenticated, service_role); on a plain server the owner is the only user.
+-- Later issues append additive changes (ADD COLUMN IF NOT EXISTS ...) at the marked place.
+
+-- ---------------------------------------------------------------------------------------------
+-- Table
+-- ---------------------------------------------------------------------------------------------
+CREATE TABLE IF NOT EXISTS public.ml_observability_spans (
+    id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    span_id         text NOT NULL,
+    trace_id        text NOT NULL,
+    parent_span_id  text,
+    operation_name  text NOT NULL,
+    agent_name      text NOT NULL,
+    agent_tier      smallint,
+    span_kind       text NOT NULL DEFAULT 'agent',
+    start_time      timestamptz NOT NULL,
+    end_time        timestamptz,
+    duration_ms     double precision,
+    status          text NOT NULL DEFAULT 'completed',
+    error_type      text,
+    error_message   text,
+    attributes      jsonb NOT NULL DEFAULT '{}'::jsonb,
+    llm_model       text,
+    input_tokens    integer,
+    output_tokens   integer,
+    total_tokens    integer,
+    events          jsonb NOT NULL DEFAULT '[]'::jsonb,
+    thread_id       text,
+    tracestate      text,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+
+-- Columns added after the seed's table (a database created from the seed gains them here).
+ALTER TABLE public.ml_observability_spans
+    ADD COLUMN IF NOT EXISTS span_kind  text NOT NULL DEFAULT 'agent',
+    ADD COLUMN IF NOT EXISTS events     jsonb NOT NULL DEFAULT '[]'::jsonb,
+    ADD COLUMN IF NOT EXISTS thread_id  text,
+    ADD COLUMN IF NOT EXISTS tracestate text;
+-- Later issues: additive columns go here.
+
+-- Constraints by name, added when missing (so a seed-era table gets them too).
+-- The unique key makes retries and replays idempotent (INSERT ... ON CONFLICT DO NOTHING).
+DO $constraints$
+DECLARE
+    c record;
+BEGIN
+    FOR c IN
+        SELECT * FROM (VALUES
+            ('ml_observability_spans_trace_span_key',
+             'UNIQUE (trace_id, span_id)'),
+            ('ml_observability_spans_span_id_format',
+             'CHECK (span_id ~ ''^[0-9a-f]{16}$'' AND span_id <> repeat(''0'', 16))'),
+            ('ml_observability_spans_trace_id_format',
+             'CHECK (trace_id ~ ''^[0-9a-f]{32}$'' AND trace_id <> repeat(''0'', 32))'),
+            ('ml_observability_spans_parent_span_id_format',
+             'CHECK (parent_span_id ~ ''^[0-9a-f]{16}$'' AND parent_span_id <> repeat(''0'', 16))'),
+            ('ml_observability_spans_agent_tier_range',
+             'CHECK (agent_tier BETWEEN 0 AND 5)'),
+            ('ml_observability_spans_span_kind_values',
+             'CHECK (span_kind IN (''agent'', ''llm'', ''tool'', ''chain''))'),
+            ('ml_observability_spans_status_values',
+             'CHECK (status IN (''started'', ''completed'', ''error''))'),
+            ('ml_observability_spans_end_after_start',
+             'CHECK (end_time >= start_time)'),
+            ('ml_observability_spans_duration_nonnegative',
+             'CHECK (duration_ms >= 0)'),
+            ('ml_observability_spans_input_tokens_nonnegative',
+             'CHECK (input_tokens >= 0)'),
+            ('ml_observability_spans_output_tokens_nonnegative',
+             'CHECK (output_tokens >= 0)'),
+            ('ml_observability_spans_total_tokens_nonnegative',
+             'CHECK (total_tokens >= 0)'),
+            ('ml_observability_spans_attributes_object',
+             'CHECK (jsonb_typeof(attributes) = ''object'')'),
+            ('ml_observability_spans_events_array',
+             'CHECK (jsonb_typeof(events) = ''array'')')
+        ) AS t(name, definition)
+    LOOP
+        IF NOT EXISTS (
+            SELECT 1 FROM pg_catalog.pg_constraint
+            WHERE conrelid = 'public.ml_observability_spans'::regclass AND conname = c.name
+        ) THEN
+            EXECUTE format('ALTER TABLE public.ml_observability_spans ADD CONSTRAINT %I %s',
+                           c.name, c.definition);
+        END IF;
+    END LOOP;
+END
+$constraints$;
+
+COMMENT ON TABLE public.ml_observability_spans IS
+    'One row per span (agent operation, LLM call, tool call, graph node); '
+    'unique on (trace_id, span_id) so re-sent spans are not duplicated.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Indexes: the seed's four, the per-agent window, and a covering index for window statistics
+-- ---------------------------------------------------------------------------------------------
+CREATE INDEX IF NOT EXISTS idx_ml_obs_spans_trace_id
+    ON public.ml_observability_spans (trace_id);
+CREATE INDEX IF NOT EXISTS idx_ml_obs_spans_start_time
+    ON public.ml_observability_spans (start_time DESC);
+CREATE INDEX IF NOT EXISTS idx_ml_obs_spans_agent_name
+    ON public.ml_observability_spans (agent_name);
+CREATE INDEX IF NOT EXISTS idx_ml_obs_spans_status
+    ON public.ml_observability_spans (status);
+CREATE INDEX IF NOT EXISTS idx_ml_obs_spans_agent_start
+    ON public.ml_observability_spans (agent_name, start_time DESC);
+CREATE INDEX IF NOT EXISTS idx_ml_obs_spans_window_covering
+    ON public.ml_observability_spans (start_time)
+    INCLUDE (agent_name, agent_tier, duration_ms, status, span_kind,
+             input_tokens, output_tokens, total_tokens);
+
+-- ---------------------------------------------------------------------------------------------
+-- Functions (SECURITY INVOKER: row-level security applies to the caller)
+-- ---------------------------------------------------------------------------------------------
+-- Per-agent statistics for spans with p_now - p_window <= start_time <= p_now.
+-- Percentiles are percentile_cont (linear interpolation between closest ranks), i.e. Python's
+-- statistics.quantiles(durations, n=100, method="inclusive"); spans without a duration count
+-- in `count` but not in the duration statistics. Tokens come from llm spans only, so a parent
+-- span never double-counts its children. p_now is a parameter so callers with an injected
+-- clock get deterministic windows.
+CREATE OR REPLACE FUNCTION public.ml_agent_latency_stats(
+    p_window interval,
+    p_agent  text DEFAULT NULL,
+    p_now    timestamptz DEFAULT now()
+)
+RETURNS TABLE (
+    agent_name       text,
+    agent_tier       smallint,
+    count            bigint,
+    error_count      bigint,
+    error_rate       double precision,
+    avg_ms           double precision,
+    p50_ms           double precision,
+    p95_ms           double precision,
+    p99_ms           double precision,
+    max_ms           double precision,
+    llm_calls        bigint,
+    input_tokens     bigint,
+    output_tokens    bigint,
+    total_tokens     bigint,
+    spans_per_minute double precision
+)
+LANGUAGE sql
+STABLE
+SET search_path = ''
+AS $fn$
+    SELECT
+        s.agent_name,
+        max(s.agent_tier)::smallint,
+        count(*),
+        count(*) FILTER (WHERE s.status = 'error'),
+        (count(*) FILTER (WHERE s.status = 'error'))::double precision / count(*),
+        avg(s.duration_ms),
+        percentile_cont(0.50) WITHIN GROUP (ORDER BY s.duration_ms),
+        percentile_cont(0.95) WITHIN GROUP (ORDER BY s.duration_ms),
+        percentile_cont(0.99) WITHIN GROUP (ORDER BY s.duration_ms),
+        max(s.duration_ms),
+        count(*) FILTER (WHERE s.span_kind = 'llm'),
+        coalesce(sum(s.input_tokens) FILTER (WHERE s.span_kind = 'llm'), 0)::bigint,
+        coalesce(sum(s.output_tokens) FILTER (WHERE s.span_kind = 'llm'), 0)::bigint,
+        coalesce(sum(s.total_tokens) FILTER (WHERE s.span_kind = 'llm'), 0)::bigint,
+        count(*)::double precision
+            / (extract(epoch FROM p_window)::double precision / 60.0)
+    FROM public.ml_observability_spans AS s
+    WHERE s.start_time >= p_now - p_window
+      AND s.start_time <= p_now
+      AND (p_agent IS NULL OR s.agent_name = p_agent)
+    GROUP BY s.agent_name
+    ORDER BY s.agent_name COLLATE "C"
+$fn$;
+
+COMMENT ON FUNCTION public.ml_agent_latency_stats(interval, text, timestamptz) IS
+    'Per-agent count, errors, avg/p50/p95/p99/max duration (percentile_cont), llm token sums '
+    'and spans per minute for start_time in [p_now - p_window, p_now].';
+
+-- Retention: delete spans that started before p_now - p_older_than, oldest first, in batches of
+-- p_batch_size rows (each batch a short index-driven DELETE), and return how many were deleted.
+-- SKIP LOCKED lets two concurrent retention runs share the work instead of waiting.
+CREATE OR REPLACE FUNCTION public.ml_delete_old_spans(
+    p_older_than interval,
+    p_batch_size integer DEFAULT 1000,
+    p_now        timestamptz DEFAULT now()
+)
+RETURNS bigint
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = ''
+AS $fn$
+DECLARE
+    v_cutoff  timestamptz := p_now - p_older_than;
+    v_deleted bigint;
+    v_total   bigint := 0;
+BEGIN
+    IF p_batch_size IS NULL OR p_batch_size < 1 THEN
+        RAISE EXCEPTION 'p_batch_size must be a positive integer, got %', p_batch_size
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_older_than IS NULL OR p_older_than < interval '0' THEN
+        RAISE EXCEPTION 'p_older_than must be a non-negative interval, got %', p_older_than
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    LOOP
+        DELETE FROM public.ml_observability_spans AS s
+        WHERE s.id IN (
+            SELECT o.id
+            FROM public.ml_observability_spans AS o
+            WHERE o.start_time < v_cutoff
+            ORDER BY o.start_time
+            LIMIT p_batch_size
+            FOR UPDATE SKIP LOCKED
+        );
+        GET DIAGNOSTICS v_deleted = ROW_COUNT;
+        v_total := v_total + v_deleted;
+        EXIT WHEN v_deleted < p_batch_size;
+    END LOOP;
+    RETURN v_total;
+END
+$fn$;
+
+COMMENT ON FUNCTION public.ml_delete_old_spans(interval, integer, timestamptz) IS
+    'Delete spans with start_time < p_now - p_older_than in batches; returns the count.';
+
+-- ---------------------------------------------------------------------------------------------
+-- View: the last 24 hours, per agent (same columns and numbers as the function)
+-- ---------------------------------------------------------------------------------------------
+CREATE OR REPLACE VIEW public.v_agent_latency_summary
+WITH (security_invoker = true) AS
+SELECT
+    stats.agent_name,
+    stats.agent_tier,
+    stats.count,
+    stats.error_count,
+    stats.error_rate,
+    stats.avg_ms,
+    stats.p50_ms,
+    stats.p95_ms,
+    stats.p99_ms,
+    stats.max_ms,
+    stats.llm_calls,
+    stats.input_tokens,
+    stats.output_tokens,
+    stats.total_tokens,
+    stats.spans_per_minute
+FROM public.ml_agent_latency_stats(interval '24 hours') AS stats;
+
+COMMENT ON VIEW public.v_agent_latency_summary IS
+    'Per-agent latency, errors and llm tokens over the last 24 hours.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Access: row-level security on; Supabase roles get grants and policies when they exist
+-- ---------------------------------------------------------------------------------------------
+ALTER TABLE public.ml_observability_spans ENABLE ROW LEVEL SECURITY;
+
+REVOKE ALL ON FUNCTION public.ml_agent_latency_stats(interval, text, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION public.ml_delete_old_spans(interval, integer, timestamptz) FROM PUBLIC;
+
+DO $roles$
+BEGIN
+    -- anon (the public API key): nothing at all. Supabase's default privileges grant every new
+    -- table and function to anon, so revoke explicitly; with no grant the error is 42501.
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'anon') THEN
+        REVOKE ALL ON TABLE public.ml_observability_spans FROM anon;
+        REVOKE ALL ON TABLE public.v_agent_latency_summary FROM anon;
+        REVOKE ALL ON FUNCTION public.ml_agent_latency_stats(interval, text, timestamptz)
+            FROM anon;
+        REVOKE ALL ON FUNCTION public.ml_delete_old_spans(interval, integer, timestamptz)
+            FROM anon;
+    END IF;
+
+    -- authenticated: a read-only policy exists, but no grant by default
+    -- (storage.supabase_authenticated_read = false); granting SELECT turns reading on.
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'authenticated') THEN
+        REVOKE ALL ON TABLE public.ml_observability_spans FROM authenticated;
+        REVOKE ALL ON TABLE public.v_agent_latency_summary FROM authenticated;
+        REVOKE ALL ON FUNCTION public.ml_agent_latency_stats(interval, text, timestamptz)
+            FROM authenticated;
+        REVOKE ALL ON FUNCTION public.ml_delete_old_spans(interval, integer, timestamptz)
+            FROM authenticated;
+        DROP POLICY IF EXISTS ml_obs_spans_authenticated_read ON public.ml_observability_spans;
+        CREATE POLICY ml_obs_spans_authenticated_read ON public.ml_observability_spans
+            AS PERMISSIVE FOR SELECT TO authenticated USING (true);
+    END IF;
+
+    -- service_role (the backend's key): full access through its policy, not through BYPASSRLS.
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'service_role') THEN
+        GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE public.ml_observability_spans
+            TO service_role;
+        GRANT SELECT ON TABLE public.v_agent_latency_summary TO service_role;
+        GRANT EXECUTE ON FUNCTION public.ml_agent_latency_stats(interval, text, timestamptz)
+            TO service_role;
+        GRANT EXECUTE ON FUNCTION public.ml_delete_old_spans(interval, integer, timestamptz)
+            TO service_role;
+        DROP POLICY IF EXISTS ml_obs_spans_service_role_all ON public.ml_observability_spans;
+        CREATE POLICY ml_obs_spans_service_role_all ON public.ml_observability_spans
+            AS PERMISSIVE FOR ALL TO service_role USING (true) WITH CHECK (true);
+    END IF;
+END
+$roles$;

@@ -1,0 +1,1 @@
+"""Tier 0 observability connector: tracing, latency percentiles, token usage and errors."""

@@ -1,0 +1,102 @@
+"""`ObservabilityConnectorAgent`: the one object other agents hold.
+
+    async with ObservabilityConnectorAgent() as obs:          # config/observability.yaml + env
+        handler = obs.callback_handler("gap_analyzer")        # zero-code LLM/node/tool spans
+        await graph.ainvoke(inputs, config={"callbacks": [handler]})
+        state = await obs.graph.ainvoke({"operation": "query_metrics", "time_window": "1h"})
+        obs.health()                                          # queue, spool, breaker, cache
+
+It wires nothing itself: `build_opik_connector(config)` builds repository -> sinks -> batch
+processor -> connector (with the metrics cache invalidated per written batch); this class adds
+the compiled graph, the callback-handler factory and the self-monitor on top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from src.mlops.opik_connector import OpikConnector
+from src.mlops.opik_default import build_opik_connector
+
+from .callback import ObservabilityCallbackHandler
+from .config import ObservabilityConfig, load_config
+from .graph import build_observability_graph
+from .models import QualityMetrics
+from .self_monitor import HealthSnapshot, SelfMonitor
+
+
+class ObservabilityConnectorAgent:
+    """Config, repository, connector, batch processor, cache and graph in one place."""
+
+    def __init__(
+        self,
+        config: ObservabilityConfig | None = None,
+        *,
+        connector: OpikConnector | None = None,
+    ) -> None:
+        """Build everything from `config` (default `load_config()`), or adopt `connector`."""
+        if connector is None:
+            config = config if config is not None else load_config()
+            connector = build_opik_connector(config)
+        self.connector = connector
+        self.config = config if config is not None else connector.config
+        self.processor = connector.processor
+        self.repository = connector.repository
+        self.metrics_service = connector.metrics_service
+        self.cache = connector.metrics_cache
+        self.monitor = SelfMonitor(
+            self.processor,  # type: ignore[arg-type]
+            queue_capacity=self.config.batching.max_queue_size,
+            circuit_state=lambda: self.connector.circuit_state,
+            cache=self.cache,
+        )
+        self._graph: Any = None
+
+    @property
+    def graph(self) -> Any:
+        """The compiled observability graph (built on first use), bound to this connector."""
+        if self._graph is None:
+            self._graph = build_observability_graph(self.connector, self.metrics_service)
+        return self._graph
+
+    def callback_handler(
+        self, agent_name: str | None = None, **options: Any
+    ) -> ObservabilityCallbackHandler:
+        """A LangChain callback handler that submits to this connector."""
+        options.setdefault("capture_prompts", self.config.capture.prompts)
+        options.setdefault("max_chars", self.config.capture.max_chars)
+        return ObservabilityCallbackHandler(agent_name, connector=self.connector, **options)
+
+    async def get_quality_metrics(
+        self, window: str = "24h", agent_name: str | None = None
+    ) -> QualityMetrics:
+        """Per-agent latency percentiles, errors and tokens over `window` (cached)."""
+        if self.metrics_service is None:
+            raise RuntimeError("this connector was built without a metrics service")
+        return await self.metrics_service.get_quality_metrics(window, agent_name)
+
+    def health(self) -> HealthSnapshot:
+        return self.monitor.health()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        return self.connector.flush(timeout)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Flush, stop the worker (unsent spans go to the spool), release connections."""
+        return self.connector.close(timeout)
+
+    async def aclose(self, timeout: float | None = None) -> bool:
+        return await asyncio.to_thread(self.close, timeout)
+
+    def __enter__(self) -> ObservabilityConnectorAgent:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> ObservabilityConnectorAgent:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

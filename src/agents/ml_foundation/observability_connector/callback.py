@@ -1,0 +1,318 @@
+"""LangChain callbacks -> complete `ObservabilitySpan`s, with zero tracing code in the agent.
+
+    handler = ObservabilityCallbackHandler(agent_name="gap_analyzer")
+    graph.invoke(inputs, config={"callbacks": [handler]})
+    handler.flush(timeout=5.0)
+
+Chat-model and LLM runs become `llm` spans (model, token usage, time to first token when
+streaming), tools `tool` spans, LangGraph nodes `chain` spans and the graph's root run an
+`agent` span; `callback_runs` says which chain runs are kept. Each finished run is handed to
+`connector.submit(span)`; the handler itself does no I/O. It never raises into the traced
+program: every hook is guarded, problems are counted (`stats`) and logged rate-limited.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+from typing_extensions import override
+
+from .callback_runs import (
+    RunRecord,
+    build_span,
+    error_outcome,
+    is_graph_node,
+    is_plumbing,
+    model_name_at_start,
+    open_record,
+    prompt_text,
+    run_name,
+    text_attributes,
+)
+from .models import ObservabilitySpan, SpanEvent, SpanKind
+from .usage import ProblemCounter, extract_model_name, extract_usage
+
+__all__ = ["ObservabilityCallbackHandler", "SpanConnector"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class SpanConnector(Protocol):
+    """Where finished spans go (the OpikConnector, a BatchProcessor, a test collector)."""
+
+    def submit(self, span: ObservabilitySpan) -> None: ...
+
+    def flush(self, timeout: float | None) -> bool: ...
+
+
+def _guarded(hook: _F) -> _F:
+    """Run a hook; an internal failure is counted and logged, never raised into the agent."""
+
+    @functools.wraps(hook)
+    def wrapper(self: ObservabilityCallbackHandler, *args: Any, **kwargs: Any) -> None:
+        try:
+            hook(self, *args, **kwargs)
+        except Exception as exc:  # the traced program must never see our bugs
+            self._internal_errors.record(f"{hook.__name__} failed: {exc!r:.200}")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ObservabilityCallbackHandler(BaseCallbackHandler):
+    """Turns LangChain / LangGraph runs into spans submitted to a connector."""
+
+    run_inline = True
+    """Cheap and synchronous: async runs call it directly instead of through an executor."""
+    raise_error = False
+
+    def __init__(
+        self,
+        agent_name: str | None = None,
+        connector: SpanConnector | None = None,
+        *,
+        capture_prompts: bool = False,
+        max_chars: int = 2000,
+        max_runs: int = 10_000,
+        trace_inner_chains: bool = True,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        """`capture_prompts`/`max_chars` default like `CaptureSettings`; `max_runs` bounds the
+        map of open runs (oldest evicted and counted); `trace_inner_chains=False` keeps only
+        the root, graph nodes, LLMs and tools; `clock` returns timezone-aware datetimes."""
+        super().__init__()
+        if agent_name is not None and (not isinstance(agent_name, str) or not agent_name):
+            raise ValueError(f"agent_name must be a non-empty string or None, got {agent_name!r}")
+        if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 0:
+            raise ValueError(f"max_chars must be an integer >= 0, got {max_chars!r}")
+        if isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1:
+            raise ValueError(f"max_runs must be an integer >= 1, got {max_runs!r}")
+        if connector is None:
+            from src.mlops.opik_connector import get_opik_connector
+
+            connector = get_opik_connector()
+        self._agent_name = agent_name
+        self._connector = connector
+        self._capture = bool(capture_prompts)
+        self._max_chars = max_chars
+        self._max_runs = max_runs
+        self._inner_chains = bool(trace_inner_chains)
+        self._clock = clock or _utc_now
+        self._lock = threading.Lock()
+        self._runs: OrderedDict[UUID, RunRecord] = OrderedDict()
+        self._submitted = 0
+        self._internal_errors = ProblemCounter("observability callback internal error")
+        self._submit_failures = ProblemCounter("observability callback: connector.submit failed")
+        self._evicted = ProblemCounter("observability callback: open-run map full, evicted oldest")
+        self._invalid_usage = ProblemCounter("observability callback: invalid token count")
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters for the self-monitor."""
+        with self._lock:
+            open_runs, submitted = len(self._runs), self._submitted
+        return {
+            "open_runs": open_runs,
+            "submitted": submitted,
+            "evicted_runs": self._evicted.count,
+            "internal_errors": self._internal_errors.count,
+            "submit_failures": self._submit_failures.count,
+            "invalid_token_counts": self._invalid_usage.count,
+        }
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Ask the connector to deliver what it holds; False if it could not within `timeout`."""
+        try:
+            return bool(self._connector.flush(timeout))
+        except Exception as exc:  # flushing is best effort, like submitting
+            self._submit_failures.record(f"flush failed: {exc!r:.200}")
+            return False
+
+    # --- LLM and chat model runs -------------------------------------------------------------
+
+    @override
+    @_guarded
+    def on_chat_model_start(
+        self, serialized: dict[str, Any], messages: list[list[Any]], *, run_id: UUID, **kwargs: Any
+    ) -> None:
+        self._start_llm(serialized, messages, run_id, kwargs)
+
+    @override
+    @_guarded
+    def on_llm_start(
+        self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID, **kwargs: Any
+    ) -> None:
+        self._start_llm(serialized, prompts, run_id, kwargs)
+
+    @override
+    @_guarded
+    def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        with self._lock:
+            record = self._runs.get(run_id)
+            if record is None or record.first_token_at is not None:
+                return
+            now = record.first_token_at = self._clock()
+            record.attributes["streaming"] = True
+            record.events.append(SpanEvent(name="first_token", timestamp=now))
+
+    @override
+    @_guarded
+    def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        usage = extract_usage(response, problems=self._invalid_usage)
+        attributes: dict[str, Any] = {}
+        if self._capture:
+            generations = getattr(response, "generations", None) or [[]]
+            text = "\n".join(getattr(g, "text", "") for g in generations[0])
+            attributes.update(text_attributes(self._max_chars, "output", text))
+        # extract_usage already found the model name when the usage block carried one
+        model = usage.model if usage is not None and usage.model else extract_model_name(response)
+        self._finish(run_id, attributes=attributes, usage=usage, model=model)
+
+    @override
+    @_guarded
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        # a stream that broke off may already have reported usage: those tokens were billed
+        partial = kwargs.get("response")
+        usage = extract_usage(partial, problems=self._invalid_usage) if partial else None
+        self._finish(run_id, usage=usage, **error_outcome(error, self._max_chars))
+
+    # --- chains (graphs, nodes) --------------------------------------------------------------
+
+    @override
+    @_guarded
+    def on_chain_start(
+        self, serialized: dict[str, Any] | None, inputs: Any, *, run_id: UUID, **kwargs: Any
+    ) -> None:
+        name = run_name(serialized, kwargs, "chain")
+        tags, metadata = kwargs.get("tags"), kwargs.get("metadata") or {}
+        node = is_graph_node(name, tags, metadata)
+        kind: SpanKind | None = SpanKind.CHAIN
+        if is_plumbing(name, tags) or not (node or self._inner_chains):
+            kind = None
+        attrs: dict[str, Any] = {}
+        if node:
+            attrs = {"langgraph.node": name, "langgraph.step": metadata.get("langgraph_step")}
+        self._start(run_id, kind, name, kwargs, attrs, node=node)
+
+    @override
+    @_guarded
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._finish(run_id)
+
+    @override
+    @_guarded
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._finish(run_id, **error_outcome(error, self._max_chars))
+
+    # --- tools -------------------------------------------------------------------------------
+
+    @override
+    @_guarded
+    def on_tool_start(
+        self, serialized: dict[str, Any], input_str: str, *, run_id: UUID, **kwargs: Any
+    ) -> None:
+        name = run_name(serialized, kwargs, "tool")
+        attrs: dict[str, Any] = {}
+        if isinstance(kwargs.get("tool_call_id"), str):
+            attrs["tool_call_id"] = kwargs["tool_call_id"]
+        if self._capture:
+            attrs.update(text_attributes(self._max_chars, "input", input_str))
+        self._start(run_id, SpanKind.TOOL, name, kwargs, attrs)
+
+    @override
+    @_guarded
+    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        content = getattr(output, "content", output)
+        attrs = text_attributes(self._max_chars, "output", content) if self._capture else None
+        self._finish(run_id, attributes=attrs)
+
+    @override
+    @_guarded
+    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._finish(run_id, **error_outcome(error, self._max_chars))
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _start_llm(
+        self, serialized: Any, prompts: list[Any], run_id: UUID, kwargs: Mapping[str, Any]
+    ) -> None:
+        name = run_name(serialized, kwargs, "llm")
+        params, metadata = kwargs.get("invocation_params"), kwargs.get("metadata")
+        model = model_name_at_start(serialized, params, metadata)
+        attrs = {}
+        if self._capture:
+            attrs = text_attributes(self._max_chars, "input", prompt_text(prompts))
+        self._start(run_id, SpanKind.LLM, name, kwargs, attrs, model=model)
+
+    def _start(
+        self,
+        run_id: UUID,
+        kind: SpanKind | None,
+        name: str,
+        hook_kwargs: Mapping[str, Any],
+        attributes: dict[str, Any],
+        *,
+        node: bool = False,
+        model: str | None = None,
+    ) -> None:
+        """Remember a starting run (parent_run_id, tags and metadata come from the hook)."""
+        now = self._clock()
+        parent_run_id = hook_kwargs.get("parent_run_id")
+        with self._lock:
+            parent = self._runs.get(parent_run_id) if parent_run_id is not None else None
+        record = open_record(
+            run_id,
+            parent_run_id,
+            parent,
+            kind,
+            name,
+            hook_kwargs.get("tags"),
+            hook_kwargs.get("metadata") or {},
+            attributes,
+            is_node=node,
+            model=model,
+            agent_name=self._agent_name,
+            start_time=now,
+        )
+        evicted = 0
+        with self._lock:
+            while len(self._runs) >= self._max_runs:
+                self._runs.popitem(last=False)
+                evicted += 1
+            self._runs[run_id] = record
+        for _ in range(evicted):
+            self._evicted.record(f"max_runs={self._max_runs} reached")
+
+    def _finish(self, run_id: UUID, *, model: str | None = None, **outcome: Any) -> None:
+        end = self._clock()
+        interrupted = (outcome.get("attributes") or {}).get("interrupted") is True
+        with self._lock:
+            record = self._runs.pop(run_id, None)
+            ancestor = record
+            while interrupted and ancestor and ancestor.parent_run_id:
+                # the whole graph paused, not just this node: say so on every open ancestor
+                ancestor = self._runs.get(ancestor.parent_run_id)
+                if ancestor is not None:
+                    ancestor.attributes["interrupted"] = True
+        if record is None or record.kind is None:
+            return
+        if model:
+            record.llm_model = model
+        span = build_span(record, end, **outcome)
+        try:
+            self._connector.submit(span)
+        except Exception as exc:  # a failing connector must not break the agent
+            self._submit_failures.record(f"{exc!r:.200}")
+            return
+        with self._lock:
+            self._submitted += 1

@@ -1,0 +1,268 @@
+"""Pure helpers of the callback handler: classify LangChain runs and build finished spans.
+
+Which chain runs become spans (checked against langgraph 1.2 / langchain-core 1.8):
+- the root run (no parent we know of) -> an `agent` span named after the graph;
+- a LangGraph node (a chain run whose tags carry `graph:step:<n>` and whose metadata names it
+  in `langgraph_node`) -> a `chain` span named after the node;
+- any other chain (a nested subgraph's own run, conditional-edge routers such as
+  `tools_condition`, `prompt | llm` sequences inside a node) -> a `chain` span, unless the
+  handler was built with `trace_inner_chains=False`;
+- skipped always: runs tagged `langsmith:hidden` and LangGraph plumbing (`ChannelWrite*`,
+  `ChannelRead*`, `__start__`, `__end__`). langgraph 1.2 no longer emits the channel writers
+  (they are built with `trace=False`), the check stays for older or future versions.
+A skipped run is still remembered, so its children attach to the nearest kept ancestor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from langgraph.errors import GraphBubbleUp, GraphInterrupt
+
+from .models import ObservabilitySpan, SpanEvent, SpanKind, SpanStatus
+from .nodes.context_manager import current_context, format_tracestate, new_span_id, new_trace_id
+from .usage import TokenUsage, sanitize_text
+
+__all__ = [
+    "RunRecord",
+    "build_span",
+    "error_outcome",
+    "is_graph_node",
+    "is_plumbing",
+    "model_name_at_start",
+    "open_record",
+    "prompt_text",
+    "run_name",
+    "text_attributes",
+]
+
+HIDDEN_TAG = "langsmith:hidden"
+_PLUMBING_PREFIXES = ("ChannelWrite", "ChannelRead", "__start__", "__end__")
+_STEP_TAG_PREFIX = "graph:step:"
+_INTERNAL_TAG_PREFIXES = ("seq:step:", _STEP_TAG_PREFIX)
+_MODEL_KEYS = ("model", "model_name", "model_id", "deployment_name")
+UNKNOWN_AGENT = "unknown"
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """What the handler remembers about an open run until it ends."""
+
+    run_id: UUID
+    parent_run_id: UUID | None
+    kind: SpanKind | None
+    """None for a skipped run: it has no span of its own."""
+    trace_id: str
+    span_id: str | None
+    parent_span_id: str | None
+    anchor_span_id: str | None
+    """The span id children attach to: this run's span, or a skipped run's nearest kept one."""
+    name: str
+    node: str | None
+    """The nearest enclosing LangGraph node (this run's own name if it is a node)."""
+    root_name: str
+    """Name of the root run of this trace (the last resort for `agent_name`)."""
+    agent_name: str
+    start_time: datetime
+    tracestate: str | None = None
+    thread_id: str | None = None
+    llm_model: str | None = None
+    first_token_at: datetime | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    events: list[SpanEvent] = field(default_factory=list)
+
+
+def open_record(
+    run_id: UUID,
+    parent_run_id: UUID | None,
+    parent: RunRecord | None,
+    kind: SpanKind | None,
+    name: str,
+    tags: Sequence[str] | None,
+    metadata: Mapping[str, Any],
+    attributes: dict[str, Any],
+    *,
+    is_node: bool,
+    model: str | None,
+    agent_name: str | None,
+    start_time: datetime,
+) -> RunRecord:
+    """The record of a starting run: a child inherits its trace from the parent's record; a
+    root (or a run whose parent we never saw or evicted) joins the current W3C context, if
+    any, else starts a new trace; a true root chain (no parent_run_id) is the `agent` span."""
+    if parent is None:
+        ctx = current_context()
+        trace_id = ctx.trace_id if ctx else new_trace_id()
+        anchor = ctx.span_id if ctx else None
+        tracestate = format_tracestate(ctx.tracestate) if ctx and ctx.tracestate else None
+        root_name, thread_id, enclosing_node = name, None, None
+        if parent_run_id is not None:  # its parent ran untraced or was evicted
+            attributes["orphan_parent_run_id"] = str(parent_run_id)
+        elif kind is SpanKind.CHAIN:
+            kind = SpanKind.AGENT
+    else:
+        trace_id, anchor, tracestate = parent.trace_id, parent.anchor_span_id, parent.tracestate
+        root_name, thread_id, enclosing_node = parent.root_name, parent.thread_id, parent.node
+    node = name if is_node else metadata.get("langgraph_node") or enclosing_node
+    node = node if isinstance(node, str) else None
+    agent = agent_name or metadata.get("agent_name") or node or root_name
+    user_tags = [t for t in tags or () if not str(t).startswith(_INTERNAL_TAG_PREFIXES)]
+    if user_tags:
+        attributes["tags"] = user_tags
+    attributes["langchain.run_id"] = str(run_id)
+    span_id = new_span_id() if kind is not None else None
+    return RunRecord(
+        run_id=run_id,
+        parent_run_id=parent_run_id,
+        kind=kind,
+        trace_id=trace_id,
+        span_id=span_id,
+        parent_span_id=anchor,
+        anchor_span_id=span_id or anchor,
+        name=name,
+        node=node,
+        root_name=root_name,
+        agent_name=str(agent) if agent else UNKNOWN_AGENT,
+        start_time=start_time,
+        tracestate=tracestate,
+        thread_id=str(metadata["thread_id"]) if metadata.get("thread_id") else thread_id,
+        llm_model=model,
+        attributes=attributes,
+    )
+
+
+def text_attributes(max_chars: int, key: str, text: Any) -> dict[str, Any]:
+    """`{key: text}` made safe and cut to `max_chars`, plus `{key}_truncated` when cut."""
+    value, truncated = sanitize_text(text, max_chars)
+    return {key: value, f"{key}_truncated": True} if truncated else {key: value}
+
+
+def run_name(serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any], default: str) -> str:
+    """The run's display name: the `name` kwarg, else serialized name or class id."""
+    name = kwargs.get("name")
+    if isinstance(name, str) and name:
+        return name
+    if isinstance(serialized, Mapping):
+        if isinstance(serialized.get("name"), str) and serialized["name"]:
+            return serialized["name"]
+        ident = serialized.get("id")
+        if isinstance(ident, list) and ident and isinstance(ident[-1], str):
+            return ident[-1]
+    return default
+
+
+def is_plumbing(name: str, tags: Sequence[str] | None) -> bool:
+    """LangGraph internals that are not work anyone asked for."""
+    return (tags is not None and HIDDEN_TAG in tags) or name.startswith(_PLUMBING_PREFIXES)
+
+
+def is_graph_node(
+    name: str, tags: Sequence[str] | None, metadata: Mapping[str, Any] | None
+) -> bool:
+    """True for the run LangGraph starts for one node task (not for runs nested inside it)."""
+    node = (metadata or {}).get("langgraph_node")
+    if not isinstance(node, str):
+        return False
+    stepped = any(isinstance(t, str) and t.startswith(_STEP_TAG_PREFIX) for t in tags or ())
+    return stepped and name == node
+
+
+def model_name_at_start(
+    serialized: Mapping[str, Any] | None,
+    invocation_params: Mapping[str, Any] | None,
+    metadata: Mapping[str, Any] | None,
+) -> str | None:
+    """Best model name known before the call: invocation params, `ls_model_name`, kwargs."""
+    kwargs = serialized.get("kwargs") if isinstance(serialized, Mapping) else None
+    for source in (invocation_params, kwargs):
+        if isinstance(source, Mapping):
+            for key in _MODEL_KEYS:
+                if isinstance(source.get(key), str) and source[key]:
+                    return source[key]
+    ls_name = (metadata or {}).get("ls_model_name")
+    return ls_name if isinstance(ls_name, str) and ls_name else None
+
+
+def prompt_text(prompts: Sequence[Any]) -> str:
+    """Prompts (strings or lists of messages) as one readable text."""
+    parts: list[str] = []
+    for prompt in prompts:
+        if isinstance(prompt, list):
+            for message in prompt:
+                role = getattr(message, "type", "message")
+                parts.append(f"{role}: {getattr(message, 'content', message)}")
+        else:
+            parts.append(str(prompt))
+    return "\n".join(parts)
+
+
+def error_outcome(error: BaseException, max_chars: int) -> dict[str, Any]:
+    """Span fields for a run that ended with `error`.
+
+    LangGraph's control-flow exceptions (`GraphInterrupt` from `interrupt()`, `ParentCommand`)
+    are how a graph pauses or hands over, not failures: the span completes, marked as such.
+    """
+    if isinstance(error, GraphInterrupt):
+        return {"status": SpanStatus.COMPLETED, "attributes": {"interrupted": True}}
+    if isinstance(error, GraphBubbleUp):
+        attrs = {"interrupted": True, "bubble_up": type(error).__name__}
+        return {"status": SpanStatus.COMPLETED, "attributes": attrs}
+    message, _ = sanitize_text(str(error), max_chars)
+    return {
+        "status": SpanStatus.ERROR,
+        "error_type": type(error).__name__,
+        "error_message": message,
+        "attributes": {},
+    }
+
+
+def build_span(
+    record: RunRecord,
+    end_time: datetime,
+    *,
+    status: SpanStatus = SpanStatus.COMPLETED,
+    error_type: str | None = None,
+    error_message: str | None = None,
+    attributes: Mapping[str, Any] | None = None,
+    usage: TokenUsage | None = None,
+) -> ObservabilitySpan:
+    """The complete span of a finished run (tokens only on `llm` spans)."""
+    if record.kind is None or record.span_id is None:
+        raise ValueError(f"run {record.run_id} was skipped and has no span")
+    attrs = {**record.attributes, **(attributes or {})}
+    tokens: dict[str, int | None] = {}
+    model = record.llm_model
+    if record.kind is SpanKind.LLM:
+        if record.first_token_at is not None:
+            ttft = (record.first_token_at - record.start_time).total_seconds() * 1000.0
+            attrs["ttft_ms"] = max(ttft, 0.0)
+        if usage is not None:
+            tokens = {
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "total_tokens": usage.total_tokens,
+            }
+            model = usage.model or model
+    return ObservabilitySpan(
+        span_id=record.span_id,
+        trace_id=record.trace_id,
+        parent_span_id=record.parent_span_id,
+        operation_name=record.name or record.kind.value,
+        agent_name=record.agent_name,
+        span_kind=record.kind,
+        start_time=record.start_time,
+        end_time=max(end_time, record.start_time),
+        status=status,
+        error_type=error_type,
+        error_message=error_message,
+        attributes=attrs,
+        events=list(record.events),
+        llm_model=model,
+        thread_id=record.thread_id,
+        tracestate=record.tracestate,
+        **tokens,
+    )

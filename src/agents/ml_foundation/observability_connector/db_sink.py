@@ -1,0 +1,115 @@
+"""The database as a Sink: runs the async `SpanRepository` from the batch processor's thread.
+
+Why a private event loop: the worker thread is synchronous, and async drivers (psycopg's pool,
+asyncio locks) bind to the loop they first run on. So the sink owns one loop, running in its own
+daemon thread (started lazily), runs every repository call on it and stops it in `close()`.
+A thread rather than `run_until_complete` in the caller's thread, so `setup()`/`write()` also
+work when called from code that is itself inside a running event loop (an agent built in
+`async def main()`). Use the same sink (its `setup()` and `close()`) for the repository's whole
+life. After `fork()` the child gets a fresh loop (the parent's thread does not survive the fork),
+but the repository's own connections are not fork-safe: give a forked child its own repository.
+
+Failures the processor should retry (RepositoryError, OSError, timeouts) become
+`RetryableSinkError`, chained to the cause. `write()` returns how many spans were new; re-sent
+spans are ignored by the repository (unique on trace_id + span_id), so replay is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from src.repositories.base import RepositoryError, SpanRepository
+
+from .models import ObservabilitySpan
+from .sinks import RetryableSinkError
+
+__all__ = ["DatabaseSink"]
+
+T = TypeVar("T")
+
+
+class DatabaseSink:
+    """Sync `Sink` adapter over an async `SpanRepository`."""
+
+    def __init__(
+        self, repository: SpanRepository, *, name: str = "database", timeout: float = 30
+    ) -> None:
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        if not math.isfinite(timeout) or timeout <= 0:
+            raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name must be a non-empty string, got {name!r}")
+        self.name = name
+        self.repository = repository
+        self.timeout = float(timeout)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._loop_pid: int | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"DatabaseSink(name={self.name!r}, repository={type(self.repository).__name__})"
+
+    def setup(self) -> None:
+        """Run `repository.setup()` on the sink's loop (so its connections belong to it)."""
+        self._run(self.repository.setup)
+
+    def write(self, batch: Sequence[ObservabilitySpan]) -> int:
+        """Insert the batch; return how many spans were new."""
+        spans = list(batch)
+        return self._run(lambda: self.repository.insert_spans_batch(spans))
+
+    def close(self) -> None:
+        """Close the repository on the sink's loop, then the loop. Safe to call twice."""
+        if self._closed:
+            return
+        try:
+            self._run(self.repository.close)
+        finally:
+            with self._lock:
+                self._closed = True
+                loop, self._loop = self._loop, None
+                thread, self._thread = self._thread, None
+                if loop is not None and thread is not None and self._loop_pid == os.getpid():
+                    loop.call_soon_threadsafe(loop.stop)
+                    thread.join(self.timeout)
+
+    def _run(self, call: Callable[[], Awaitable[T]]) -> T:
+        async def bounded() -> T:
+            return await asyncio.wait_for(call(), self.timeout)
+
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"database sink {self.name!r} is closed")
+            if self._loop is None or self._loop_pid != os.getpid():
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(
+                    target=_serve_forever,
+                    args=(self._loop,),
+                    name=f"obs-{self.name}-loop",
+                    daemon=True,
+                )
+                self._thread.start()
+                self._loop_pid = os.getpid()
+            try:
+                return asyncio.run_coroutine_threadsafe(bounded(), self._loop).result()
+            except (RepositoryError, OSError, TimeoutError) as exc:
+                raise RetryableSinkError(
+                    f"database sink {self.name!r}: {type(exc).__name__}: {exc}"
+                ) from exc
+
+
+def _serve_forever(loop: asyncio.AbstractEventLoop) -> None:
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_forever()
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()

@@ -1,0 +1,114 @@
+"""Window metrics for graph state: `MetricsService` and the metrics_aggregator node.
+
+The service is the one place metrics come from (this node, the CLI, the agent facade): it
+validates the window before anything else, asks the repository for per-agent statistics
+(aggregated in SQL by the backend, never by loading spans), rolls them up with
+`QualityMetrics.from_agent_stats`, and keeps the result in the metrics cache. The node only
+translates between graph state and the service, and turns failures into `errors` messages,
+because a bad window from a parent graph must not crash that graph.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from src.repositories.base import RepositoryError, SpanRepository
+
+from ..cache import MetricsCache
+from ..models import LatencyStats, QualityMetrics
+from ..time_window import parse_time_window
+
+__all__ = ["DEFAULT_WINDOW", "MetricsService", "make_metrics_aggregator_node"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_WINDOW = "24h"
+WallClock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _check_agent_name(agent_name: object) -> str | None:
+    if agent_name is not None and (not isinstance(agent_name, str) or not agent_name.strip()):
+        raise ValueError(f"agent_name must be a non-empty string or None, got {agent_name!r}")
+    return agent_name
+
+
+class MetricsService:
+    """Quality metrics over a time window, through an optional cache.
+
+    `clock` returns timezone-aware "now" (the window's end); give it the repository's clock so
+    `window_start`/`window_end` describe exactly the spans the repository counted.
+    The cache is called inline: in memory it costs microseconds, and the Redis cache has short
+    socket timeouts and backs off after a failure, so it cannot stall the event loop for long.
+    """
+
+    def __init__(
+        self,
+        repository: SpanRepository,
+        cache: MetricsCache | None = None,
+        clock: WallClock | None = None,
+    ) -> None:
+        self.repository = repository
+        self.cache = cache
+        self._clock = clock or _utc_now
+
+    async def get_quality_metrics(
+        self, window: str = DEFAULT_WINDOW, agent_name: str | None = None
+    ) -> QualityMetrics:
+        """Totals and per-agent statistics; ValueError for a bad window or agent name."""
+        length = parse_time_window(window)
+        _check_agent_name(agent_name)
+        if self.cache is not None:
+            cached = self.cache.get(window, agent_name)
+            if cached is not None:
+                return cached
+        end = self._clock()
+        if end.tzinfo is None or end.utcoffset() is None:
+            raise ValueError(f"the metrics clock must return an aware datetime, got {end!r}")
+        stats = await self.repository.get_latency_stats(window, agent_name)
+        metrics = QualityMetrics.from_agent_stats(window, end - length, end, stats, agent_name)
+        if self.cache is not None:
+            self.cache.set(window, agent_name, metrics)
+        return metrics
+
+    async def get_latency_stats(
+        self, window: str = DEFAULT_WINDOW, agent_name: str | None = None
+    ) -> list[LatencyStats]:
+        """Per-agent statistics sorted by agent (shares the cache with get_quality_metrics)."""
+        metrics = await self.get_quality_metrics(window, agent_name)
+        return [metrics.agents[name] for name in sorted(metrics.agents)]
+
+
+class QualityMetricsSource(Protocol):
+    def get_quality_metrics(
+        self, window: str = ..., agent_name: str | None = ...
+    ) -> Awaitable[QualityMetrics]: ...
+
+
+def make_metrics_aggregator_node(
+    service: QualityMetricsSource,
+) -> Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]:
+    """The metrics_aggregator node: `time_window` (default 24h) and `agent_name` in,
+    `quality_metrics` out, or one message in `errors`."""
+
+    async def metrics_aggregator(state: Mapping[str, Any]) -> dict[str, Any]:
+        window = state.get("time_window") or DEFAULT_WINDOW
+        agent_name = state.get("agent_name")
+        try:
+            metrics = await service.get_quality_metrics(window, agent_name)
+        except ValueError as exc:  # bad window / agent name / configuration
+            return {"errors": [f"metrics_aggregator: {exc}"]}
+        except (RepositoryError, OSError, TimeoutError) as exc:
+            logger.warning("metrics_aggregator: metrics unavailable: %s", type(exc).__name__)
+            return {
+                "errors": [f"metrics_aggregator: metrics unavailable ({type(exc).__name__}: {exc})"]
+            }
+        return {"quality_metrics": metrics}
+
+    return metrics_aggregator

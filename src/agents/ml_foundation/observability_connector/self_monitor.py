@@ -1,0 +1,129 @@
+"""The connector watching itself: one `health()` snapshot of queue, counters, spool, breaker, cache.
+
+A tracer that silently loses spans is worse than none, so every loss path (drops past the
+spool cap, sinks refusing batches, invalid traceparents) is a counter here, and `status` turns
+them into one word an operator can alert on:
+
+- `healthy`: nothing lost, nothing waiting on disk, Opik reachable (or disabled);
+- `degraded`: still losing nothing, but working around a failure (breaker open or half-open,
+  spans waiting in a spool, Redis down and the cache serving from memory);
+- `unhealthy`: spans were dropped, or the queue is nearly full.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from .processor_stats import ProcessorStats
+
+QUEUE_ALERT_FRACTION = 0.9
+
+
+class _HasStats(Protocol):
+    def stats(self) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthSnapshot:
+    status: str
+    """`healthy`, `degraded` or `unhealthy` (see the module docstring)."""
+    reasons: list[str] = field(default_factory=list)
+    """Why the status is not `healthy`, one short sentence each."""
+    queue_depth: int
+    queue_capacity: int
+    submitted: int
+    emitted: dict[str, int]
+    retried: int
+    spooled: int
+    replayed: int
+    dropped: int
+    rejected: int
+    sampled_out: int
+    spool_bytes: dict[str, int]
+    circuit_state: str
+    cache_backend: str | None = None
+    cache_hits: int = 0
+    cache_misses: int = 0
+    cache_hit_rate: float | None = None
+    cache_degraded: bool = False
+    invalid_traceparents: int = 0
+    last_error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class SelfMonitor:
+    """Reads the live counters of its collaborators; holds no state of its own."""
+
+    def __init__(
+        self,
+        processor: _HasStats,
+        *,
+        queue_capacity: int,
+        circuit_state: Any = None,
+        cache: _HasStats | None = None,
+        context_counter: Any = None,
+    ) -> None:
+        """`circuit_state` is a zero-argument callable returning the breaker state (or None
+        when there is no Opik sink); `context_counter` has a `.value` of invalid headers."""
+        self._processor = processor
+        self._queue_capacity = queue_capacity
+        self._circuit_state = circuit_state
+        self._cache = cache
+        self._context_counter = context_counter
+
+    def health(self) -> HealthSnapshot:
+        stats: ProcessorStats = self._processor.stats()
+        circuit = self._circuit_state() if self._circuit_state is not None else "disabled"
+        cache = self._cache.stats() if self._cache is not None else None
+        lookups = (cache.hits + cache.misses) if cache is not None else 0
+        reasons = self._reasons(stats, circuit, cache)
+        if stats.dropped or stats.queue_depth >= QUEUE_ALERT_FRACTION * self._queue_capacity:
+            status = "unhealthy"
+        elif reasons:
+            status = "degraded"
+        else:
+            status = "healthy"
+        return HealthSnapshot(
+            status=status,
+            reasons=reasons,
+            queue_depth=stats.queue_depth,
+            queue_capacity=self._queue_capacity,
+            submitted=stats.submitted,
+            emitted=dict(stats.emitted),
+            retried=stats.retried,
+            spooled=stats.spooled,
+            replayed=stats.replayed,
+            dropped=stats.dropped,
+            rejected=stats.rejected,
+            sampled_out=stats.sampled_out,
+            spool_bytes=dict(stats.spool_bytes),
+            circuit_state=circuit,
+            cache_backend=cache.backend if cache is not None else None,
+            cache_hits=cache.hits if cache is not None else 0,
+            cache_misses=cache.misses if cache is not None else 0,
+            cache_hit_rate=(cache.hits / lookups) if lookups else None,
+            cache_degraded=bool(cache is not None and cache.degraded),
+            invalid_traceparents=(
+                self._context_counter.value if self._context_counter is not None else 0
+            ),
+            last_error=stats.last_error,
+        )
+
+    def _reasons(self, stats: ProcessorStats, circuit: str, cache: Any) -> list[str]:
+        reasons = []
+        if stats.dropped:
+            reasons.append(f"{stats.dropped} spans dropped (spool full or unavailable)")
+        if stats.queue_depth >= QUEUE_ALERT_FRACTION * self._queue_capacity:
+            reasons.append(f"queue {stats.queue_depth}/{self._queue_capacity} nearly full")
+        if circuit in ("open", "half_open"):
+            reasons.append(f"Opik circuit breaker is {circuit}: database-only mode")
+        waiting = {name: n for name, n in stats.spool_bytes.items() if n}
+        if waiting:
+            listed = ", ".join(f"{name}: {n} bytes" for name, n in sorted(waiting.items()))
+            reasons.append(f"spans waiting in the spool for replay ({listed})")
+        if cache is not None and cache.degraded:
+            reasons.append("Redis unreachable: metrics cache serving from memory")
+        return reasons

@@ -1,0 +1,267 @@
+"""Token usage and text, read defensively from whatever a LangChain model returned.
+
+Providers report usage in different places and under different names; some report garbage
+(negative, NaN, strings). `extract_usage` looks in `usage_metadata` first (the standard since
+langchain-core 0.2.2), then in the provider fallbacks, and turns a bad count into `None` plus a
+counted, rate-limited warning: it runs inside callbacks, where raising would break the agent.
+
+Lookup order for one object (first usage block found wins):
+  1. `AIMessage.usage_metadata`
+  2. `ChatGeneration.generation_info["usage_metadata"]`
+  3. `message.response_metadata["token_usage" | "usage"]`
+  4. `LLMResult.llm_output["token_usage" | "usage"]`
+For an `LLMResult` only the first generation that carries usage counts (as in langchain-core's
+`UsageMetadataCallbackHandler`): with `n > 1` completions providers repeat the call's usage on
+every generation, so summing them would over-count.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "ProblemCounter",
+    "TokenUsage",
+    "extract_model_name",
+    "extract_usage",
+    "sanitize_text",
+]
+
+logger = logging.getLogger(__name__)
+
+# Raw provider key names, in preference order, for each count.
+_INPUT_KEYS = ("input_tokens", "prompt_tokens", "prompt_token_count", "inputTokens")
+_OUTPUT_KEYS = ("output_tokens", "completion_tokens", "candidates_token_count", "outputTokens")
+_TOTAL_KEYS = ("total_tokens", "total_token_count", "totalTokens")
+# Anthropic's raw `input_tokens` excludes prompt-cache tokens; langchain-anthropic adds them.
+_ANTHROPIC_CACHE_KEYS = ("cache_read_input_tokens", "cache_creation_input_tokens")
+_RESPONSE_USAGE_KEYS = ("token_usage", "usage")
+_MODEL_KEYS = ("model_name", "model")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """Token counts of one LLM call; a count the provider did not report (or garbled) is None."""
+
+    input_tokens: int | None
+    output_tokens: int | None
+    total_tokens: int | None
+    model: str | None = None
+
+
+class ProblemCounter:
+    """Counts a kind of recoverable problem and logs at most one warning per `interval` seconds.
+
+    Used where raising is not an option (callbacks): every occurrence is counted, the log is
+    not flooded.
+    """
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        interval_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        log: logging.Logger = logger,
+    ) -> None:
+        self._what = what
+        self._interval = interval_seconds
+        self._clock = clock
+        self._log = log
+        self._lock = threading.Lock()
+        self._count = 0
+        self._last_logged: float | None = None
+        self._suppressed = 0
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def record(self, detail: str) -> None:
+        """Count one occurrence; warn unless a warning went out less than `interval` ago."""
+        with self._lock:
+            self._count += 1
+            now = self._clock()
+            if self._last_logged is not None and now - self._last_logged < self._interval:
+                self._suppressed += 1
+                return
+            suppressed, self._suppressed, self._last_logged = self._suppressed, 0, now
+            total = self._count
+        extra = f" ({suppressed} similar suppressed)" if suppressed else ""
+        self._log.warning("%s: %s [total %d]%s", self._what, detail, total, extra)
+
+
+INVALID_TOKEN_COUNTS = ProblemCounter("ignored an invalid token count from a model provider")
+
+
+def _count(raw: Mapping[str, Any], keys: tuple[str, ...], problems: ProblemCounter) -> int | None:
+    for key in keys:
+        if key in raw and raw[key] is not None:
+            return _valid_count(raw[key], key, problems)
+    return None
+
+
+def _valid_count(value: Any, key: str, problems: ProblemCounter) -> int | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if ok and isinstance(value, float):
+        ok = math.isfinite(value) and value.is_integer()
+    if ok and value >= 0:
+        return int(value)
+    problems.record(f"{key}={value!r:.80} (expected an integer >= 0)")
+    return None
+
+
+def _usage_from_raw(raw: Any, problems: ProblemCounter) -> TokenUsage | None:
+    if not isinstance(raw, Mapping):
+        return None
+    present = (*_INPUT_KEYS, *_OUTPUT_KEYS, *_TOTAL_KEYS)
+    if not any(raw.get(key) is not None for key in present):
+        return None
+    input_tokens = _count(raw, _INPUT_KEYS, problems)
+    if input_tokens is not None and "prompt_tokens" not in raw:
+        for key in _ANTHROPIC_CACHE_KEYS:
+            extra = _count(raw, (key,), problems)
+            input_tokens += extra or 0
+    output_tokens = _count(raw, _OUTPUT_KEYS, problems)
+    total_tokens = _count(raw, _TOTAL_KEYS, problems)
+    total_given = any(raw.get(key) is not None for key in _TOTAL_KEYS)
+    if not total_given and (input_tokens is not None or output_tokens is not None):
+        total_tokens = (input_tokens or 0) + (output_tokens or 0)
+    return TokenUsage(input_tokens, output_tokens, total_tokens)
+
+
+def _model_from(mapping: Any) -> str | None:
+    if isinstance(mapping, Mapping):
+        for key in _MODEL_KEYS:
+            value = mapping.get(key)
+            if isinstance(value, str) and value:
+                return value
+    return None
+
+
+def _candidates(obj: Any) -> list[tuple[Any, Any]]:
+    """(usage-ish mapping, model-ish mapping) pairs in lookup order."""
+    if isinstance(obj, Mapping):
+        inner = [(obj.get("usage_metadata"), obj.get("response_metadata"))]
+        meta = obj.get("response_metadata")
+        llm_output = obj.get("llm_output")
+        if isinstance(meta, Mapping):
+            inner += [(meta.get(k), meta) for k in _RESPONSE_USAGE_KEYS]
+        if isinstance(llm_output, Mapping):
+            inner += [(llm_output.get(k), llm_output) for k in _RESPONSE_USAGE_KEYS]
+        inner += [(obj.get(k), obj) for k in _RESPONSE_USAGE_KEYS]
+        return [*inner, (obj, obj)]
+    generations = getattr(obj, "generations", None)
+    if isinstance(generations, list):  # LLMResult
+        pairs: list[tuple[Any, Any]] = []
+        for generation in (g for batch in generations if isinstance(batch, list) for g in batch):
+            pairs += _candidates(generation)
+        llm_output = getattr(obj, "llm_output", None)
+        if isinstance(llm_output, Mapping):
+            pairs += [(llm_output.get(k), llm_output) for k in _RESPONSE_USAGE_KEYS]
+        return pairs
+    message = getattr(obj, "message", None)
+    info = getattr(obj, "generation_info", None)
+    if message is not None or info is not None:  # ChatGeneration / Generation
+        pairs = [(getattr(message, "usage_metadata", None), _meta(message))]
+        if isinstance(info, Mapping):
+            pairs.append((info.get("usage_metadata"), _meta(message) or info))
+        meta = _meta(message)
+        if isinstance(meta, Mapping):
+            pairs += [(meta.get(k), meta) for k in _RESPONSE_USAGE_KEYS]
+        return pairs
+    meta = _meta(obj)  # AIMessage / AIMessageChunk
+    pairs = [(getattr(obj, "usage_metadata", None), meta)]
+    if isinstance(meta, Mapping):
+        pairs += [(meta.get(k), meta) for k in _RESPONSE_USAGE_KEYS]
+    return pairs
+
+
+def _meta(message: Any) -> Any:
+    return getattr(message, "response_metadata", None)
+
+
+def extract_usage(obj: Any, *, problems: ProblemCounter | None = None) -> TokenUsage | None:
+    """Token usage of an AIMessage(Chunk), ChatGeneration, LLMResult or dict; None if absent.
+
+    Never raises: a count that is negative, NaN, fractional or not a number becomes None and is
+    recorded on `problems` (default: the module's `INVALID_TOKEN_COUNTS`).
+    """
+    problems = problems or INVALID_TOKEN_COUNTS
+    garbled: TokenUsage | None = None
+    try:
+        for raw, model_source in _candidates(obj):
+            usage = _usage_from_raw(raw, problems)
+            if usage is None:
+                continue
+            model = _model_from(model_source) or extract_model_name(obj)
+            usage = TokenUsage(usage.input_tokens, usage.output_tokens, usage.total_tokens, model)
+            if (
+                usage.input_tokens is None
+                and usage.output_tokens is None
+                and (usage.total_tokens is None)
+            ):
+                garbled = garbled or usage  # every count was bad: try the next source
+                continue
+            return usage
+    except Exception as exc:  # a provider object we cannot read is not fatal
+        problems.record(f"unreadable usage on {type(obj).__name__}: {exc!r:.120}")
+    return garbled
+
+
+def extract_model_name(obj: Any) -> str | None:
+    """Model name from `response_metadata["model_name"|"model"]` or `llm_output["model_name"]`."""
+    try:
+        if isinstance(obj, Mapping):
+            return (
+                _model_from(obj.get("response_metadata"))
+                or _model_from(obj.get("llm_output"))
+                or _model_from(obj)
+            )
+        generations = getattr(obj, "generations", None)
+        if isinstance(generations, list):
+            for batch in generations:
+                for generation in batch if isinstance(batch, list) else ():
+                    name = extract_model_name(generation)
+                    if name:
+                        return name
+            return _model_from(getattr(obj, "llm_output", None))
+        message = getattr(obj, "message", None)
+        if message is not None:
+            return _model_from(_meta(message)) or _model_from(getattr(obj, "generation_info", None))
+        return _model_from(_meta(obj)) or _model_from(getattr(obj, "generation_info", None))
+    except Exception:  # same contract as extract_usage
+        return None
+
+
+def sanitize_text(text: Any, max_chars: int) -> tuple[str, bool]:
+    """Text safe to store and send as UTF-8, cut to `max_chars`; returns (text, truncated).
+
+    Bytes are decoded as UTF-8 with replacement; surrogate code points (lone ones from
+    `surrogateescape`, or pairs that never got combined) become valid characters or U+FFFD;
+    NUL becomes U+FFFD because PostgreSQL text cannot hold it. Other objects go through str().
+    """
+    if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 0:
+        raise ValueError(f"max_chars must be an integer >= 0, got {max_chars!r}")
+    if isinstance(text, bytes | bytearray):
+        value = bytes(text).decode("utf-8", errors="replace")
+    elif isinstance(text, str):
+        value = text
+    else:
+        value = str(text)
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    if len(value) > max_chars:
+        return value[:max_chars], True
+    return value, False

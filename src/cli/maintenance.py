@@ -1,0 +1,104 @@
+"""Store upkeep commands: `db init`, `db cleanup`, `spool replay`.
+
+`spool replay` uses the same wiring as the agents (`build_opik_connector(config)`: repository,
+database and Opik sinks, batch processor) so a replay from the command line delivers exactly
+as a restarted agent would, then reports what is still waiting. It exits 1 while a spool is
+not empty, so a cron job or an operator notices a sink that is still down.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from src.agents.ml_foundation.observability_connector.processor_stats import ProcessorStats
+from src.repositories.base import SpanRepository
+
+from .options import check_non_negative, settings_of
+from .session import CliError, describe_store, run_with_repository, translated_errors
+
+__all__ = ["db_app", "spool_app"]
+
+db_app = typer.Typer(help="Span database: schema and retention.", no_args_is_help=True)
+spool_app = typer.Typer(help="The on-disk spool of spans no sink took yet.", no_args_is_help=True)
+
+
+@db_app.command("init")
+def db_init(ctx: typer.Context) -> None:
+    """Create or migrate the span table, indexes and SQL functions (idempotent)."""
+    config = settings_of(ctx).load()
+
+    async def work(repository: SpanRepository) -> None:
+        await repository.setup()
+
+    run_with_repository(config, work, must_exist=False)
+    typer.echo(f"schema ready in {describe_store(config)}")
+
+
+@db_app.command("cleanup")
+def db_cleanup(
+    ctx: typer.Context,
+    days: Annotated[
+        int | None,
+        typer.Option(
+            callback=check_non_negative,
+            help="Delete spans that started more than this many days ago "
+            "(default: retention.days of the configuration).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Delete old spans in batches (retention.batch_size rows per statement)."""
+    config = settings_of(ctx).load()
+    retention_days = config.retention.days if days is None else days
+
+    async def work(repository: SpanRepository) -> int:
+        return await repository.delete_old_spans(retention_days, config.retention.batch_size)
+
+    deleted = run_with_repository(config, work)
+    typer.echo(
+        f"deleted {deleted:,} spans older than {retention_days} days from {describe_store(config)}"
+    )
+
+
+def _spool_table(stats: ProcessorStats) -> Table:
+    table = Table(title="Spool replay")
+    table.add_column("Sink")
+    table.add_column("Replayed", justify="right")
+    table.add_column("Refused for good", justify="right")
+    table.add_column("Still spooled", justify="right")
+    for name in sorted(stats.sinks):
+        counters = stats.sinks[name]
+        table.add_row(
+            name,
+            f"{counters.replayed:,}",
+            f"{counters.replay_rejected:,}",
+            f"{counters.spool_bytes:,} bytes",
+        )
+    return table
+
+
+@spool_app.command("replay")
+def spool_replay(ctx: typer.Context) -> None:
+    """Re-send every spooled span to its sink now; print what was delivered and what is left."""
+    config = settings_of(ctx).load()
+    with translated_errors(config):
+        from src.mlops.opik_default import build_opik_connector
+
+        connector = build_opik_connector(config)
+        try:
+            processor = connector.processor
+            processor.replay_spool()  # type: ignore[attr-defined]
+            stats: ProcessorStats = processor.stats()  # type: ignore[attr-defined]
+        finally:
+            connector.close(config.batching.shutdown_timeout_seconds)
+    Console(highlight=False).print(_spool_table(stats))
+    typer.echo(f"replayed {stats.replayed:,} spans from {config.storage.spool_dir}")
+    waiting = {name: c.spool_bytes for name, c in stats.sinks.items() if c.spool_bytes}
+    if waiting:
+        listed = ", ".join(f"{name} ({size:,} bytes)" for name, size in sorted(waiting.items()))
+        reason = f"; last error: {stats.last_error}" if stats.last_error else ""
+        raise CliError(f"spans still waiting in the spool for {listed}{reason}")

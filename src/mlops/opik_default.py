@@ -1,0 +1,123 @@
+"""The process-default `OpikConnector`, built lazily from configuration.
+
+    repository  = create_span_repository(config)          (SQLite / Postgres / Supabase)
+    sinks       = [DatabaseSink(repository)] + [OpikSink(...)] when opik.enabled
+    cache       = create_metrics_cache(config.cache)           (memory, or Redis)
+    processor   = BatchProcessor(sinks, config.batching, config.storage.spool_dir,
+                                 sampler=Sampler(config.sampling),
+                                 on_batch_written=cache.on_batch_written)
+    connector   = OpikConnector(processor, opik_sink=..., repository=..., registry=agent registry,
+                                metrics_service=MetricsService(repository, cache))
+
+Nothing happens at import: the first `get_opik_connector()` builds it (thread-safe, once);
+`reset_opik_connector()` closes it (tests, or a forked worker that wants its own). Every class
+stays usable without this module: pass your own processor, sink and repository.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from src.agents.ml_foundation.observability_connector.config import (
+    ObservabilityConfig,
+    load_config,
+)
+
+if TYPE_CHECKING:
+    from .opik_connector import OpikConnector
+
+__all__ = ["build_opik_connector", "get_opik_connector", "reset_opik_connector"]
+
+logger = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_default: OpikConnector | None = None
+
+
+def build_opik_connector(config: ObservabilityConfig) -> OpikConnector:
+    """Wire repository -> sinks -> batch processor -> connector for `config`."""
+    from src.agents.ml_foundation.observability_connector.batch_processor import BatchProcessor
+    from src.agents.ml_foundation.observability_connector.cache import create_metrics_cache
+    from src.agents.ml_foundation.observability_connector.db_sink import DatabaseSink
+    from src.agents.ml_foundation.observability_connector.delivery import redact
+    from src.agents.ml_foundation.observability_connector.nodes.metrics_aggregator import (
+        MetricsService,
+    )
+    from src.agents.ml_foundation.observability_connector.registry import load_agent_registry
+    from src.agents.ml_foundation.observability_connector.sampling import Sampler
+    from src.repositories.observability_span import create_span_repository
+
+    from .circuit_breaker import CircuitBreaker
+    from .opik_connector import OpikConnector
+    from .opik_sink import OpikSink, build_opik_client
+
+    registry = load_agent_registry()
+    repository = create_span_repository(config)
+    db_sink = DatabaseSink(repository, timeout=config.storage.timeout_seconds)
+    try:
+        db_sink.setup()
+    except Exception as exc:  # broad on purpose: spans spool and replay once the DB is back
+        logger.warning(
+            "span database setup failed (%s: %s); spans will be spooled and replayed",
+            type(exc).__name__,
+            redact(str(exc)),
+        )
+    sinks: list[object] = [db_sink]
+    opik_sink = None
+    if config.opik.enabled:
+        breaker = CircuitBreaker.from_settings(config.circuit_breaker)
+        client = build_opik_client(config.opik)
+        opik_sink = OpikSink(client, config.opik.project_name, breaker, capture=config.capture)
+        sinks.append(opik_sink)
+    cache = create_metrics_cache(config.cache)
+    processor = BatchProcessor(
+        sinks,  # type: ignore[arg-type]
+        config.batching,
+        config.storage.spool_dir,
+        sampler=Sampler(config.sampling),
+        on_batch_written=cache.on_batch_written,
+    )
+
+    def release() -> None:
+        if opik_sink is not None:
+            opik_sink.close()
+        db_sink.close()
+        close_cache = getattr(cache, "close", None)
+        if close_cache is not None:
+            close_cache()
+
+    return OpikConnector(
+        processor,
+        opik_sink=opik_sink,
+        repository=repository,
+        config=config,
+        registry=registry,
+        metrics_service=MetricsService(repository, cache),
+        on_close=release,
+    )
+
+
+def get_opik_connector(config: ObservabilityConfig | None = None) -> OpikConnector:
+    """The process default, built on first call from `config` (default: `load_config()`).
+
+    Later calls return the same connector; their `config` is ignored.
+    """
+    global _default
+    connector = _default
+    if connector is not None:
+        return connector
+    with _lock:
+        if _default is None:
+            _default = build_opik_connector(config if config is not None else load_config())
+        return _default
+
+
+def reset_opik_connector(timeout: float | None = None) -> None:
+    """Close and forget the process default (the next `get_opik_connector()` builds anew)."""
+    global _default
+    with _lock:
+        connector, _default = _default, None
+    if connector is not None:
+        connector.close(timeout)

@@ -1,0 +1,68 @@
+"""Where a new explicit span attaches: under the current span, an explicit parent, or nowhere.
+
+Why a recent-span map: the seed API passes `parent_span_id=span.span_id` around, sometimes after
+the parent's block has ended (no current context any more). Remembering the trace of the last
+`max_spans` spans this connector started lets such a call still land in the right trace; the map
+is bounded (LRU), so it never grows with the process's lifetime.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+from src.agents.ml_foundation.observability_connector.nodes.context_manager import (
+    SAMPLED_FLAG,
+    TraceContext,
+    current_context,
+    new_span_id,
+)
+
+__all__ = ["SpanParents"]
+
+
+class SpanParents:
+    """Resolves (trace_id, parent_span_id) arguments against the current context."""
+
+    def __init__(self, max_spans: int = 10_000) -> None:
+        if max_spans < 1:
+            raise ValueError(f"max_spans must be >= 1, got {max_spans!r}")
+        self._max = max_spans
+        self._lock = threading.Lock()
+        self._recent: OrderedDict[str, str] = OrderedDict()  # span_id -> trace_id
+
+    def remember(self, span_id: str, trace_id: str) -> None:
+        with self._lock:
+            self._recent[span_id] = trace_id
+            self._recent.move_to_end(span_id)
+            while len(self._recent) > self._max:
+                self._recent.popitem(last=False)
+
+    def resolve(
+        self, trace_id: str | None, parent_span_id: str | None
+    ) -> tuple[TraceContext | None, str | None]:
+        """(context the new span starts under, its parent span id); (None, None) = new trace.
+
+        - no ids: child of the current span, or a new trace;
+        - only `trace_id`: child of the current span if it is in that trace, else a root span
+          in that trace;
+        - `parent_span_id`: that span, in `trace_id`, else the trace remembered for it, else the
+          current trace; ValueError when none is known.
+        """
+        ctx = current_context()
+        if parent_span_id is None:
+            if trace_id is None or (ctx is not None and ctx.trace_id == trace_id):
+                return ctx, ctx.span_id if ctx is not None else None
+            return TraceContext(trace_id, new_span_id(), SAMPLED_FLAG), None
+        if ctx is not None and ctx.span_id == parent_span_id and trace_id in (None, ctx.trace_id):
+            return ctx, parent_span_id
+        with self._lock:
+            known = self._recent.get(parent_span_id)
+        trace_id = trace_id or known or (ctx.trace_id if ctx is not None else None)
+        if trace_id is None:
+            raise ValueError(
+                f"parent_span_id {parent_span_id!r} is not a span this connector knows and no "
+                "trace_id was given; pass trace_id, or call inside the parent's trace_agent block"
+            )
+        flags, state = (ctx.trace_flags, ctx.tracestate) if ctx is not None else (SAMPLED_FLAG, ())
+        return TraceContext(trace_id, parent_span_id, flags, state), parent_span_id

@@ -1,0 +1,150 @@
+"""SQL of the SQLite backend: the append-only migration list and the queries.
+
+The table mirrors `database/ml/mlops_tables.sql` (same table, column and index names), with
+SQLite types: uuid/timestamps/JSON as TEXT (timestamps fixed-width UTC ISO-8601, so comparing
+text compares time), REAL durations. Never edit a released migration; append a new one.
+
+Percentiles are computed in SQL, per agent, with window functions: rank the durations
+(ROW_NUMBER over PARTITION BY agent) and interpolate between the two closest ranks exactly as
+`statistics.quantiles(data, n=100, method="inclusive")` does (integer position arithmetic),
+which is PostgreSQL's `percentile_cont`. Only one row per agent leaves SQLite.
+"""
+
+from __future__ import annotations
+
+from src.repositories._rows import SPAN_COLUMNS
+from src.repositories.base import TABLE_NAME
+
+__all__ = [
+    "DELETE_OLD_BATCH",
+    "INSERT_SPAN",
+    "LATENCY_STATS",
+    "MIGRATIONS",
+    "SELECT_BY_TRACE",
+    "SELECT_BY_WINDOW",
+]
+
+_HEX16 = "length({c}) = 16 AND {c} NOT GLOB '*[^0-9a-f]*' AND {c} <> '0000000000000000'"
+_HEX32 = f"length(trace_id) = 32 AND trace_id NOT GLOB '*[^0-9a-f]*' AND trace_id <> '{'0' * 32}'"
+
+_CREATE_TABLE = f"""
+CREATE TABLE IF NOT EXISTS {TABLE_NAME} (
+    id              TEXT PRIMARY KEY NOT NULL,
+    span_id         TEXT NOT NULL CHECK ({_HEX16.format(c="span_id")}),
+    trace_id        TEXT NOT NULL CHECK ({_HEX32}),
+    parent_span_id  TEXT CHECK ({_HEX16.format(c="parent_span_id")}),
+    operation_name  TEXT NOT NULL,
+    agent_name      TEXT NOT NULL,
+    agent_tier      INTEGER CHECK (agent_tier BETWEEN 0 AND 5),
+    span_kind       TEXT NOT NULL DEFAULT 'agent'
+                    CHECK (span_kind IN ('agent', 'llm', 'tool', 'chain')),
+    start_time      TEXT NOT NULL,
+    end_time        TEXT CHECK (end_time >= start_time),
+    duration_ms     REAL CHECK (duration_ms >= 0),
+    status          TEXT NOT NULL DEFAULT 'completed'
+                    CHECK (status IN ('started', 'completed', 'error')),
+    error_type      TEXT,
+    error_message   TEXT,
+    attributes      TEXT NOT NULL DEFAULT '{{}}' CHECK (json_type(attributes) = 'object'),
+    llm_model       TEXT,
+    input_tokens    INTEGER CHECK (input_tokens >= 0),
+    output_tokens   INTEGER CHECK (output_tokens >= 0),
+    total_tokens    INTEGER CHECK (total_tokens >= 0),
+    events          TEXT NOT NULL DEFAULT '[]' CHECK (json_type(events) = 'array'),
+    thread_id       TEXT,
+    tracestate      TEXT,
+    created_at      TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')),
+    CONSTRAINT ml_observability_spans_trace_span_key UNIQUE (trace_id, span_id)
+)
+"""
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: the table and the PostgreSQL schema's indexes.
+    (
+        _CREATE_TABLE,
+        f"CREATE INDEX IF NOT EXISTS idx_ml_obs_spans_trace_id ON {TABLE_NAME} (trace_id)",
+        f"CREATE INDEX IF NOT EXISTS idx_ml_obs_spans_start_time ON {TABLE_NAME} (start_time DESC)",
+        f"CREATE INDEX IF NOT EXISTS idx_ml_obs_spans_agent_name ON {TABLE_NAME} (agent_name)",
+        f"CREATE INDEX IF NOT EXISTS idx_ml_obs_spans_status ON {TABLE_NAME} (status)",
+        f"CREATE INDEX IF NOT EXISTS idx_ml_obs_spans_agent_start "
+        f"ON {TABLE_NAME} (agent_name, start_time DESC)",
+    ),
+)
+"""Append-only; migration i (1-based) is applied when `PRAGMA user_version` < i."""
+
+_COLUMNS = ", ".join(SPAN_COLUMNS)
+
+INSERT_SPAN = (
+    f"INSERT INTO {TABLE_NAME} ({_COLUMNS}) VALUES ({', '.join('?' for _ in SPAN_COLUMNS)}) "
+    "ON CONFLICT DO NOTHING"
+)
+
+SELECT_BY_WINDOW = (
+    f"SELECT {_COLUMNS} FROM {TABLE_NAME} "
+    "WHERE start_time >= :start AND start_time <= :end "
+    "AND (:agent IS NULL OR agent_name = :agent) "
+    "ORDER BY start_time DESC, trace_id DESC, span_id DESC LIMIT :limit"
+)
+
+SELECT_BY_TRACE = (
+    f"SELECT {_COLUMNS} FROM {TABLE_NAME} WHERE trace_id = ? ORDER BY start_time, span_id"
+)
+
+DELETE_OLD_BATCH = (
+    f"DELETE FROM {TABLE_NAME} WHERE rowid IN ("
+    f"SELECT rowid FROM {TABLE_NAME} WHERE start_time < ? ORDER BY start_time LIMIT ?)"
+)
+
+
+def _percentile(percent: int) -> str:
+    """Inclusive-method quantile `percent` over ranks i = 0..m (m = n - 1)."""
+    j = f"({percent} * m / 100)"
+    delta = f"({percent} * m % 100)"
+    return (
+        f"SUM(CASE i WHEN {j} THEN duration_ms * (100 - {delta}) "
+        f"WHEN {j} + 1 THEN duration_ms * {delta} END) / 100.0 AS p{percent}_ms"
+    )
+
+
+LATENCY_STATS = f"""
+WITH scoped AS (
+    SELECT agent_name, agent_tier, span_kind, status, duration_ms,
+           input_tokens, output_tokens, total_tokens
+    FROM {TABLE_NAME}
+    WHERE start_time >= :start AND start_time <= :end
+      AND (:agent IS NULL OR agent_name = :agent)
+),
+ranked AS (
+    SELECT agent_name, duration_ms,
+           ROW_NUMBER() OVER (PARTITION BY agent_name ORDER BY duration_ms) - 1 AS i,
+           COUNT(*) OVER (PARTITION BY agent_name) - 1 AS m
+    FROM scoped
+    WHERE duration_ms IS NOT NULL
+),
+percentiles AS (
+    SELECT agent_name, {_percentile(50)}, {_percentile(95)}, {_percentile(99)}
+    FROM ranked
+    GROUP BY agent_name
+),
+totals AS (
+    SELECT agent_name,
+           MAX(agent_tier) AS agent_tier,
+           COUNT(*) AS count,
+           SUM(status = 'error') AS error_count,
+           AVG(duration_ms) AS avg_ms,
+           MAX(duration_ms) AS max_ms,
+           SUM(span_kind = 'llm') AS llm_calls,
+           COALESCE(SUM(CASE WHEN span_kind = 'llm' THEN input_tokens END), 0) AS input_tokens,
+           COALESCE(SUM(CASE WHEN span_kind = 'llm' THEN output_tokens END), 0) AS output_tokens,
+           COALESCE(SUM(CASE WHEN span_kind = 'llm' THEN total_tokens END), 0) AS total_tokens
+    FROM scoped
+    GROUP BY agent_name
+)
+SELECT t.agent_name, t.agent_tier, t.count, t.error_count,
+       CAST(t.error_count AS REAL) / t.count AS error_rate,
+       t.avg_ms, p.p50_ms, p.p95_ms, p.p99_ms, t.max_ms,
+       t.llm_calls, t.input_tokens, t.output_tokens, t.total_tokens,
+       t.count / :minutes AS spans_per_minute
+FROM totals AS t LEFT JOIN percentiles AS p ON p.agent_name = t.agent_name
+ORDER BY t.agent_name
+"""

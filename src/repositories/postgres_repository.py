@@ -1,0 +1,200 @@
+"""Span storage on any PostgreSQL 15+ (including a Supabase project's direct connection).
+
+psycopg 3 with an `AsyncConnectionPool` on a private event loop, so any caller loop may await
+it (see `_postgres_pools`). The schema, the percentile statistics and the batched retention
+live in `database/ml/mlops_tables.sql`, so this module and the Supabase backend (which calls
+the same SQL functions over `rpc`) agree by construction. Batches are `COPY`'d into a
+transaction-scoped staging table and moved with one `INSERT ... SELECT ... ON CONFLICT DO
+NOTHING`, whose row count is the number of new spans.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from src.agents.ml_foundation.observability_connector.models import (
+    LatencyStats,
+    ObservabilitySpan,
+)
+from src.repositories._arguments import (
+    Clock,
+    check_agent_name,
+    check_limit,
+    check_retention,
+    check_trace_id,
+    current_time,
+    resolve_window,
+    utc_now,
+)
+from src.repositories._postgres_pools import PoolRunner
+from src.repositories._rows import SPAN_COLUMNS, span_from_row, span_to_postgres_row, stats_from_row
+from src.repositories.base import TABLE_NAME
+
+__all__ = ["SCHEMA_PATH", "SETUP_LOCK_KEY", "PostgresSpanRepository"]
+
+Connection = AsyncConnection[Any]
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "database" / "ml" / "mlops_tables.sql"
+SETUP_LOCK_KEY = 0x0E21_0B5E_5C4E_3A01
+"""pg_advisory_xact_lock key serialising concurrent `setup()` calls (any constant bigint)."""
+
+_TABLE = f"public.{TABLE_NAME}"
+_COLUMNS = ", ".join(SPAN_COLUMNS)
+_PLACEHOLDERS = ", ".join(
+    "%s::jsonb" if column in ("attributes", "events") else "%s" for column in SPAN_COLUMNS
+)
+_INSERT_ONE = f"INSERT INTO {_TABLE} ({_COLUMNS}) VALUES ({_PLACEHOLDERS}) ON CONFLICT DO NOTHING"
+_CREATE_STAGE = (
+    f"CREATE TEMP TABLE ml_spans_stage ON COMMIT DROP AS "
+    f"SELECT {_COLUMNS} FROM {_TABLE} WITH NO DATA"
+)
+_COPY_STAGE = f"COPY ml_spans_stage ({_COLUMNS}) FROM STDIN"
+_INSERT_STAGED = (
+    f"INSERT INTO {_TABLE} ({_COLUMNS}) SELECT {_COLUMNS} FROM ml_spans_stage "
+    "ON CONFLICT DO NOTHING"
+)
+_SELECT_WINDOW = (
+    f"SELECT {_COLUMNS} FROM {_TABLE} WHERE start_time >= %(start)s AND start_time <= %(end)s "
+    "AND (%(agent)s::text IS NULL OR agent_name = %(agent)s::text) "
+    'ORDER BY start_time DESC, trace_id COLLATE "C" DESC, span_id COLLATE "C" DESC '
+    "LIMIT %(limit)s"
+)
+_SELECT_TRACE = (
+    f'SELECT {_COLUMNS} FROM {_TABLE} WHERE trace_id = %s ORDER BY start_time, span_id COLLATE "C"'
+)
+_LATENCY_STATS = (
+    "SELECT * FROM public.ml_agent_latency_stats(%s::interval, %s::text, %s::timestamptz)"
+)
+_DELETE_OLD = "SELECT public.ml_delete_old_spans(%s::interval, %s::integer, %s::timestamptz)"
+
+
+class PostgresSpanRepository:
+    """`SpanRepository` on PostgreSQL through psycopg 3.
+
+    Example:
+        repo = PostgresSpanRepository("postgresql://app@db.example/e2i")
+        await repo.setup()                 # applies database/ml/mlops_tables.sql
+        new = await repo.insert_spans_batch(spans)
+        stats = await repo.get_latency_stats("24h")
+        await repo.close()
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 5,
+        clock: Clock | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        if not isinstance(dsn, str) or not dsn:
+            raise ValueError("dsn must be a non-empty PostgreSQL connection string")
+        if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 0:
+            raise ValueError(f"min_size must be an integer >= 0, got {min_size!r}")
+        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
+            raise ValueError(f"max_size must be an integer >= 1, got {max_size!r}")
+        if max_size < min_size:
+            raise ValueError(f"max_size ({max_size}) must be >= min_size ({min_size})")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        self._pools = PoolRunner(
+            dsn, min_size=min_size, max_size=max_size, timeout=timeout, name="e2i-obs-spans"
+        )
+        self._clock = clock or utc_now
+
+    def __repr__(self) -> str:
+        return f"PostgresSpanRepository(target={self._pools.target!r})"
+
+    async def setup(self) -> None:
+        """Apply `database/ml/mlops_tables.sql` in one transaction under an advisory lock."""
+        schema = SCHEMA_PATH.read_text(encoding="utf-8")
+
+        async def apply(conn: Connection) -> None:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SETUP_LOCK_KEY,))
+                await conn.execute(schema)
+
+        await self._pools.run("setup", apply)
+
+    async def insert_span(self, span: ObservabilitySpan) -> bool:
+        row = span_to_postgres_row(span)
+
+        async def insert(conn: Connection) -> bool:
+            async with conn.transaction():
+                cursor = await conn.execute(_INSERT_ONE, row)
+                return cursor.rowcount == 1
+
+        return await self._pools.run("insert span", insert)
+
+    async def insert_spans_batch(self, spans: Sequence[ObservabilitySpan]) -> int:
+        rows = [span_to_postgres_row(span) for span in spans]
+        if not rows:
+            return 0
+
+        async def copy_in(conn: Connection) -> int:
+            async with conn.transaction(), conn.cursor() as cursor:
+                await cursor.execute(_CREATE_STAGE)
+                async with cursor.copy(_COPY_STAGE) as copy:
+                    for row in rows:
+                        await copy.write_row(row)
+                await cursor.execute(_INSERT_STAGED)
+                return cursor.rowcount
+
+        return await self._pools.run("insert batch", copy_in)
+
+    async def get_spans_by_time_window(
+        self, window: str, agent_name: str | None = None, limit: int = 1000
+    ) -> list[ObservabilitySpan]:
+        resolved = resolve_window(window, self._clock)
+        params = {
+            "start": resolved.start,
+            "end": resolved.end,
+            "agent": check_agent_name(agent_name),
+            "limit": check_limit(limit),
+        }
+        rows = await self._pools.run("select spans by window", _fetch(_SELECT_WINDOW, params))
+        return [span_from_row(row) for row in rows]
+
+    async def get_spans_by_trace(self, trace_id: str) -> list[ObservabilitySpan]:
+        params = (check_trace_id(trace_id),)
+        rows = await self._pools.run("select spans by trace", _fetch(_SELECT_TRACE, params))
+        return [span_from_row(row) for row in rows]
+
+    async def get_latency_stats(
+        self, window: str, agent_name: str | None = None
+    ) -> list[LatencyStats]:
+        resolved = resolve_window(window, self._clock)
+        params = (_seconds(resolved.length), check_agent_name(agent_name), resolved.end)
+        rows = await self._pools.run("latency stats", _fetch(_LATENCY_STATS, params))
+        return [stats_from_row(row) for row in rows]
+
+    async def delete_old_spans(self, days: int = 90, batch_size: int = 1000) -> int:
+        older_than = check_retention(days, batch_size)
+        params = (_seconds(older_than), batch_size, current_time(self._clock))
+        rows = await self._pools.run("delete old spans", _fetch(_DELETE_OLD, params))
+        return int(rows[0][0]) if rows else 0
+
+    async def close(self) -> None:
+        await self._pools.close()
+
+
+def _seconds(length: timedelta) -> str:
+    """An interval in plain seconds: `interval '7 days'` would follow the session time zone's
+    daylight-saving shifts, while the other backends (and the clock) count exact seconds."""
+    return f"{int(length.total_seconds())} seconds"
+
+
+def _fetch(query: str, params: Any) -> Callable[[Connection], Awaitable[list[Any]]]:
+    """Run one statement in its own transaction and return all its rows."""
+
+    async def fetch(conn: Connection) -> list[Any]:
+        async with conn.transaction():
+            return await (await conn.execute(query, params)).fetchall()
+
+    return fetch

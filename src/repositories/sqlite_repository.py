@@ -1,0 +1,228 @@
+"""The embedded span store: stdlib `sqlite3` in WAL mode, zero setup.
+
+One connection, guarded by a lock, serves every thread and event loop; each coroutine runs its
+blocking SQLite work in a worker thread (`asyncio.to_thread`), so the agent's event loop never
+waits on disk. The file and its parent directory are created on first use, not at construction.
+`setup()` applies the append-only migrations in `_sqlite_sql.MIGRATIONS`, tracked by
+`PRAGMA user_version`. Percentiles are computed inside SQLite (see `_sqlite_sql`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from src.agents.ml_foundation.observability_connector.models import (
+    LatencyStats,
+    ObservabilitySpan,
+)
+from src.repositories import _sqlite_sql as sql
+from src.repositories._arguments import (
+    Clock,
+    Window,
+    check_agent_name,
+    check_limit,
+    check_retention,
+    check_trace_id,
+    current_time,
+    resolve_window,
+    utc_now,
+)
+from src.repositories._rows import format_utc, span_from_row, span_to_sqlite_row, stats_from_row
+from src.repositories.base import RepositoryError
+
+__all__ = ["SqliteSpanRepository"]
+
+T = TypeVar("T")
+MEMORY = ":memory:"
+
+
+def _window_params(window: Window) -> dict[str, str]:
+    return {"start": format_utc(window.start), "end": format_utc(window.end)}
+
+
+class SqliteSpanRepository:
+    """`SpanRepository` on a SQLite file (or `":memory:"` for throwaway use).
+
+    Example:
+        repo = SqliteSpanRepository(".e2i_obs/observability.db")
+        await repo.setup()
+        await repo.insert_spans_batch(spans)
+        stats = await repo.get_latency_stats("1h")
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        clock: Clock | None = None,
+        busy_timeout_seconds: float = 10.0,
+    ) -> None:
+        if busy_timeout_seconds <= 0:
+            raise ValueError(f"busy_timeout_seconds must be > 0, got {busy_timeout_seconds!r}")
+        self._path = str(path) if str(path) == MEMORY else Path(path).expanduser()
+        self._clock = clock or utc_now
+        self._busy_timeout = busy_timeout_seconds
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+
+    @property
+    def path(self) -> Path | str:
+        return self._path
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if isinstance(self._path, Path):
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self._path,
+            timeout=self._busy_timeout,
+            isolation_level=None,  # explicit BEGIN/COMMIT below
+            check_same_thread=False,  # guarded by self._lock
+        )
+        try:
+            self._enable_wal(conn)
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error:
+            conn.close()
+            raise
+        return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch the file to WAL (persistent, so only a new file really changes). SQLite answers
+        "database is locked" at once, without the busy handler, while another connection is
+        converting the same new file, so retry until the busy timeout."""
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
+
+    def _call(self, operation: str, work: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            if self._closed:
+                raise RepositoryError(f"sqlite {operation}: the repository is closed")
+            try:
+                if self._conn is None:
+                    self._conn = self._connect()
+                return work(self._conn)
+            except (sqlite3.Error, OSError) as exc:  # OSError: the directory cannot be made
+                hint = " (call setup() first)" if "no such table" in str(exc) else ""
+                raise RepositoryError(
+                    f"sqlite {operation} on {self._path} failed: {exc}{hint}"
+                ) from exc
+
+    async def _run(self, operation: str, work: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.to_thread(self._call, operation, work)
+
+    @staticmethod
+    def _write(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = work()
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    # -- SpanRepository -------------------------------------------------------------------
+
+    async def setup(self) -> None:
+        def migrate(conn: sqlite3.Connection) -> None:
+            def apply() -> None:
+                (version,) = conn.execute("PRAGMA user_version").fetchone()
+                for number, statements in enumerate(sql.MIGRATIONS, start=1):
+                    if number > version:
+                        for statement in statements:
+                            conn.execute(statement)
+                        conn.execute(f"PRAGMA user_version = {number}")
+
+            self._write(conn, apply)  # BEGIN IMMEDIATE: concurrent setups take turns
+
+        await self._run("setup", migrate)
+
+    async def insert_span(self, span: ObservabilitySpan) -> bool:
+        return await self.insert_spans_batch([span]) == 1
+
+    async def insert_spans_batch(self, spans: Sequence[ObservabilitySpan]) -> int:
+        rows = [span_to_sqlite_row(span) for span in spans]
+        if not rows:
+            return 0
+
+        def insert(conn: sqlite3.Connection) -> int:
+            return self._write(conn, lambda: conn.executemany(sql.INSERT_SPAN, rows).rowcount)
+
+        return await self._run("insert", insert)
+
+    async def get_spans_by_time_window(
+        self, window: str, agent_name: str | None = None, limit: int = 1000
+    ) -> list[ObservabilitySpan]:
+        params = {
+            **_window_params(resolve_window(window, self._clock)),
+            "agent": check_agent_name(agent_name),
+            "limit": check_limit(limit),
+        }
+        rows = await self._run(
+            "select", lambda conn: conn.execute(sql.SELECT_BY_WINDOW, params).fetchall()
+        )
+        return [span_from_row(row) for row in rows]
+
+    async def get_spans_by_trace(self, trace_id: str) -> list[ObservabilitySpan]:
+        params = (check_trace_id(trace_id),)
+        rows = await self._run(
+            "select", lambda conn: conn.execute(sql.SELECT_BY_TRACE, params).fetchall()
+        )
+        return [span_from_row(row) for row in rows]
+
+    async def get_latency_stats(
+        self, window: str, agent_name: str | None = None
+    ) -> list[LatencyStats]:
+        resolved = resolve_window(window, self._clock)
+        params = {
+            **_window_params(resolved),
+            "agent": check_agent_name(agent_name),
+            "minutes": resolved.minutes,
+        }
+        rows = await self._run(
+            "latency stats", lambda conn: conn.execute(sql.LATENCY_STATS, params).fetchall()
+        )
+        return [stats_from_row(row) for row in rows]
+
+    async def delete_old_spans(self, days: int = 90, batch_size: int = 1000) -> int:
+        cutoff = format_utc(current_time(self._clock) - check_retention(days, batch_size))
+
+        def delete_batch(conn: sqlite3.Connection) -> int:
+            return self._write(
+                conn, lambda: conn.execute(sql.DELETE_OLD_BATCH, (cutoff, batch_size)).rowcount
+            )
+
+        total = 0
+        while True:  # one short transaction per batch, so writers interleave with retention
+            deleted = await self._run("delete old spans", delete_batch)
+            total += deleted
+            if deleted < batch_size:
+                return total
+
+    async def close(self) -> None:
+        def close_connection() -> None:
+            with self._lock:
+                self._closed = True
+                conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
+
+        await asyncio.to_thread(close_connection)

@@ -1,0 +1,296 @@
+"""Span storage in a Supabase project, through the `supabase` client over PostgREST.
+
+PostgREST cannot run DDL: the schema comes from `database/ml/mlops_tables.sql`, applied with
+`e2i-obs db init` on the project's direct Postgres connection or in the Supabase SQL editor.
+Heavy or destructive work runs in SQL functions called with `rpc` (latency percentiles,
+batched retention delete), because PostgREST 13 no longer accepts `delete().limit()`.
+
+Inserts are one upsert per chunk with `resolution=ignore-duplicates` on (trace_id, span_id)
+and `return=minimal`; `count=exact` makes PostgREST report the rows really inserted in
+`Content-Range: */<n>` (the count of its `INSERT ... ON CONFLICT DO NOTHING RETURNING`), so
+"how many were new" costs no extra request and no response body.
+
+The client's own retries are off (they sleep up to 7 s on a GET and never retry a POST): the
+emission pipeline retries, spools and replays. httpx clients belong to one event loop, so each
+loop that uses the repository gets its own client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import httpx
+from postgrest.exceptions import APIError
+from pydantic import SecretStr
+from supabase import AsyncClient, AsyncClientOptions, acreate_client
+
+from src.agents.ml_foundation.observability_connector.models import (
+    LatencyStats,
+    ObservabilitySpan,
+)
+from src.repositories._arguments import (
+    Clock,
+    check_agent_name,
+    check_limit,
+    check_retention,
+    check_trace_id,
+    current_time,
+    resolve_window,
+    utc_now,
+)
+from src.repositories._rows import (
+    SPAN_COLUMNS,
+    STATS_COLUMNS,
+    span_from_row,
+    span_to_json_row,
+    stats_from_row,
+)
+from src.repositories.base import TABLE_NAME, RepositoryError
+from src.repositories.supabase_errors import (
+    SupabaseConnectionError,
+    SupabaseRequestError,
+    SupabaseSchemaError,
+    SupabaseTimeoutError,
+    error_from_api_error,
+    raise_for_status,
+    scrub,
+)
+
+__all__ = [
+    "MAX_ROWS_PER_REQUEST",
+    "SupabaseConnectionError",
+    "SupabaseRequestError",
+    "SupabaseSchemaError",
+    "SupabaseSpanRepository",
+    "SupabaseTimeoutError",
+]
+
+MAX_ROWS_PER_REQUEST = 500
+"""Rows per upsert request: keeps one request body well under gateway limits."""
+CONFLICT_KEY = "trace_id,span_id"
+SELECT_COLUMNS = ",".join(SPAN_COLUMNS)
+STATS_FUNCTION = "ml_agent_latency_stats"
+RETENTION_FUNCTION = "ml_delete_old_spans"
+
+
+class SupabaseSpanRepository:
+    """`SpanRepository` over a Supabase project's REST API (service-role key)."""
+
+    def __init__(
+        self,
+        url: str,
+        key: str | SecretStr,
+        *,
+        clock: Clock | None = None,
+        timeout: float = 10.0,
+        client: AsyncClient | None = None,
+        rows_per_request: int = MAX_ROWS_PER_REQUEST,
+    ) -> None:
+        """`clock` returns timezone-aware "now" for windows; `client` replaces the clients
+        this repository would create (then it is the caller's to close)."""
+        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+            raise ValueError(
+                f"supabase_url must be the project URL (https://<ref>.supabase.co), got {url!r}"
+            )
+        secret = key if isinstance(key, SecretStr) else SecretStr(key or "")
+        if not secret.get_secret_value():
+            raise ValueError("supabase_key must be the project's service-role key; it is empty")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+            raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        if isinstance(rows_per_request, bool) or not isinstance(rows_per_request, int):
+            raise ValueError(f"rows_per_request must be an integer, got {rows_per_request!r}")
+        if rows_per_request < 1:
+            raise ValueError(f"rows_per_request must be >= 1, got {rows_per_request!r}")
+        self._url, self._key = url, secret
+        self._clock = clock or utc_now
+        self._timeout = timeout
+        self._injected = client
+        self._rows_per_request = rows_per_request
+        self._clients: dict[asyncio.AbstractEventLoop, tuple[AsyncClient, httpx.AsyncClient]] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"SupabaseSpanRepository(url={self._url!r}, key=SecretStr('**********'))"
+
+    # -- the protocol -----------------------------------------------------------------------
+    async def setup(self) -> None:
+        """Check that the project answers and the schema was applied (no DDL over REST)."""
+        await self._run(
+            "setup: read the spans table",
+            lambda c: c.table(TABLE_NAME).select("span_id").limit(1).execute(),
+        )
+        await self._run(
+            f"setup: call {STATS_FUNCTION}",
+            lambda c: c.rpc(STATS_FUNCTION, self._stats_args("1m", None)).execute(),
+        )
+
+    async def insert_span(self, span: ObservabilitySpan) -> bool:
+        return await self.insert_spans_batch([span]) == 1
+
+    async def insert_spans_batch(self, spans: Sequence[ObservabilitySpan]) -> int:
+        rows = [span_to_json_row(span) for span in spans]
+        inserted = 0
+        for start in range(0, len(rows), self._rows_per_request):
+            chunk = rows[start : start + self._rows_per_request]
+            response = await self._run(
+                "insert spans",
+                lambda c, chunk=chunk: (
+                    c.table(TABLE_NAME)
+                    .upsert(
+                        chunk,
+                        on_conflict=CONFLICT_KEY,
+                        ignore_duplicates=True,
+                        returning="minimal",
+                        count="exact",
+                    )
+                    .execute()
+                ),
+            )
+            if response.count is None:
+                raise SupabaseRequestError(
+                    None,
+                    "NO_COUNT",
+                    "the server did not report how many rows it inserted (no Content-Range "
+                    "count); is a proxy stripping headers?",
+                    operation="insert spans",
+                )
+            inserted += response.count
+        return inserted
+
+    async def get_spans_by_time_window(
+        self, window: str, agent_name: str | None = None, limit: int = 1000
+    ) -> list[ObservabilitySpan]:
+        check_limit(limit)
+        check_agent_name(agent_name)
+        span = resolve_window(window, self._clock)
+
+        def query(c: AsyncClient) -> Any:
+            builder = c.table(TABLE_NAME).select(SELECT_COLUMNS)
+            builder = builder.gte("start_time", span.start.isoformat())
+            builder = builder.lte("start_time", span.end.isoformat())
+            if agent_name is not None:
+                builder = builder.eq("agent_name", agent_name)
+            builder = builder.order("start_time", desc=True).order("trace_id", desc=True)
+            return builder.order("span_id", desc=True).limit(limit).execute()
+
+        response = await self._run("read spans by time window", query)
+        return [_span(row) for row in response.data]
+
+    async def get_spans_by_trace(self, trace_id: str) -> list[ObservabilitySpan]:
+        check_trace_id(trace_id)
+        response = await self._run(
+            "read spans of a trace",
+            lambda c: (
+                c.table(TABLE_NAME)
+                .select(SELECT_COLUMNS)
+                .eq("trace_id", trace_id)
+                .order("start_time")
+                .order("span_id")
+                .execute()
+            ),
+        )
+        return [_span(row) for row in response.data]
+
+    async def get_latency_stats(
+        self, window: str, agent_name: str | None = None
+    ) -> list[LatencyStats]:
+        args = self._stats_args(window, agent_name)
+        response = await self._run(
+            f"call {STATS_FUNCTION}", lambda c: c.rpc(STATS_FUNCTION, args).execute()
+        )
+        # The function sorts by agent (COLLATE "C"); json_agg keeps its order.
+        return [stats_from_row([row[c] for c in STATS_COLUMNS]) for row in response.data]
+
+    async def delete_old_spans(self, days: int = 90, batch_size: int = 1000) -> int:
+        check_retention(days, batch_size)
+        args = {
+            "p_older_than": f"{days} days",
+            "p_batch_size": batch_size,
+            "p_now": current_time(self._clock).isoformat(),
+        }
+        response = await self._run(
+            f"call {RETENTION_FUNCTION}", lambda c: c.rpc(RETENTION_FUNCTION, args).execute()
+        )
+        return int(response.data or 0)
+
+    async def close(self) -> None:
+        """Close the HTTP clients this repository made; safe to call twice. Later calls
+        raise `RepositoryError`."""
+        self._closed = True
+        clients, self._clients = self._clients, {}
+        current = _running_loop()
+        for loop, (_, http) in clients.items():
+            if loop is current:
+                await http.aclose()
+            elif not loop.is_closed() and loop.is_running():
+                asyncio.run_coroutine_threadsafe(http.aclose(), loop)
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _stats_args(self, window: str, agent_name: str | None) -> dict[str, Any]:
+        span = resolve_window(window, self._clock)
+        return {
+            "p_window": f"{int(span.length.total_seconds())} seconds",
+            "p_agent": check_agent_name(agent_name),
+            "p_now": span.end.isoformat(),
+        }
+
+    async def _client(self) -> AsyncClient:
+        if self._closed:
+            raise RepositoryError("the Supabase span repository is closed")
+        if self._injected is not None:
+            return self._injected
+        loop = asyncio.get_running_loop()
+        for gone in [other for other in self._clients if other.is_closed()]:
+            del self._clients[gone]  # its sockets go with it; a closed loop cannot close them
+        entry = self._clients.get(loop)
+        if entry is None:
+            http = httpx.AsyncClient(
+                timeout=httpx.Timeout(self._timeout),
+                event_hooks={"response": [raise_for_status]},
+            )
+            options = AsyncClientOptions(
+                httpx_client=http,
+                postgrest_client_retry=False,
+                auto_refresh_token=False,
+                persist_session=False,
+            )
+            try:
+                client = await acreate_client(self._url, self._key.get_secret_value(), options)
+            except BaseException:
+                await http.aclose()
+                raise
+            entry = self._clients.setdefault(loop, (client, http))
+            if entry[1] is not http:  # another task of this loop won the race
+                await http.aclose()
+        return entry[0]
+
+    async def _run(self, operation: str, request: Callable[[AsyncClient], Any]) -> Any:
+        """Send one request; every failure becomes a `SupabaseRequestError` without the key."""
+        key = self._key.get_secret_value()
+        try:
+            return await request(await self._client())
+        except SupabaseRequestError as exc:
+            raise exc.for_operation(operation, key) from None
+        except APIError as exc:
+            raise error_from_api_error(exc, operation, key) from None
+        except httpx.TimeoutException as exc:
+            raise SupabaseTimeoutError(
+                operation, f"no answer within {self._timeout:g} s ({type(exc).__name__})"
+            ) from None
+        except httpx.TransportError as exc:
+            raise SupabaseConnectionError(
+                operation, scrub(f"{type(exc).__name__}: {exc}", key)
+            ) from None
+
+
+def _span(row: dict[str, Any]) -> ObservabilitySpan:
+    return span_from_row([row[column] for column in SPAN_COLUMNS])
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

@@ -1,0 +1,85 @@
+"""The benchmark harness in smoke mode (tiny N), so it cannot rot: CI runs `make test` only,
+and this test is the smoke run. It runs `python -m benchmarks.run --mode smoke` as a separate
+process (clean environment, its own PostgreSQL and loopback server) and checks the shape of
+what it writes, never the timings (no timed assertions: figures go to BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.report import BEGIN_MARKER, END_MARKER, update_markdown
+from benchmarks.run import SIZES
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPECTED = {
+    ("callback/llm_call: added median", "sqlite"),
+    ("callback/llm_call: added CPU incl. background + flush", "sqlite"),
+    ("callback/llm_call: p99 of a traced call", "sqlite"),
+    ("callback/graph_3_nodes: added median", "sqlite"),
+    ("ingest: submit -> durable in the database", "sqlite"),
+    ("ingest: submit -> durable in the database", "postgres"),
+    ("metrics query 24h: cold (cache invalidated)", "postgres"),
+    ("metrics query 24h: cached", "postgres"),
+    ("metrics query 24h: cold (cache invalidated)", "sqlite"),
+    ("memory: peak RSS while spans pass through the pipeline", "sqlite"),
+}
+
+
+def test_benchmark_run__smoke_mode__writes_results_json_and_table(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPIK_", "LANGFUSE_"))}
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--mode", "smoke", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    out = completed.stdout
+    assert out.index("Ratios (ours over reference):") < out.index("wrote ")
+
+    document = json.loads((tmp_path / "results.json").read_text())
+    assert document["meta"]["mode"] == "smoke"
+    assert document["meta"]["command"] == f"python -m benchmarks.run --mode smoke --out {tmp_path}"
+    results = document["results"]
+    assert {(r["name"], r["backend"]) for r in results} >= EXPECTED
+    for result in results:
+        units = [key.removeprefix("ours_") for key in result if key.startswith("ours_")]
+        assert len(units) == 1, result
+        assert isinstance(result[f"ours_{units[0]}"], float), result
+        assert f"baseline_{units[0]}" in result and isinstance(result["ratios"], dict)
+    callback = next(r for r in results if r["name"] == "callback/llm_call: added median")
+    assert callback["n"] == SIZES["smoke"].llm_calls
+    for peer in ("opik", "langfuse"):
+        figure = callback[f"{peer}_us_per_call"]
+        installed = importlib.util.find_spec(peer) is not None
+        assert isinstance(figure, float) if installed else figure is None, (peer, figure)
+
+    table = (tmp_path / "BENCHMARKS.md").read_text()
+    assert BEGIN_MARKER in table and END_MARKER in table
+    assert "| Benchmark | Backend | N |" in table
+    assert "python -m benchmarks.run --mode smoke" in table
+
+
+def test_update_markdown__existing_notes__kept_and_generated_section_replaced(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "BENCHMARKS.md"
+    update_markdown(path, "first table")
+    path.write_text("# Title\n\nintro\n\n" + path.read_text().split("\n\n", 1)[1] + "\nclosing\n")
+
+    update_markdown(path, "second table")
+
+    text = path.read_text()
+    assert text.startswith("# Title\n\nintro\n")
+    assert text.rstrip().endswith("closing")
+    assert "second table" in text and "first table" not in text
+    assert text.count(BEGIN_MARKER) == text.count(END_MARKER) == 1

@@ -1,0 +1,428 @@
+"""One conformance suite for every `SpanRepository` backend.
+
+The `repository` fixture is parametrized over `BACKENDS`; a new backend is one more entry
+(a factory taking the pytest request and the clock). Every test uses a fixed clock, so time
+windows are deterministic, and compares against values computed here from the same data
+(percentiles with `statistics.quantiles(..., method="inclusive")`).
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from src.agents.ml_foundation.observability_connector.models import (
+    LatencyStats,
+    ObservabilitySpan,
+    SpanEvent,
+    SpanKind,
+    SpanStatus,
+)
+from src.agents.ml_foundation.observability_connector.time_window import ACCEPTED_WINDOWS
+from src.repositories.observability_span import (
+    PostgresSpanRepository,
+    RepositoryError,
+    SpanRepository,
+    SqliteSpanRepository,
+    SupabaseSpanRepository,
+)
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+TRACE_A = "0af7651916cd43dd8448eb211c80319c"
+TRACE_B = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+class FixedClock:
+    """A settable wall clock: `now` is what the repository sees as the current time."""
+
+    def __init__(self, now: datetime = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _sqlite(request: pytest.FixtureRequest, clock: FixedClock) -> SpanRepository:
+    path = request.getfixturevalue("tmp_path") / "store" / "spans.db"
+    return SqliteSpanRepository(path, clock=clock)
+
+
+def _postgres(request: pytest.FixtureRequest, clock: FixedClock) -> SpanRepository:
+    return PostgresSpanRepository(request.getfixturevalue("pg_dsn"), clock=clock)
+
+
+def _supabase(request: pytest.FixtureRequest, clock: FixedClock) -> SpanRepository:
+    """The real supabase client against the PostgREST test double (not PostgREST) in front of
+    the migrated test database with Supabase's roles (tests/fixtures/postgrest_double.py)."""
+    stack = request.getfixturevalue("supabase_stack")
+    return SupabaseSpanRepository(stack.url, stack.service_role_key, clock=clock)
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, FixedClock], SpanRepository]] = {
+    "sqlite": _sqlite,
+    "postgres": _postgres,
+    "supabase": _supabase,
+}
+BACKEND_MARKS = {"postgres": [pytest.mark.postgres], "supabase": [pytest.mark.postgres]}
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock()
+
+
+@pytest.fixture(params=[pytest.param(name, marks=BACKEND_MARKS.get(name, [])) for name in BACKENDS])
+async def repository(
+    request: pytest.FixtureRequest, clock: FixedClock
+) -> AsyncIterator[SpanRepository]:
+    repo = BACKENDS[request.param](request, clock)
+    await repo.setup()
+    yield repo
+    await repo.close()
+
+
+_ids = iter(range(1, 1 << 60))
+
+
+def make_span(
+    minutes_ago: float = 1.0,
+    *,
+    agent: str = "gap_analyzer",
+    trace_id: str = TRACE_A,
+    duration_ms: float | None = 12.5,
+    **fields,
+) -> ObservabilitySpan:
+    start = NOW - timedelta(minutes=minutes_ago)
+    end = None if duration_ms is None else start + timedelta(milliseconds=duration_ms)
+    fields.setdefault("status", SpanStatus.COMPLETED if end else SpanStatus.STARTED)
+    return ObservabilitySpan(
+        span_id=f"{next(_ids):016x}",
+        trace_id=trace_id,
+        operation_name="analyze",
+        agent_name=agent,
+        start_time=start,
+        end_time=end,
+        duration_ms=duration_ms,
+        **fields,
+    )
+
+
+def expected_stats(spans: list[ObservabilitySpan], minutes: float) -> LatencyStats:
+    durations = sorted(s.duration_ms for s in spans if s.duration_ms is not None)
+    llm = [s for s in spans if s.span_kind is SpanKind.LLM]
+    errors = sum(s.is_error for s in spans)
+    if len(durations) >= 2:
+        q = statistics.quantiles(durations, n=100, method="inclusive")
+        p50, p95, p99 = q[49], q[94], q[98]
+    else:  # one value: every percentile is that value
+        p50 = p95 = p99 = durations[0] if durations else None
+    tiers = [s.agent_tier for s in spans if s.agent_tier is not None]
+    return LatencyStats(
+        agent_name=spans[0].agent_name,
+        agent_tier=max(tiers) if tiers else None,
+        count=len(spans),
+        error_count=errors,
+        error_rate=errors / len(spans),
+        avg_ms=statistics.fmean(durations) if durations else None,
+        p50_ms=p50,
+        p95_ms=p95,
+        p99_ms=p99,
+        max_ms=max(durations) if durations else None,
+        llm_calls=len(llm),
+        input_tokens=sum(s.input_tokens or 0 for s in llm),
+        output_tokens=sum(s.output_tokens or 0 for s in llm),
+        total_tokens=sum(s.total_tokens or 0 for s in llm),
+        spans_per_minute=len(spans) / minutes,
+    )
+
+
+def assert_stats_close(actual: list[LatencyStats], expected: list[LatencyStats]) -> None:
+    assert [s.agent_name for s in actual] == [s.agent_name for s in expected]
+    for got, want in zip(actual, expected, strict=True):
+        got_d, want_d = got.model_dump(), want.model_dump()
+        for key, value in want_d.items():
+            if isinstance(value, float):
+                assert got_d[key] == pytest.approx(value, rel=1e-6), (want.agent_name, key)
+            else:
+                assert got_d[key] == value, (want.agent_name, key)
+
+
+# -- writing and reading ----------------------------------------------------------------------
+
+
+async def test_repository__round_trip__reads_back_equal_spans(repository):
+    plus_two = timezone(timedelta(hours=2))
+    full = make_span(
+        5,
+        agent_tier=3,
+        span_kind=SpanKind.LLM,
+        parent_span_id="00f067aa0ba902b7",
+        status=SpanStatus.ERROR,
+        error_type="TimeoutError",
+        error_message="model did not answer in 30 s — retried",
+        attributes={"model": {"name": "claude", "temperature": 0.2}, "tags": ["a", 1, None]},
+        events=[
+            SpanEvent(name="first_token", timestamp=NOW.astimezone(plus_two), attributes={"i": 1})
+        ],
+        llm_model="claude-sonnet",
+        input_tokens=120,
+        output_tokens=30,
+        thread_id="thread-7",
+        tracestate="congo=t61rcWkgMzE,rojo=00f067aa0ba902b7",
+    )
+    started = make_span(2, duration_ms=None, agent="orchestrator")
+    odd_time = ObservabilitySpan(  # a non-UTC offset and a derived duration
+        span_id="b7ad6b7169203331",
+        trace_id=TRACE_A,
+        operation_name="plan",
+        agent_name="orchestrator",
+        start_time=(NOW - timedelta(minutes=4)).astimezone(plus_two),
+        end_time=(NOW - timedelta(minutes=3, microseconds=7)).astimezone(plus_two),
+    )
+
+    assert await repository.insert_spans_batch([full, started, odd_time]) == 3
+
+    stored = await repository.get_spans_by_trace(TRACE_A)
+    assert stored == sorted([full, started, odd_time], key=lambda s: (s.start_time, s.span_id))
+    for span in stored:
+        assert span.start_time.utcoffset() == timedelta(0)
+        assert span.end_time is None or span.end_time.utcoffset() == timedelta(0)
+
+
+async def test_insert_span__new_then_resent__true_then_false(repository):
+    span = make_span()
+    assert await repository.insert_span(span) is True
+    assert await repository.insert_span(span) is False
+    assert await repository.get_spans_by_trace(TRACE_A) == [span]
+
+
+async def test_insert_spans_batch__resent_and_repeated_spans__counts_only_new(repository):
+    first = [make_span(i) for i in range(1, 6)]
+    assert await repository.insert_spans_batch(first) == 5
+    newer = [make_span(i) for i in range(6, 9)]
+    assert await repository.insert_spans_batch([*first, *newer, newer[0]]) == 3
+    assert await repository.insert_spans_batch([]) == 0
+    stored = await repository.get_spans_by_trace(TRACE_A)
+    assert len(stored) == 8 and set(stored_ids(stored)) == set(stored_ids([*first, *newer]))
+
+
+def stored_ids(spans: list[ObservabilitySpan]) -> list[str]:
+    return [s.span_id for s in spans]
+
+
+async def test_get_spans_by_time_window__edges__start_inclusive_now_inclusive(repository, clock):
+    at_start = make_span(60)
+    before_start = make_span(60).model_copy(
+        update={"start_time": NOW - timedelta(hours=1, microseconds=1)}
+    )
+    at_now = make_span(0)
+    in_future = make_span(0).model_copy(update={"start_time": NOW + timedelta(microseconds=1)})
+    await repository.insert_spans_batch([at_start, before_start, at_now, in_future])
+
+    got = await repository.get_spans_by_time_window("1h")
+
+    assert got == [at_now, at_start]
+
+
+async def test_get_spans_by_time_window__agent_filter_and_limit__newest_first(repository):
+    mine = [make_span(m, agent="gap_analyzer") for m in (10, 3, 7, 1)]
+    others = [make_span(m, agent="causal_impact") for m in (2, 4)]
+    await repository.insert_spans_batch([*mine, *others])
+
+    assert await repository.get_spans_by_time_window("1h", agent_name="gap_analyzer") == sorted(
+        mine, key=lambda s: s.start_time, reverse=True
+    )
+    newest_two = await repository.get_spans_by_time_window("1h", limit=2)
+    assert stored_ids(newest_two) == [mine[3].span_id, others[0].span_id]
+    assert await repository.get_spans_by_time_window("1h", agent_name="nobody") == []
+
+
+async def test_get_spans_by_time_window__clock_moves__window_follows_the_clock(repository, clock):
+    span = make_span(30)
+    await repository.insert_span(span)
+    assert await repository.get_spans_by_time_window("1h") == [span]
+    clock.now = NOW + timedelta(minutes=31)
+    assert await repository.get_spans_by_time_window("1h") == []
+    assert await repository.get_spans_by_time_window("2h") == [span]
+
+
+async def test_get_spans_by_trace__several_traces__one_trace_oldest_first(repository):
+    spans_a = [make_span(m, trace_id=TRACE_A) for m in (5, 9, 1)]
+    span_b = make_span(3, trace_id=TRACE_B)
+    await repository.insert_spans_batch([*spans_a, span_b])
+
+    assert await repository.get_spans_by_trace(TRACE_A) == sorted(
+        spans_a, key=lambda s: s.start_time
+    )
+    assert await repository.get_spans_by_trace(TRACE_B) == [span_b]
+    assert await repository.get_spans_by_trace("1" * 32) == []
+
+
+# -- statistics ---------------------------------------------------------------------------------
+
+
+def random_spans(seed: int) -> dict[str, list[ObservabilitySpan]]:
+    """Per-agent spans inside the last hour: many sizes, ties, errors, llm and other kinds."""
+    rng = random.Random(seed)
+    by_agent: dict[str, list[ObservabilitySpan]] = {}
+    for agent, size in (("orchestrator", 2), ("gap_analyzer", 37), ("causal_impact", 251)):
+        spans = []
+        for _ in range(size):
+            kind = rng.choice(list(SpanKind))
+            duration = rng.choice([rng.uniform(0.5, 9000.0), rng.lognormvariate(4, 1.5), 250.0])
+            spans.append(
+                make_span(
+                    rng.uniform(0, 59.9),
+                    agent=agent,
+                    agent_tier=rng.choice([None, 2]),
+                    span_kind=kind,
+                    duration_ms=duration,
+                    status=SpanStatus.ERROR if rng.random() < 0.2 else SpanStatus.COMPLETED,
+                    input_tokens=rng.randint(0, 5000),
+                    output_tokens=rng.randint(0, 900),
+                )
+            )
+        by_agent[agent] = spans
+    by_agent["single"] = [make_span(3, agent="single", duration_ms=42.0)]
+    return by_agent
+
+
+async def test_get_latency_stats__random_data__matches_statistics_quantiles(repository):
+    by_agent = random_spans(seed=7)
+    outside = [make_span(61, agent="gap_analyzer", duration_ms=1e6)]
+    started = [make_span(2, agent="gap_analyzer", duration_ms=None)]
+    by_agent["gap_analyzer"] += started
+    await repository.insert_spans_batch([s for spans in by_agent.values() for s in spans])
+    await repository.insert_spans_batch(outside)
+
+    stats = await repository.get_latency_stats("1h")
+
+    expected = [expected_stats(by_agent[name], 60.0) for name in sorted(by_agent)]
+    assert_stats_close(stats, expected)
+
+
+async def test_get_latency_stats__errors_and_tokens__llm_spans_only_count_tokens(repository):
+    spans = [
+        make_span(1, span_kind=SpanKind.AGENT, input_tokens=1000, output_tokens=1000),
+        make_span(2, span_kind=SpanKind.LLM, input_tokens=100, output_tokens=20),
+        make_span(3, span_kind=SpanKind.LLM, input_tokens=50, output_tokens=5, total_tokens=60),
+        make_span(4, span_kind=SpanKind.LLM, status=SpanStatus.ERROR),
+        make_span(5, span_kind=SpanKind.TOOL, status=SpanStatus.ERROR, agent_tier=4),
+    ]
+    await repository.insert_spans_batch(spans)
+
+    (stats,) = await repository.get_latency_stats("15m", agent_name="gap_analyzer")
+
+    assert (stats.count, stats.error_count, stats.error_rate) == (5, 2, 0.4)
+    assert (stats.llm_calls, stats.input_tokens, stats.output_tokens) == (3, 150, 25)
+    assert stats.total_tokens == 120 + 60
+    assert stats.agent_tier == 4
+    assert stats.spans_per_minute == pytest.approx(5 / 15)
+
+
+async def test_get_latency_stats__agent_filter_and_empty_window__only_that_agent_or_none(
+    repository,
+):
+    await repository.insert_spans_batch(
+        [make_span(1, agent="a"), make_span(2, agent="b"), make_span(3, agent="b")]
+    )
+    (only_b,) = await repository.get_latency_stats("1h", agent_name="b")
+    assert (only_b.agent_name, only_b.count) == ("b", 2)
+    assert only_b.spans_per_minute == pytest.approx(2 / 60)
+    assert await repository.get_latency_stats("1h", agent_name="nobody") == []
+    assert [s.agent_name for s in await repository.get_latency_stats("7d")] == ["a", "b"]
+
+
+# -- retention ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("old_count", "batch_size"), [(25, 7), (20, 10), (3, 1000)])
+async def test_delete_old_spans__batches__deletes_exactly_the_old_rows(
+    repository, old_count, batch_size
+):
+    day = 24 * 60
+    old = [make_span(30 * day + 1 + i, trace_id=TRACE_B) for i in range(old_count)]
+    at_cutoff = make_span(30 * day)
+    young = [make_span(m) for m in (1, 60, 29 * day)]
+    await repository.insert_spans_batch([*old, at_cutoff, *young])
+
+    deleted = await repository.delete_old_spans(days=30, batch_size=batch_size)
+
+    assert deleted == old_count
+    assert await repository.get_spans_by_trace(TRACE_B) == []
+    assert await repository.get_spans_by_trace(TRACE_A) == sorted(
+        [at_cutoff, *young], key=lambda s: s.start_time
+    )
+    assert await repository.delete_old_spans(days=30, batch_size=batch_size) == 0
+
+
+# -- bad input and lifecycle --------------------------------------------------------------------
+
+BAD_WINDOWS = ["", "24", "1w", "0h", "-1h", " 1h", "1H", "1.5h", "99999999d"]
+
+
+@pytest.mark.parametrize("window", BAD_WINDOWS)
+async def test_windows__invalid_string__value_error_naming_accepted_forms(repository, window):
+    for call in (repository.get_spans_by_time_window, repository.get_latency_stats):
+        with pytest.raises(ValueError, match="invalid time window") as caught:
+            await call(window)
+        assert repr(window) in str(caught.value)
+    with pytest.raises(ValueError) as caught:
+        await repository.get_latency_stats("1w")
+    assert ACCEPTED_WINDOWS in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("call", "argument"),
+    [
+        (lambda r: r.get_spans_by_time_window("1h", limit=0), "limit"),
+        (lambda r: r.get_spans_by_time_window("1h", limit=True), "limit"),
+        (lambda r: r.get_spans_by_time_window("1h", agent_name=""), "agent_name"),
+        (lambda r: r.get_latency_stats("1h", agent_name=""), "agent_name"),
+        (lambda r: r.get_spans_by_trace("not-a-trace"), "trace_id"),
+        (lambda r: r.delete_old_spans(days=-1), "days"),
+        (lambda r: r.delete_old_spans(days=30, batch_size=0), "batch_size"),
+    ],
+    ids=["limit0", "limit_bool", "agent_window", "agent_stats", "trace", "days", "batch"],
+)
+async def test_arguments__invalid__value_error_naming_the_argument(repository, call, argument):
+    with pytest.raises(ValueError, match=argument):
+        await call(repository)
+
+
+async def test_setup__twice__keeps_data(repository):
+    span = make_span()
+    await repository.insert_span(span)
+    await repository.setup()
+    assert await repository.get_spans_by_trace(TRACE_A) == [span]
+
+
+async def test_close__twice__safe_and_later_use_is_repository_error(repository):
+    await repository.insert_span(make_span())
+    await repository.close()
+    await repository.close()
+    with pytest.raises(RepositoryError, match="closed"):
+        await repository.get_spans_by_time_window("1h")
+
+
+# -- backends agree -----------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+async def test_latency_stats__sqlite_and_postgres_same_data__agree(tmp_path, pg_dsn):
+    spans = [s for group in random_spans(seed=11).values() for s in group]
+    stats = []
+    for repo in (
+        SqliteSpanRepository(tmp_path / "agree.db", clock=FixedClock()),
+        PostgresSpanRepository(pg_dsn, clock=FixedClock()),
+    ):
+        await repo.setup()
+        await repo.insert_spans_batch(spans)
+        stats.append(await repo.get_latency_stats("1h"))
+        await repo.close()
+    sqlite_stats, postgres_stats = stats
+    assert_stats_close(postgres_stats, sqlite_stats)

@@ -1,0 +1,165 @@
+"""SQLite-specific behaviour of `SqliteSpanRepository` on real files: lazy creation, WAL,
+migrations tracked by user_version, plain-SQL readability, and use from several loops."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from src.agents.ml_foundation.observability_connector.models import ObservabilitySpan
+from src.repositories._sqlite_sql import MIGRATIONS
+from src.repositories.base import RepositoryError
+from src.repositories.sqlite_repository import SqliteSpanRepository
+
+NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+_ids = iter(range(1, 1 << 60))
+
+
+def make_span(agent: str = "gap_analyzer", minutes_ago: float = 1) -> ObservabilitySpan:
+    start = NOW - timedelta(minutes=minutes_ago)
+    return ObservabilitySpan(
+        span_id=f"{next(_ids):016x}",
+        trace_id=TRACE,
+        operation_name="analyze",
+        agent_name=agent,
+        start_time=start,
+        end_time=start + timedelta(milliseconds=8),
+        attributes={"k": "v"},
+    )
+
+
+def clock() -> datetime:
+    return NOW
+
+
+async def test_construction__nothing_on_disk__until_first_use_creates_dirs_and_file(tmp_path):
+    path = tmp_path / "a" / "b" / "spans.db"
+    repo = SqliteSpanRepository(path, clock=clock)
+    assert not path.parent.exists()
+
+    await repo.setup()
+
+    assert path.is_file()
+    await repo.close()
+
+
+async def test_setup__fresh_file__wal_mode_and_user_version_is_the_migration_count(tmp_path):
+    path = tmp_path / "spans.db"
+    repo = SqliteSpanRepository(path, clock=clock)
+    await repo.setup()
+    await repo.setup()
+    await repo.close()
+
+    with sqlite3.connect(path) as conn:
+        (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        indexes = {
+            name
+            for (name,) in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'idx_%'"
+            )
+        }
+    assert mode == "wal"
+    assert version == len(MIGRATIONS)
+    assert indexes == {
+        "idx_ml_obs_spans_trace_id",
+        "idx_ml_obs_spans_start_time",
+        "idx_ml_obs_spans_agent_name",
+        "idx_ml_obs_spans_status",
+        "idx_ml_obs_spans_agent_start",
+    }
+
+
+async def test_stored_spans__plain_sql__reads_the_same_columns_as_postgres(tmp_path):
+    path = tmp_path / "spans.db"
+    repo = SqliteSpanRepository(path, clock=clock)
+    await repo.setup()
+    span = make_span()
+    await repo.insert_span(span)
+    await repo.close()
+
+    with sqlite3.connect(path) as conn:
+        row = conn.execute(
+            "SELECT id, agent_name, status, span_kind, start_time, duration_ms, "
+            "json_extract(attributes, '$.k'), created_at IS NOT NULL "
+            "FROM ml_observability_spans"
+        ).fetchone()
+    assert row == (
+        str(span.id),
+        "gap_analyzer",
+        "completed",
+        "agent",
+        "2026-03-01T11:59:00.000000+00:00",
+        8.0,
+        "v",
+        1,
+    )
+
+
+async def test_before_setup__query__repository_error_saying_call_setup(tmp_path):
+    repo = SqliteSpanRepository(tmp_path / "spans.db", clock=clock)
+    with pytest.raises(RepositoryError, match=r"no such table.*call setup\(\) first"):
+        await repo.get_spans_by_time_window("1h")
+    await repo.close()
+
+
+async def test_memory_database__round_trip__works_without_a_file(tmp_path):
+    repo = SqliteSpanRepository(":memory:", clock=clock)
+    await repo.setup()
+    span = make_span()
+    assert await repo.insert_spans_batch([span, span]) == 1
+    assert await repo.get_spans_by_trace(TRACE) == [span]
+    await repo.close()
+
+
+async def test_several_loops_and_threads__concurrent_inserts__all_stored_once(tmp_path):
+    repo = SqliteSpanRepository(tmp_path / "spans.db", clock=clock)
+    await repo.setup()
+    per_thread = {name: [make_span(name) for _ in range(50)] for name in ("t1", "t2", "t3")}
+    results: dict[str, int] = {}
+
+    def worker(name: str) -> None:
+        async def insert_in_halves() -> int:
+            spans = per_thread[name]
+            return sum(
+                await asyncio.gather(
+                    repo.insert_spans_batch(spans[:25]), repo.insert_spans_batch(spans[25:])
+                )
+            )
+
+        results[name] = asyncio.run(insert_in_halves())
+
+    threads = [threading.Thread(target=worker, args=(name,)) for name in per_thread]
+    for thread in threads:
+        thread.start()
+    main_spans = [make_span("main") for _ in range(10)]
+    main_count = await repo.insert_spans_batch(main_spans)
+    for thread in threads:
+        await asyncio.to_thread(thread.join)
+
+    assert results == {"t1": 50, "t2": 50, "t3": 50} and main_count == 10
+    stats = await repo.get_latency_stats("1h")
+    assert {s.agent_name: s.count for s in stats} == {"main": 10, "t1": 50, "t2": 50, "t3": 50}
+    await repo.close()
+
+
+async def test_two_repositories__same_file__see_each_others_writes(tmp_path):
+    path = tmp_path / "shared.db"
+    writer = SqliteSpanRepository(path, clock=clock)
+    reader = SqliteSpanRepository(path, clock=clock)
+    await asyncio.gather(writer.setup(), reader.setup())
+    span = make_span()
+    await writer.insert_span(span)
+    assert await reader.get_spans_by_trace(TRACE) == [span]
+    await writer.close()
+    await reader.close()
+
+
+def test_constructor__bad_busy_timeout__value_error_naming_it(tmp_path):
+    with pytest.raises(ValueError, match="busy_timeout_seconds"):
+        SqliteSpanRepository(tmp_path / "x.db", busy_timeout_seconds=0)

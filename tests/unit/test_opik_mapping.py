@@ -1,0 +1,139 @@
+"""Span -> Opik field mapping and the Opik span id scheme (pure logic)."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from src.agents.ml_foundation.observability_connector.config import CaptureSettings
+from src.agents.ml_foundation.observability_connector.models import (
+    ObservabilitySpan,
+    SpanKind,
+    SpanStatus,
+)
+from src.agents.ml_foundation.observability_connector.nodes.context_manager import (
+    new_span_id,
+    new_trace_id,
+    opik_span_uuid_for,
+    opik_trace_uuid,
+)
+from src.mlops.opik_mapping import json_safe, opik_span_fields, opik_trace_fields
+
+T0 = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
+
+
+def _span(**overrides: object) -> ObservabilitySpan:
+    fields: dict[str, object] = {
+        "span_id": new_span_id(),
+        "trace_id": new_trace_id(),
+        "operation_name": "op",
+        "agent_name": "orchestrator",
+        "start_time": T0,
+        "end_time": T0 + timedelta(seconds=1),
+        **overrides,
+    }
+    return ObservabilitySpan(**fields)  # type: ignore[arg-type]
+
+
+def test_opik_span_uuid_for__same_ids__same_uuidv7_with_trace_time() -> None:
+    trace_id, span_id = new_trace_id(), new_span_id()
+    first = opik_span_uuid_for(trace_id, span_id)
+    assert first == opik_span_uuid_for(trace_id, span_id)
+    parsed = uuid.UUID(first)
+    assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122)
+    assert parsed.int >> 80 == uuid.UUID(opik_trace_uuid(trace_id)).int >> 80
+
+
+def test_opik_span_uuid_for__different_spans__different_ids() -> None:
+    trace_id = new_trace_id()
+    ids = {opik_span_uuid_for(trace_id, new_span_id()) for _ in range(200)}
+    assert len(ids) == 200
+
+
+def test_opik_span_uuid_for__foreign_trace_id__still_uuidv7() -> None:
+    foreign = "4bf92f3577b34da6a3ce929d0e0e4736"  # W3C example, not a UUIDv7
+    assert uuid.UUID(opik_span_uuid_for(foreign, "00f067aa0ba902b7")).version == 7
+
+
+def test_opik_span_fields__child__parent_id_computed_without_parent_start() -> None:
+    parent = _span(start_time=T0 - timedelta(hours=3))
+    child = _span(trace_id=parent.trace_id, parent_span_id=parent.span_id)
+    fields = opik_span_fields(child, "p", CaptureSettings())
+    assert fields["parent_span_id"] == opik_span_fields(parent, "p", CaptureSettings())["id"]
+
+
+def test_opik_span_fields__non_utc_times__sent_in_utc() -> None:
+    cet = timezone(timedelta(hours=1))
+    span = _span(
+        start_time=T0.astimezone(cet), end_time=(T0 + timedelta(seconds=2)).astimezone(cet)
+    )
+    fields = opik_span_fields(span, "p", CaptureSettings())
+    assert fields["start_time"] == T0
+    assert fields["start_time"].tzinfo is UTC
+
+
+def test_opik_span_fields__error_without_message__traceback_never_empty() -> None:
+    span = _span(status=SpanStatus.ERROR, error_type=None, error_message=None)
+    info = opik_span_fields(span, "p", CaptureSettings())["error_info"]
+    assert info == {"exception_type": "Error", "traceback": "Error"}
+
+
+def test_opik_span_fields__kinds__map_to_opik_types() -> None:
+    types = {
+        kind: opik_span_fields(_span(span_kind=kind), "p", CaptureSettings())["type"]
+        for kind in SpanKind
+    }
+    assert types == {
+        SpanKind.AGENT: "general",
+        SpanKind.CHAIN: "general",
+        SpanKind.LLM: "llm",
+        SpanKind.TOOL: "tool",
+    }
+
+
+def test_opik_span_fields__usage_beyond_int32__left_out() -> None:
+    span = _span(span_kind=SpanKind.LLM, input_tokens=2**31, output_tokens=5)
+    assert opik_span_fields(span, "p", CaptureSettings())["usage"] == {"completion_tokens": 5}
+
+
+def test_opik_trace_fields__root_present__named_after_root() -> None:
+    root = _span(operation_name="intent_classification", thread_id="t1")
+    child = _span(trace_id=root.trace_id, parent_span_id=root.span_id, agent_name="gap_analyzer")
+    fields, rooted = opik_trace_fields([child, root], "p")
+    assert rooted is True
+    assert (fields["name"], fields["thread_id"]) == ("intent_classification", "t1")
+    assert fields["id"] == opik_trace_uuid(root.trace_id)
+
+
+def test_opik_trace_fields__no_root__placeholder_after_first_agent() -> None:
+    trace_id = new_trace_id()
+    a = _span(trace_id=trace_id, parent_span_id=new_span_id(), agent_name="explainer")
+    b = _span(
+        trace_id=trace_id,
+        parent_span_id=new_span_id(),
+        start_time=T0 - timedelta(seconds=5),
+        end_time=T0 + timedelta(seconds=9),
+    )
+    fields, rooted = opik_trace_fields([a, b], "p")
+    assert rooted is False
+    assert fields["name"] == "explainer"
+    assert fields["start_time"] == fields["last_updated_at"] == T0 - timedelta(seconds=5)
+    assert fields["end_time"] == T0 + timedelta(seconds=9)
+
+
+def test_json_safe__odd_values__encodable() -> None:
+    value = {1: [math.nan, (2, {3})], "when": T0, "obj": object}
+    safe = json_safe(value)
+    assert safe["1"][0] == "nan"
+    assert safe["1"][1] == [2, [3]]
+    assert safe["when"] == T0.isoformat()
+    assert safe["obj"].startswith("<class")
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 31, "0" * 32])
+def test_opik_span_uuid_for__bad_trace_id__value_error(bad: str) -> None:
+    with pytest.raises(ValueError, match="trace_id"):
+        opik_span_uuid_for(bad, new_span_id())
