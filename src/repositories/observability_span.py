@@ -51,6 +51,7 @@ def create_span_repository(
             max_size=storage.pool_max_size,
             clock=clock,
             timeout=storage.timeout_seconds,
+            authenticated_read=storage.supabase_authenticated_read,
         )
     if storage.backend == "supabase":
         if not storage.supabase_url or storage.supabase_key is None:

@@ -70,6 +70,13 @@ _SELECT_TRACE = (
 _LATENCY_STATS = (
     "SELECT * FROM public.ml_agent_latency_stats(%s::interval, %s::text, %s::timestamptz)"
 )
+_GRANT_AUTHENTICATED_READ = """
+DO $$ BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'authenticated') THEN
+        GRANT SELECT ON TABLE public.ml_observability_spans TO authenticated;
+        GRANT SELECT ON TABLE public.v_agent_latency_summary TO authenticated;
+    END IF;
+END $$"""
 _DELETE_OLD = "SELECT public.ml_delete_old_spans(%s::interval, %s::integer, %s::timestamptz)"
 
 
@@ -92,7 +99,11 @@ class PostgresSpanRepository:
         max_size: int = 5,
         clock: Clock | None = None,
         timeout: float = 10.0,
+        authenticated_read: bool = False,
     ) -> None:
+        """`authenticated_read`: on a Supabase database, `setup()` grants the `authenticated`
+        role SELECT (its read-only row-level-security policy then applies); the schema file
+        itself grants it nothing."""
         if not isinstance(dsn, str) or not dsn:
             raise ValueError("dsn must be a non-empty PostgreSQL connection string")
         if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 0:
@@ -107,6 +118,7 @@ class PostgresSpanRepository:
             dsn, min_size=min_size, max_size=max_size, timeout=timeout, name="e2i-obs-spans"
         )
         self._clock = clock or utc_now
+        self._authenticated_read = authenticated_read
 
     def __repr__(self) -> str:
         return f"PostgresSpanRepository(target={self._pools.target!r})"
@@ -119,6 +131,8 @@ class PostgresSpanRepository:
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SETUP_LOCK_KEY,))
                 await conn.execute(schema)
+                if self._authenticated_read:
+                    await conn.execute(_GRANT_AUTHENTICATED_READ)
 
         await self._pools.run("setup", apply)
 

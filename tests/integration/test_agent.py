@@ -129,3 +129,12 @@ async def test_agent__opik_down__database_only_and_health_degraded(tmp_path, opi
         assert health.sampled_out == 0
         metrics = await obs.get_quality_metrics("1h")
         assert metrics.total_spans == 15
+
+
+async def test_agent__malformed_traceparent__counted_in_health_and_reported(tmp_path):
+    async with ObservabilityConnectorAgent(make_config(tmp_path)) as obs:
+        state = await obs.graph.ainvoke(
+            {"operation": "query_metrics", "time_window": "1h", "traceparent": "00-XYZ-bad-01"}
+        )
+        assert any("traceparent" in message for message in state["errors"])
+        assert obs.health().invalid_traceparents == 1

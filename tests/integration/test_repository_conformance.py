@@ -193,6 +193,21 @@ async def test_repository__round_trip__reads_back_equal_spans(repository):
         assert span.end_time is None or span.end_time.utcoffset() == timedelta(0)
 
 
+async def test_repository__nul_characters__stored_as_replacement_character(repository):
+    """PostgreSQL text/jsonb cannot hold U+0000: every backend stores U+FFFD instead, so a
+    provider's stray NUL never turns a batch into one that fails forever."""
+    span = make_span(
+        status=SpanStatus.ERROR,
+        error_type="ValueError",
+        error_message="bad\x00byte",
+        attributes={"prompt": "a\x00b", "nested": ["\x00"], "k\x00": 1},
+    )
+    assert await repository.insert_spans_batch([span]) == 1
+    (stored,) = await repository.get_spans_by_trace(span.trace_id)
+    assert stored.error_message == "bad\ufffdbyte"
+    assert stored.attributes == {"prompt": "a\ufffdb", "nested": ["\ufffd"], "k\ufffd": 1}
+
+
 async def test_insert_span__new_then_resent__true_then_false(repository):
     span = make_span()
     assert await repository.insert_span(span) is True

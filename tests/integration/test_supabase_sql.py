@@ -156,3 +156,24 @@ async def test_stats_function__as_service_role__same_stats_as_the_postgres_repos
 
     assert [stats_from_row(row) for row in rows] == expected
     assert len(expected) == len(by_agent)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+async def test_postgres_setup__supabase_authenticated_read_setting__grants_read_only(
+    db, pg_dsn, enabled
+):
+    """storage.supabase_authenticated_read decides whether `authenticated` may read."""
+    insert_as(db, "service_role", make_span(1))
+    repository = PostgresSpanRepository(pg_dsn, authenticated_read=enabled)
+    try:
+        await repository.setup()
+    finally:
+        await repository.close()
+    query = f"SELECT count(*) FROM public.{TABLE_NAME}"
+    if enabled:
+        assert as_role(db, "authenticated", query) == [(1,)]
+        with pytest.raises(errors.InsufficientPrivilege):
+            insert_as(db, "authenticated", make_span(2))
+    else:
+        with pytest.raises(errors.InsufficientPrivilege):
+            as_role(db, "authenticated", query)

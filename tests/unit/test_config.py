@@ -225,10 +225,14 @@ def test_load_config__supabase_url_and_key__supabase_backend():
     assert config.storage.supabase_key.get_secret_value() == SUPABASE_KEY
 
 
-@pytest.mark.parametrize("variable", ["SUPABASE_URL", "SUPABASE_KEY"])
-def test_load_config__only_one_supabase_variable__backend_unchanged(variable):
-    config = load_config(env={variable: "https://abcd.supabase.co"})
-    assert config.storage.backend == "sqlite" and config.storage.supabase_key is None
+@pytest.mark.parametrize(
+    ("variable", "missing"), [("SUPABASE_URL", "SUPABASE_KEY"), ("SUPABASE_KEY", "SUPABASE_URL")]
+)
+def test_load_config__only_one_supabase_variable__error_names_the_missing_one(variable, missing):
+    """Half a Supabase configuration is a mistake, not a reason to write to SQLite silently."""
+    with pytest.raises(ConfigError, match=f"{variable} is set but {missing} is not") as caught:
+        load_config(env={variable: SUPABASE_KEY})
+    assert SUPABASE_KEY not in str(caught.value)
 
 
 def test_load_config__database_url_and_supabase__database_url_wins():

@@ -23,6 +23,7 @@ from .callback import ObservabilityCallbackHandler
 from .config import ObservabilityConfig, load_config
 from .graph import build_observability_graph
 from .models import QualityMetrics
+from .nodes.context_manager import InvalidContextCounter
 from .self_monitor import HealthSnapshot, SelfMonitor
 
 
@@ -45,11 +46,13 @@ class ObservabilityConnectorAgent:
         self.repository = connector.repository
         self.metrics_service = connector.metrics_service
         self.cache = connector.metrics_cache
+        self.invalid_traceparents = InvalidContextCounter()
         self.monitor = SelfMonitor(
             self.processor,  # type: ignore[arg-type]
             queue_capacity=self.config.batching.max_queue_size,
             circuit_state=lambda: self.connector.circuit_state,
             cache=self.cache,
+            context_counter=self.invalid_traceparents,
         )
         self._graph: Any = None
 
@@ -57,7 +60,11 @@ class ObservabilityConnectorAgent:
     def graph(self) -> Any:
         """The compiled observability graph (built on first use), bound to this connector."""
         if self._graph is None:
-            self._graph = build_observability_graph(self.connector, self.metrics_service)
+            self._graph = build_observability_graph(
+                self.connector,
+                self.metrics_service,
+                context_counter=self.invalid_traceparents,
+            )
         return self._graph
 
     def callback_handler(

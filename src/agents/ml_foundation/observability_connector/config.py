@@ -162,6 +162,16 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     if env.get(ENV_REDIS_URL):
         put("cache", "backend", "redis")
         put("cache", "redis_url", env[ENV_REDIS_URL])
+    if bool(env.get(ENV_SUPABASE_URL)) != bool(env.get(ENV_SUPABASE_KEY)):
+        present, missing = (
+            (ENV_SUPABASE_URL, ENV_SUPABASE_KEY)
+            if env.get(ENV_SUPABASE_URL)
+            else (ENV_SUPABASE_KEY, ENV_SUPABASE_URL)
+        )
+        raise ConfigError(
+            f"{present} is set but {missing} is not: the Supabase backend needs both "
+            "(the project URL and its service-role key); set both or neither"
+        )
     if env.get(ENV_SUPABASE_URL) and env.get(ENV_SUPABASE_KEY):
         put("storage", "backend", "supabase")
         put("storage", "supabase_url", env[ENV_SUPABASE_URL])

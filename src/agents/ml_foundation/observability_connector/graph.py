@@ -259,6 +259,7 @@ def build_observability_graph(
     *,
     checkpointer: Any | None = None,
     name: str = "observability_connector",
+    context_counter: InvalidContextCounter | None = None,
 ) -> CompiledStateGraph:
     """The compiled observability graph.
 
@@ -266,6 +267,7 @@ def build_observability_graph(
     one (`processor`) and a `repository`; default `get_opik_connector()` on first use.
     `metrics_service`: anything with `async get_quality_metrics(window, agent_name)`; default
     a `MetricsService` over the connector's repository.
+    `context_counter`: counts invalid incoming `traceparent` headers (for the self-monitor).
     """
     connector_ref = _ConnectorRef(connector)
     emitter = _LazyEmitter(connector_ref) if connector is None else _emitter_of(connector)
@@ -283,7 +285,7 @@ def build_observability_graph(
     builder = StateGraph(
         ObservabilityState, input_schema=ObservabilityInput, output_schema=ObservabilityOutput
     )
-    builder.add_node("context_manager", make_context_manager_node())
+    builder.add_node("context_manager", make_context_manager_node(context_counter))
     builder.add_node("span_emitter", make_span_emitter_node(emitter))
     builder.add_node(
         "metrics_aggregator",
