@@ -19,6 +19,7 @@ from pydantic_core import to_json
 from src.agents.ml_foundation.observability_connector.models import (
     LatencyStats,
     ObservabilitySpan,
+    storable,
 )
 
 __all__ = [
@@ -83,27 +84,13 @@ def _json_text(value: Any) -> str:
     return to_json(value, fallback=str).decode("utf-8")
 
 
-NUL_REPLACEMENT = "\ufffd"
-
-
-def _without_nul(value: Any) -> Any:
-    """PostgreSQL text and jsonb cannot hold U+0000 (a provider's stray NUL would make the
-    whole batch fail forever on replay), so every backend stores U+FFFD in its place."""
-    if isinstance(value, str):
-        return value.replace("\x00", NUL_REPLACEMENT) if "\x00" in value else value
-    if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_without_nul(v) for v in value]
-    return value
-
-
 def _span_values(span: ObservabilitySpan) -> dict[str, Any]:
-    values = {name: _without_nul(getattr(span, name)) for name in SPAN_COLUMNS}
+    # storable(): NUL and lone surrogates become U+FFFD (PostgreSQL and UTF-8 reject them).
+    values = {name: storable(getattr(span, name)) for name in SPAN_COLUMNS}
     values["span_kind"] = span.span_kind.value
     values["status"] = span.status.value
-    values["attributes"] = _json_text(_without_nul(span.attributes))
-    events = [_without_nul(event.model_dump(mode="json")) for event in span.events]
+    values["attributes"] = _json_text(storable(span.attributes))
+    events = [storable(event.model_dump(mode="json")) for event in span.events]
     values["events"] = _json_text(events)
     return values
 

@@ -161,12 +161,6 @@ def test_bad_input__under_load__counted_truncated_stored_never_raised(
         assert len(attrs[PROMPT_ATTRIBUTE]) <= MAX_CHARS and "\ufffd" in attrs[PROMPT_ATTRIBUTE]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug, reported to the lead: a lone surrogate in trace_agent metadata or in an "
-    "exception's traceback makes pydantic's JSON encoder raise in the sink and again in the "
-    "spool, so the whole batch (good spans included) is neither emitted, spooled nor dropped",
-)
 def test_bad_input__non_utf8_in_metadata_and_traceback__batch_delivered_counters_add_up(
     tmp_path: Path,
 ) -> None:

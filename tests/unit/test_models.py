@@ -229,3 +229,13 @@ def test_quality_metrics__empty_window__no_division_by_zero():
     stats = [_stats("a", 5, 0, (0, 0))]
     metrics = QualityMetrics.from_agent_stats("1h", WINDOW_END, WINDOW_END, stats)
     assert metrics.total_spans == 5 and metrics.spans_per_minute > 0
+
+
+def test_storable__surrogates_and_nul_anywhere__replaced_and_utf8_encodable():
+    from src.agents.ml_foundation.observability_connector.models import storable
+
+    value = {"f\udcffile": ["ok", "nul\x00", ("é", 3)], "n": None, "x": 1.5}
+    clean = storable(value)
+    assert clean == {"f\ufffdile": ["ok", "nul\ufffd", ["é", 3]], "n": None, "x": 1.5}
+    assert storable("plain ascii") == "plain ascii"
+    str(clean).encode("utf-8")

@@ -74,6 +74,28 @@ def _check_tokens(value: Any, field: str) -> int | None:
     return int(value)
 
 
+REPLACEMENT_CHARACTER = "\ufffd"
+
+
+def storable(value: Any) -> Any:
+    """`value` with every string made storable as UTF-8 text anywhere (recursing into dicts
+    and lists): lone surrogates (e.g. from `surrogateescape`-decoded file names or provider
+    bytes) and NUL (PostgreSQL text and jsonb reject it) become U+FFFD. Storage and the spool
+    apply it, so one bad string never turns a batch into one that fails forever."""
+    if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return value.replace("\x00", REPLACEMENT_CHARACTER) if "\x00" in value else value
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value
+
+
 class SpanEvent(BaseModel):
     """A point-in-time event inside a span (a log line, a metric, first token)."""
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .models import ObservabilitySpan
+from .models import ObservabilitySpan, storable
 
 __all__ = ["Spool", "SpooledBatch"]
 
@@ -200,8 +200,13 @@ def _process_alive(pid: int) -> bool:
 
 def _encode(span: ObservabilitySpan) -> bytes:
     # fallback=str: an attribute value pydantic cannot serialise is stored as its str() rather
-    # than losing the whole span.
-    return span.model_dump_json(fallback=str).encode("utf-8") + b"\n"
+    # than losing the whole span. A string UTF-8 cannot hold (a lone surrogate) is replaced
+    # by U+FFFD, as storage does (`storable`), rather than failing the whole batch.
+    try:
+        return span.model_dump_json(fallback=str).encode("utf-8") + b"\n"
+    except ValueError:  # PydanticSerializationError: UnicodeEncodeError inside
+        clean = ObservabilitySpan.model_validate(storable(span.model_dump()))
+        return clean.model_dump_json(fallback=str).encode("utf-8") + b"\n"
 
 
 def _fsync_directory(directory: Path) -> None:
