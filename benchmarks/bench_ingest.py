@@ -10,7 +10,6 @@ the best of `reps` runs into a fresh database.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import tempfile
 import time
@@ -31,7 +30,7 @@ from src.repositories.sqlite_repository import SqliteSpanRepository
 
 from .data import make_spans
 from .report import BenchResult, Target
-from .servers import PgServer, fresh_database
+from .servers import PgServer, apply_schema, fresh_database
 
 __all__ = ["run_ingest_benchmarks"]
 
@@ -65,7 +64,7 @@ def _through_pipeline(
 
 
 def _sqlite_floor(path: Path, spans: list[ObservabilitySpan]) -> float:
-    asyncio.run(_setup_and_close(SqliteSpanRepository(path)))
+    apply_schema(SqliteSpanRepository(path))
     rows = [span_to_sqlite_row(span) for span in spans]
     conn = sqlite3.connect(path, isolation_level=None)
     try:
@@ -85,7 +84,7 @@ def _sqlite_floor(path: Path, spans: list[ObservabilitySpan]) -> float:
 
 
 def _postgres_floor(dsn: str, spans: list[ObservabilitySpan]) -> float:
-    asyncio.run(_setup_and_close(PostgresSpanRepository(dsn)))
+    apply_schema(PostgresSpanRepository(dsn))
     rows = [span_to_postgres_row(span) for span in spans]
     statement = f"COPY public.{TABLE_NAME} ({', '.join(SPAN_COLUMNS)}) FROM STDIN"
     with psycopg.connect(dsn) as conn:
@@ -99,11 +98,6 @@ def _postgres_floor(dsn: str, spans: list[ObservabilitySpan]) -> float:
     if not row or row[0] != len(spans):
         raise RuntimeError(f"postgres floor stored {row} of {len(spans)} rows")
     return len(spans) / elapsed
-
-
-async def _setup_and_close(repository: SpanRepository) -> None:
-    await repository.setup()
-    await repository.close()
 
 
 def _best(reps: int, measure: Callable[[int], float]) -> float:

@@ -40,7 +40,7 @@ from src.repositories.sqlite_repository import SqliteSpanRepository
 
 from .data import NOW, seed_rows
 from .report import BenchResult, Target, percentile
-from .servers import PgServer, fresh_database
+from .servers import PgServer, apply_schema, fresh_database
 
 __all__ = ["run_query_benchmarks"]
 
@@ -65,7 +65,7 @@ _BARE_SQLITE = (
 
 def _seed_postgres(dsn: str, n: int) -> float:
     started = time.perf_counter()
-    asyncio.run(_setup(PostgresSpanRepository(dsn)))
+    apply_schema(PostgresSpanRepository(dsn))
     statement = f"COPY public.{TABLE_NAME} ({', '.join(SPAN_COLUMNS)}) FROM STDIN"
     with psycopg.connect(dsn) as conn:
         with conn.cursor() as cursor, cursor.copy(statement) as copy:
@@ -79,7 +79,7 @@ def _seed_postgres(dsn: str, n: int) -> float:
 
 def _seed_sqlite(path: Path, n: int) -> float:
     started = time.perf_counter()
-    asyncio.run(_setup(SqliteSpanRepository(path)))
+    apply_schema(SqliteSpanRepository(path))
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("BEGIN IMMEDIATE")
@@ -89,11 +89,6 @@ def _seed_sqlite(path: Path, n: int) -> float:
     finally:
         conn.close()
     return time.perf_counter() - started
-
-
-async def _setup(repository: SpanRepository) -> None:
-    await repository.setup()
-    await repository.close()
 
 
 def _bare_postgres(dsn: str) -> Callable[[], dict[str, float]]:

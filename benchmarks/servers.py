@@ -8,6 +8,7 @@ CPU and round trips, which is what the pipeline adds.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import uuid
@@ -15,9 +16,10 @@ from collections.abc import Iterator
 
 import psycopg
 
+from src.repositories.base import SpanRepository
 from tests.fixtures.postgres import PgServer, start_pg_server
 
-__all__ = ["PgServer", "fresh_database", "postgres_server", "server_version"]
+__all__ = ["PgServer", "apply_schema", "fresh_database", "postgres_server", "server_version"]
 
 
 @contextlib.contextmanager
@@ -43,3 +45,13 @@ def server_version(server: PgServer) -> str:
     with psycopg.connect(server.admin_dsn) as conn:
         row = conn.execute("SHOW server_version").fetchone()
     return str(row[0]) if row else "unknown"
+
+
+def apply_schema(repository: SpanRepository) -> None:
+    """Run the repository's own `setup()` (the real schema and indexes), then close it."""
+
+    async def setup_and_close() -> None:
+        await repository.setup()
+        await repository.close()
+
+    asyncio.run(setup_and_close())

@@ -46,7 +46,7 @@ def test_batch_processor__100k_spans_in_bursts_over_the_queue__none_dropped_coun
                 processor.submit(span)
         assert processor.flush(WAIT)
         before_replay = processor.stats()
-        replayed = processor.replay_spool(WAIT)
+        processor.replay_spool(WAIT)  # the worker may have replayed part already, on its own
         after = processor.stats()
     finally:
         pipeline.close()
@@ -56,7 +56,7 @@ def test_batch_processor__100k_spans_in_bursts_over_the_queue__none_dropped_coun
     assert database.dropped == 0 and before_replay.dropped == 0
     assert database.emitted + database.spooled == SPANS
     assert before_replay.accounted("database") == SPANS
-    assert replayed == database.spooled == after.sinks["database"].replayed
+    assert after.sinks["database"].replayed == database.spooled
     assert after.spool_bytes["database"] == 0
     stored = Counter(sqlite_span_keys(pipeline.db))
     assert set(stored) == {span_ids(i) for i in range(SPANS)}
