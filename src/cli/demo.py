@@ -38,6 +38,8 @@ from src.agents.orchestrator.fake_llm import build_demo_chat_model
 from src.agents.orchestrator.health import OrchestratorSettings
 from src.agents.orchestrator.runner import OrchestratorReport, RequestResult, run_orchestrator
 
+from .session import mask_url
+
 __all__ = ["DemoResult", "demo_requests", "run_demo"]
 
 DEMO_MODEL = "demo-gpt-4o-mini"
@@ -91,7 +93,7 @@ def _demo_opik(config: ObservabilityConfig) -> tuple[ObservabilityConfig, str]:
             f"Opik: disabled for this demo: neither {ENV_OPIK_URL} nor {ENV_OPIK_API_KEY} is "
             "set, so spans go to the database only."
         )
-    target = opik.url_override or "Opik Cloud"
+    target = mask_url(opik.url_override) if opik.url_override else "Opik Cloud"
     return config, f"Opik: sending spans to {target} (project {opik.project_name!r})."
 
 

@@ -17,8 +17,6 @@ services the agents use.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import json
 import sys
 from datetime import UTC, datetime
@@ -124,9 +122,7 @@ def demo(
     from src.cli.demo import run_demo
 
     with translated_errors(config), settings.exported():
-        result = run_demo(requests=requests, concurrency=concurrency, failure_rate=failure_rate)
-        if inspect.isawaitable(result):
-            asyncio.run(result)  # type: ignore[arg-type]
+        run_demo(requests=requests, concurrency=concurrency, failure_rate=failure_rate)
 
 
 @app.command()

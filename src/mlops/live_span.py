@@ -27,6 +27,7 @@ from src.agents.ml_foundation.observability_connector.models import (
 )
 from src.agents.ml_foundation.observability_connector.nodes.context_manager import (
     TraceContext,
+    format_tracestate,
     reset_current_context,
     set_current_context,
 )
@@ -118,7 +119,8 @@ class LiveSpan:
         *,
         model: str | None = None,
     ) -> None:
-        """Token usage of the work in this span; counts are validated when the span ends."""
+        """Token usage of the work in this span; a count that is not a non-negative integer is
+        a ValueError naming it."""
         for field, value in (
             ("input_tokens", input_tokens),
             ("output_tokens", output_tokens),
@@ -165,7 +167,7 @@ class LiveSpan:
             output_tokens=self.output_tokens,
             total_tokens=self.total_tokens,
             thread_id=self.thread_id,
-            tracestate=",".join(f"{k}={v}" for k, v in self.context.tracestate) or None,
+            tracestate=format_tracestate(self.context.tracestate) or None,
         )
 
     def __repr__(self) -> str:

@@ -1,11 +1,13 @@
 """Argument checks and time windows shared by the storage backends.
 
-Every backend checks its public arguments the same way, so a bad value gets the same clear
-`ValueError` (naming the argument, the value and what is accepted) whichever store is in use.
+Every backend checks its public and constructor arguments the same way, so a bad value gets the
+same clear `ValueError` (naming the argument, the value and what is accepted) whichever store is
+in use.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,8 +19,10 @@ __all__ = [
     "Clock",
     "Window",
     "check_agent_name",
+    "check_int",
     "check_limit",
     "check_retention",
+    "check_seconds",
     "check_trace_id",
     "current_time",
     "resolve_window",
@@ -61,14 +65,23 @@ def resolve_window(window: str, clock: Clock) -> Window:
     return Window(start=now - length, end=now, length=length)
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def check_int(name: str, value: int, minimum: int) -> int:
+    """An integer (not a bool) >= `minimum`, else a ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_seconds(name: str, value: float) -> float:
+    """A finite number of seconds > 0 (not a bool), else a ValueError naming `name`."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
+    return float(value)
 
 
 def check_limit(limit: int) -> int:
-    if not _is_int(limit) or limit < 1:
-        raise ValueError(f"limit must be a positive integer, got {limit!r}")
-    return limit
+    return check_int("limit", limit, 1)
 
 
 def check_agent_name(agent_name: str | None) -> str | None:
@@ -79,8 +92,6 @@ def check_agent_name(agent_name: str | None) -> str | None:
 
 def check_retention(days: int, batch_size: int) -> timedelta:
     """Validate retention arguments; return the age beyond which spans are deleted."""
-    if not _is_int(days) or days < 0:
-        raise ValueError(f"days must be a non-negative integer, got {days!r}")
-    if not _is_int(batch_size) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    return timedelta(days=days)
+    older_than = timedelta(days=check_int("days", days, 0))
+    check_int("batch_size", batch_size, 1)
+    return older_than

@@ -6,8 +6,10 @@ processor's database sink runs its own, the agent's graph another, and scripts c
 `asyncio.run()` more than once. A pool per caller loop is fragile: when such a loop ends while
 a pool worker is mid-task (say, connecting in the background), the worker swallows the
 cancellation and `asyncio.run()` never returns. So `PoolRunner` owns one pool on one private
-loop in a daemon thread (started on first use) and runs each operation there; callers on any
-loop await the result. Cancelling the caller cancels the operation.
+loop in a daemon thread (a `LoopThread`, started on first use) and runs each operation there;
+callers on any loop await the result. Cancelling the caller cancels the operation. A pool
+belongs to the loop that opened it: a forked child (which gets a fresh loop) opens its own and
+leaves the parent's untouched, since finishing it would end the parent's sessions.
 
 Every psycopg failure leaves here as `RepositoryError` naming the operation and the server
 (host:port/db), never the DSN's password.
@@ -18,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -27,6 +28,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from src.agents.ml_foundation.observability_connector.loop_thread import LoopThread
 from src.repositories.base import RepositoryError
 
 __all__ = ["PoolRunner", "describe_target"]
@@ -68,11 +70,10 @@ class PoolRunner:
         self._timeout = timeout
         self._name = name
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._pid: int | None = None
+        self._loop_thread = LoopThread(f"{name}-loop")
         self._pool: AsyncConnectionPool | None = None
-        self._forked_leftovers: list[Any] = []
+        self._pool_loop: asyncio.AbstractEventLoop | None = None
+        self._parent_pools: list[AsyncConnectionPool] = []  # inherited through fork()
         self._closed = False
         self._last_connect_error: str | None = None
 
@@ -82,56 +83,37 @@ class PoolRunner:
 
     async def run(self, operation: str, work: Work[T]) -> T:
         """Await `work` on a pooled connection; psycopg failures become `RepositoryError`."""
-        loop = self._ensure_loop(operation)
-        future = asyncio.run_coroutine_threadsafe(self._on_connection(operation, work), loop)
+        with self._lock:
+            if self._closed:
+                raise RepositoryError(f"PostgreSQL {operation}: the repository is closed")
+            future = self._loop_thread.submit_threadsafe(
+                lambda: self._on_connection(operation, work)
+            )
         return await asyncio.wrap_future(future)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Close the pool and stop the private loop. Safe to call twice."""
         with self._lock:
+            if self._closed:
+                return
             self._closed = True
-            loop, self._loop = self._loop, None
-            thread, self._thread = self._thread, None
-        if loop is None or thread is None:
-            return
-        future = asyncio.run_coroutine_threadsafe(self._close_pool(timeout), loop)
         try:
-            await asyncio.wait_for(asyncio.wrap_future(future), timeout + 1.0)
+            if self._loop_thread.is_running:
+                await asyncio.wait_for(
+                    self._loop_thread.arun(lambda: self._close_pool(timeout)), timeout + 1.0
+                )
         except (TimeoutError, psycopg.Error) as exc:
             logger.warning("closing connection pool %s: %s", self._name, type(exc).__name__)
         finally:
-            loop.call_soon_threadsafe(loop.stop)
-            await asyncio.to_thread(thread.join, timeout)
-
-    # -- on the caller's side -----------------------------------------------------------------
-
-    def _ensure_loop(self, operation: str) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._closed:
-                raise RepositoryError(f"PostgreSQL {operation}: the repository is closed")
-            if self._loop is not None and self._pid != os.getpid():
-                # A forked child: the parent's loop thread is gone and its sockets are the
-                # parent's. Keep them referenced (finishing them would end the parent's
-                # sessions) and start afresh.
-                self._forked_leftovers.append((self._loop, self._pool))
-                self._loop = self._thread = self._pool = None
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                thread = threading.Thread(
-                    target=_serve, args=(loop,), name=f"{self._name}-loop", daemon=True
-                )
-                thread.start()
-                self._loop, self._thread, self._pid = loop, thread, os.getpid()
-            return self._loop
+            await asyncio.to_thread(self._loop_thread.stop, timeout)
 
     # -- on the runner's loop -----------------------------------------------------------------
 
     async def _on_connection(self, operation: str, work: Work[T]) -> T:
         try:
-            if self._pool is None:
-                self._pool = self._new_pool()
-            await self._pool.open()  # a no-op once open
-            async with self._pool.connection() as conn:
+            pool = self._current_pool()
+            await pool.open()  # a no-op once open
+            async with pool.connection() as conn:
                 return await work(conn)
         except PoolTimeout:
             cause = self._last_connect_error
@@ -145,9 +127,20 @@ class PoolRunner:
                 f"PostgreSQL {operation} on {self._target} failed: {self._describe(exc)}"
             ) from None
 
+    def _current_pool(self) -> AsyncConnectionPool:
+        """This loop's pool, made on first use; a pool of another loop (the parent's, after
+        `fork()`) stays referenced and untouched."""
+        loop = asyncio.get_running_loop()
+        if self._pool is not None and self._pool_loop is not loop:
+            self._parent_pools.append(self._pool)
+            self._pool = None
+        if self._pool is None:
+            self._pool, self._pool_loop = self._new_pool(), loop
+        return self._pool
+
     async def _close_pool(self, timeout: float) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
+        if self._pool is not None and self._pool_loop is asyncio.get_running_loop():
+            pool, self._pool = self._pool, None
             await pool.close(timeout=timeout)
 
     def _new_pool(self) -> AsyncConnectionPool:
@@ -192,12 +185,3 @@ class PoolRunner:
             text = text.replace(self._password, "**********")
         state = f" [SQLSTATE {exc.sqlstate}]" if exc.sqlstate else ""
         return f"{type(exc).__name__}{state}: {text}"
-
-
-def _serve(loop: asyncio.AbstractEventLoop) -> None:
-    asyncio.set_event_loop(loop)
-    try:
-        loop.run_forever()
-    finally:
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()

@@ -24,8 +24,10 @@ from src.agents.ml_foundation.observability_connector.models import (
 from src.repositories._arguments import (
     Clock,
     check_agent_name,
+    check_int,
     check_limit,
     check_retention,
+    check_seconds,
     check_trace_id,
     current_time,
     resolve_window,
@@ -106,16 +108,15 @@ class PostgresSpanRepository:
         itself grants it nothing."""
         if not isinstance(dsn, str) or not dsn:
             raise ValueError("dsn must be a non-empty PostgreSQL connection string")
-        if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 0:
-            raise ValueError(f"min_size must be an integer >= 0, got {min_size!r}")
-        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
-            raise ValueError(f"max_size must be an integer >= 1, got {max_size!r}")
-        if max_size < min_size:
+        check_int("min_size", min_size, 0)
+        if check_int("max_size", max_size, 1) < min_size:
             raise ValueError(f"max_size ({max_size}) must be >= min_size ({min_size})")
-        if not timeout > 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
         self._pools = PoolRunner(
-            dsn, min_size=min_size, max_size=max_size, timeout=timeout, name="e2i-obs-spans"
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=check_seconds("timeout", timeout),
+            name="e2i-obs-spans",
         )
         self._clock = clock or utc_now
         self._authenticated_read = authenticated_read

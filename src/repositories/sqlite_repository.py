@@ -29,6 +29,7 @@ from src.repositories._arguments import (
     check_agent_name,
     check_limit,
     check_retention,
+    check_seconds,
     check_trace_id,
     current_time,
     resolve_window,
@@ -64,11 +65,9 @@ class SqliteSpanRepository:
         clock: Clock | None = None,
         busy_timeout_seconds: float = 10.0,
     ) -> None:
-        if busy_timeout_seconds <= 0:
-            raise ValueError(f"busy_timeout_seconds must be > 0, got {busy_timeout_seconds!r}")
+        self._busy_timeout = check_seconds("busy_timeout_seconds", busy_timeout_seconds)
         self._path = str(path) if str(path) == MEMORY else Path(path).expanduser()
         self._clock = clock or utc_now
-        self._busy_timeout = busy_timeout_seconds
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._closed = False

@@ -90,20 +90,24 @@ class SupabaseRequestError(RepositoryError):
         )
 
 
-class SupabaseTimeoutError(SupabaseRequestError):
+class _NoAnswerError(SupabaseRequestError):
+    """No HTTP answer at all (no status): always worth another attempt."""
+
+    CODE = ""
+
     def __init__(self, operation: str, message: str) -> None:
-        super().__init__(None, "TIMEOUT", message, operation=operation, retryable=True)
+        super().__init__(None, self.CODE, message, operation=operation, retryable=True)
 
     def for_operation(self, operation: str, secret: str) -> Self:
         return type(self)(operation, scrub(self.message, secret))
 
 
-class SupabaseConnectionError(SupabaseRequestError):
-    def __init__(self, operation: str, message: str) -> None:
-        super().__init__(None, "CONNECTION", message, operation=operation, retryable=True)
+class SupabaseTimeoutError(_NoAnswerError):
+    CODE = "TIMEOUT"
 
-    def for_operation(self, operation: str, secret: str) -> Self:
-        return type(self)(operation, scrub(self.message, secret))
+
+class SupabaseConnectionError(_NoAnswerError):
+    CODE = "CONNECTION"
 
 
 class SupabaseSchemaError(SupabaseRequestError):

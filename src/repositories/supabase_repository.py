@@ -33,8 +33,10 @@ from src.agents.ml_foundation.observability_connector.models import (
 from src.repositories._arguments import (
     Clock,
     check_agent_name,
+    check_int,
     check_limit,
     check_retention,
+    check_seconds,
     check_trace_id,
     current_time,
     resolve_window,
@@ -97,17 +99,11 @@ class SupabaseSpanRepository:
         secret = key if isinstance(key, SecretStr) else SecretStr(key or "")
         if not secret.get_secret_value():
             raise ValueError("supabase_key must be the project's service-role key; it is empty")
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
-            raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
-        if isinstance(rows_per_request, bool) or not isinstance(rows_per_request, int):
-            raise ValueError(f"rows_per_request must be an integer, got {rows_per_request!r}")
-        if rows_per_request < 1:
-            raise ValueError(f"rows_per_request must be >= 1, got {rows_per_request!r}")
         self._url, self._key = url, secret
         self._clock = clock or utc_now
-        self._timeout = timeout
+        self._timeout = check_seconds("timeout", timeout)
         self._injected = client
-        self._rows_per_request = rows_per_request
+        self._rows_per_request = check_int("rows_per_request", rows_per_request, 1)
         self._clients: dict[asyncio.AbstractEventLoop, tuple[AsyncClient, httpx.AsyncClient]] = {}
         self._closed = False
 

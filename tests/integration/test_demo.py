@@ -132,6 +132,17 @@ def test_run_demo__opik_url_configured__keeps_the_opik_sink_and_spans_arrive(
     assert len({s["id"] for s in opik_server.received_spans()}) == stored > 0
 
 
+def test_run_demo__opik_url_with_password__printed_masked(tmp_path: Path, opik_server: Any) -> None:
+    console = Console(record=True, width=120)
+    url = opik_server.base_url.replace("http://", "http://demo:pw-not-for-print@", 1)
+    config = make_config(tmp_path, enabled=True, url_override=url)
+    run_demo(requests=1, concurrency=1, failure_rate=0.0, config=config, console=console)
+
+    text = console.export_text()
+    assert "pw-not-for-print" not in text
+    assert "Opik: sending spans to http://demo:***@" in text
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [

@@ -13,16 +13,16 @@ import redis
 from src.agents.ml_foundation.observability_connector.cache import (
     CacheStats,
     InMemoryMetricsCache,
-    RedisMetricsCache,
     create_metrics_cache,
 )
 from src.agents.ml_foundation.observability_connector.config import CacheSettings
 from src.agents.ml_foundation.observability_connector.models import LatencyStats, QualityMetrics
+from src.agents.ml_foundation.observability_connector.redis_cache import RedisMetricsCache
 from tests.fixtures.redis import RedisServer
 
 pytestmark = pytest.mark.redis
 
-CACHE_LOGGER = "src.agents.ml_foundation.observability_connector.cache"
+CACHE_LOGGER = "src.agents.ml_foundation.observability_connector.redis_cache"
 
 
 class FakeClock:

@@ -662,6 +662,7 @@ def test_batch_processor__unvalidated_span_with_sampler__kept_not_raised(process
         ([ListSink("same"), ListSink("same")], "unique"),
         ([ListSink("../escape")], "name"),
         ([ListSink("")], "name"),
+        ([ListSink("db\n")], "name"),  # would become a spool directory name
     ],
 )
 def test_batch_processor__bad_sinks__value_error(sinks, message: str) -> None:

@@ -10,11 +10,11 @@ import pytest
 from src.agents.ml_foundation.observability_connector.cache import (
     CacheStats,
     InMemoryMetricsCache,
-    RedisMetricsCache,
     create_metrics_cache,
 )
 from src.agents.ml_foundation.observability_connector.config import CacheSettings, ConfigError
 from src.agents.ml_foundation.observability_connector.models import LatencyStats, QualityMetrics
+from src.agents.ml_foundation.observability_connector.redis_cache import RedisMetricsCache
 
 
 class FakeClock:

@@ -27,7 +27,9 @@ def test_parse_time_window__accepted_form__timedelta(window, expected):
     assert parse_time_window(window) == expected
 
 
-@pytest.mark.parametrize("window", ["", "24", "0h", "-1d", "1w", "abc", None, "1H", " 1h", "1h "])
+@pytest.mark.parametrize(
+    "window", ["", "24", "0h", "-1d", "1w", "abc", None, "1H", " 1h", "1h ", "1h\n"]
+)
 def test_parse_time_window__rejected_form__value_error_naming_value_and_forms(window):
     with pytest.raises(ValueError) as excinfo:
         parse_time_window(window)

@@ -69,6 +69,13 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _aware(now: datetime) -> datetime:
+    """`now` if timezone-aware: spans are built without re-validation (see `build_span`)."""
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError(f"clock must return timezone-aware datetimes, got naive {now!r}")
+    return now
+
+
 class ObservabilityCallbackHandler(BaseCallbackHandler):
     """Turns LangChain / LangGraph runs into spans submitted to a connector."""
 
@@ -169,11 +176,11 @@ class ObservabilityCallbackHandler(BaseCallbackHandler):
     @_guarded
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
         usage = extract_usage(response, problems=self._invalid_usage)
-        attributes: dict[str, Any] = {}
+        attributes = None
         if self._capture:
             generations = getattr(response, "generations", None) or [[]]
             text = "\n".join(getattr(g, "text", "") for g in generations[0])
-            attributes.update(text_attributes(self._max_chars, "output", text))
+            attributes = text_attributes(self._max_chars, "output", text)
         # extract_usage already found the model name when the usage block carried one
         model = usage.model if usage is not None and usage.model else extract_model_name(response)
         self._finish(run_id, attributes=attributes, usage=usage, model=model)
@@ -266,7 +273,7 @@ class ObservabilityCallbackHandler(BaseCallbackHandler):
         model: str | None = None,
     ) -> None:
         """Remember a starting run (parent_run_id, tags and metadata come from the hook)."""
-        now = self._clock()
+        now = _aware(self._clock())
         parent_run_id = hook_kwargs.get("parent_run_id")
         with self._lock:
             parent = self._runs.get(parent_run_id) if parent_run_id is not None else None
@@ -295,7 +302,8 @@ class ObservabilityCallbackHandler(BaseCallbackHandler):
 
     def _finish(self, run_id: UUID, *, model: str | None = None, **outcome: Any) -> None:
         end = self._clock()
-        interrupted = (outcome.get("attributes") or {}).get("interrupted") is True
+        extra = outcome.get("attributes")
+        interrupted = extra is not None and extra.get("interrupted") is True
         with self._lock:
             record = self._runs.pop(run_id, None)
             ancestor = record
@@ -306,6 +314,7 @@ class ObservabilityCallbackHandler(BaseCallbackHandler):
                     ancestor.attributes["interrupted"] = True
         if record is None or record.kind is None:
             return
+        _aware(end)
         if model:
             record.llm_model = model
         span = build_span(record, end, **outcome)

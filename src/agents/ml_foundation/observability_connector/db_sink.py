@@ -1,13 +1,13 @@
 """The database as a Sink: runs the async `SpanRepository` from the batch processor's thread.
 
 Why a private event loop: the worker thread is synchronous, and async drivers (psycopg's pool,
-asyncio locks) bind to the loop they first run on. So the sink owns one loop, running in its own
-daemon thread (started lazily), runs every repository call on it and stops it in `close()`.
-A thread rather than `run_until_complete` in the caller's thread, so `setup()`/`write()` also
-work when called from code that is itself inside a running event loop (an agent built in
-`async def main()`). Use the same sink (its `setup()` and `close()`) for the repository's whole
-life. After `fork()` the child gets a fresh loop (the parent's thread does not survive the fork),
-but the repository's own connections are not fork-safe: give a forked child its own repository.
+asyncio locks) bind to the loop they first run on. So the sink owns one `LoopThread` (a loop in
+its own daemon thread, started lazily), runs every repository call on it and stops it in
+`close()`. A thread rather than `run_until_complete` in the caller's thread, so `setup()` and
+`write()` also work when called from code that is itself inside a running event loop (an agent
+built in `async def main()`). Use the same sink (its `setup()` and `close()`) for the
+repository's whole life. After `fork()` the child gets a fresh loop, but the repository's own
+connections are not fork-safe: give a forked child its own repository.
 
 Failures the processor should retry (RepositoryError, OSError, timeouts) become
 `RetryableSinkError`, chained to the cause. `write()` returns how many spans were new; re-sent
@@ -16,15 +16,14 @@ spans are ignored by the repository (unique on trace_id + span_id), so replay is
 
 from __future__ import annotations
 
-import asyncio
 import math
-import os
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from src.repositories.base import RepositoryError, SpanRepository
 
+from .loop_thread import LoopThread
 from .models import ObservabilitySpan
 from .sinks import RetryableSinkError
 
@@ -48,10 +47,8 @@ class DatabaseSink:
         self.name = name
         self.repository = repository
         self.timeout = float(timeout)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._loop_pid: int | None = None
-        self._lock = threading.Lock()
+        self._loop_thread = LoopThread(f"obs-{name}-loop")
+        self._lock = threading.Lock()  # one repository call at a time; close() waits its turn
         self._closed = False
 
     def __repr__(self) -> str:
@@ -75,41 +72,15 @@ class DatabaseSink:
         finally:
             with self._lock:
                 self._closed = True
-                loop, self._loop = self._loop, None
-                thread, self._thread = self._thread, None
-                if loop is not None and thread is not None and self._loop_pid == os.getpid():
-                    loop.call_soon_threadsafe(loop.stop)
-                    thread.join(self.timeout)
+                self._loop_thread.stop(self.timeout)
 
     def _run(self, call: Callable[[], Awaitable[T]]) -> T:
-        async def bounded() -> T:
-            return await asyncio.wait_for(call(), self.timeout)
-
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"database sink {self.name!r} is closed")
-            if self._loop is None or self._loop_pid != os.getpid():
-                self._loop = asyncio.new_event_loop()
-                self._thread = threading.Thread(
-                    target=_serve_forever,
-                    args=(self._loop,),
-                    name=f"obs-{self.name}-loop",
-                    daemon=True,
-                )
-                self._thread.start()
-                self._loop_pid = os.getpid()
             try:
-                return asyncio.run_coroutine_threadsafe(bounded(), self._loop).result()
+                return self._loop_thread.run(call, timeout=self.timeout)
             except (RepositoryError, OSError, TimeoutError) as exc:
                 raise RetryableSinkError(
                     f"database sink {self.name!r}: {type(exc).__name__}: {exc}"
                 ) from exc
-
-
-def _serve_forever(loop: asyncio.AbstractEventLoop) -> None:
-    asyncio.set_event_loop(loop)
-    try:
-        loop.run_forever()
-    finally:
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()

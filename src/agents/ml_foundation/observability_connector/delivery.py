@@ -122,21 +122,14 @@ class SinkLane:
                 rng=self._rng,
                 on_retry=self._note_retry,
             )
-        except SinkUnavailableError as exc:
-            self._fail(exc, "unavailable")
-            if claim():
-                self.spool(batch)
         except PermanentSinkError as exc:
             self._fail(exc, "refused the batch")
             if claim():
                 self._add("rejected", len(batch))
-        except RETRYABLE_ERRORS as exc:
-            self._fail(exc, "failed after retries")
-            if claim():
-                self.spool(batch)
-        # broad except, on purpose: export boundary: a broken sink never stops us
+        # broad except, on purpose: export boundary: a broken sink never stops us, and anything
+        # but a refusal for good (unavailable, retries exhausted, a bug) waits in the spool
         except Exception as exc:
-            self._fail(exc, "raised an unexpected error")
+            self._fail(exc, _why_undelivered(exc))
             if claim():
                 self.spool(batch)
         else:
@@ -256,6 +249,14 @@ class SinkLane:
             )
 
 
+def _why_undelivered(exc: Exception) -> str:
+    if isinstance(exc, SinkUnavailableError):
+        return "unavailable"
+    if isinstance(exc, RETRYABLE_ERRORS):
+        return "failed after retries"
+    return "raised an unexpected error"
+
+
 def build_lanes(
     sinks: Sequence[Sink],
     spool_dir: Path | None,
@@ -278,7 +279,7 @@ def check_sinks(sinks: Sequence[Sink]) -> None:
     """Names usable as directory names and counter keys, unique; a callable `write`."""
     names = [getattr(sink, "name", None) for sink in sinks]
     for sink, name in zip(sinks, names, strict=True):
-        if not isinstance(name, str) or not _SINK_NAME.match(name):
+        if not isinstance(name, str) or not _SINK_NAME.fullmatch(name):
             raise ValueError(f"sink {sink!r}: name {name!r} must match {_SINK_NAME.pattern}")
         if not callable(getattr(sink, "write", None)):
             raise TypeError(f"sink {name!r} has no callable write(batch)")

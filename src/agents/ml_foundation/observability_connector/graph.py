@@ -18,19 +18,16 @@ connections (e.g. a psycopg pool) see the same loop on every synchronous call.
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import threading
-import weakref
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any
 
 from langchain_core.runnables import RunnableLambda
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
 from .cache import create_metrics_cache
+from .loop_thread import LoopThread
 from .models import QualityMetrics
 from .nodes.context_manager import (
     InvalidContextCounter,
@@ -47,7 +44,6 @@ from .state import OPERATIONS, ObservabilityInput, ObservabilityOutput, Observab
 
 __all__ = ["build_observability_graph", "make_context_manager_node"]
 
-T = TypeVar("T")
 _MAX_SHOWN_HEADER = 80
 
 
@@ -194,62 +190,14 @@ class _LazyMetricsService:
         return await self._service().get_quality_metrics(window, agent_name)
 
 
-class _PrivateLoop:
-    """The synchronous API's event loop: one per graph, in a daemon thread started on first use.
-
-    A thread (not `run_until_complete` in the caller's thread) keeps the loop running between
-    calls, so loop-bound resources such as a psycopg pool keep their background tasks alive and
-    can be closed from any other loop by `repository.close()`. Works from inside a running loop
-    too (sync `invoke` called by async code). The caller's contextvars travel with each call.
-    """
-
-    def __init__(self) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._lock = threading.Lock()
-
-    def _running_loop(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                threading.Thread(
-                    target=_serve_forever, args=(loop,), name="obs-graph-loop", daemon=True
-                ).start()
-                weakref.finalize(self, loop.call_soon_threadsafe, loop.stop)
-                self._loop = loop
-            return self._loop
-
-    def run(self, make: Callable[[], Awaitable[T]]) -> T:
-        loop = self._running_loop()
-        context = contextvars.copy_context()
-        done: Future[T] = Future()
-
-        def finish(task: asyncio.Task[T]) -> None:
-            if task.cancelled():
-                done.cancel()
-            elif (exc := task.exception()) is not None:
-                done.set_exception(exc)
-            else:
-                done.set_result(task.result())
-
-        def start() -> None:
-            loop.create_task(make(), context=context).add_done_callback(finish)  # type: ignore[arg-type]
-
-        loop.call_soon_threadsafe(start)
-        return done.result()
-
-
-def _serve_forever(loop: asyncio.AbstractEventLoop) -> None:
-    asyncio.set_event_loop(loop)
-    try:
-        loop.run_forever()
-    finally:
-        loop.close()
-
-
 def _sync_and_async(
     name: str, afunc: Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
 ) -> RunnableLambda:
-    loop = _PrivateLoop()
+    """Under the sync API the node runs on one `LoopThread` per graph (started on first use):
+    the loop outlives each call, so loop-bound resources such as a psycopg pool keep their
+    background tasks, and sync `invoke` works inside a running loop too. The caller's
+    contextvars travel with each call; the loop stops when the graph is garbage-collected."""
+    loop = LoopThread("obs-graph-loop")
     return RunnableLambda(lambda state: loop.run(lambda: afunc(state)), afunc=afunc, name=name)
 
 

@@ -37,7 +37,7 @@ class SpanKind(StrEnum):
 
 
 def _check_hex_id(value: str, pattern: re.Pattern[str], what: str, length: int) -> str:
-    if not isinstance(value, str) or not pattern.match(value):
+    if not isinstance(value, str) or not pattern.fullmatch(value):  # "$" allows a final "\n"
         raise ValueError(f"{what} must be {length} lowercase hex characters, got {value!r}")
     if value == "0" * length:
         raise ValueError(f"{what} must not be all zeros (W3C Trace Context: invalid id)")

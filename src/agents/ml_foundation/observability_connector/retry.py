@@ -28,13 +28,8 @@ __all__ = ["RETRYABLE_ERRORS", "RetryPolicy", "call_with_retries", "is_retryable
 
 T = TypeVar("T")
 
-RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
-    RetryableSinkError,
-    RepositoryError,
-    OSError,
-    TimeoutError,
-    ConnectionError,
-)
+RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (RetryableSinkError, RepositoryError, OSError)
+"""`OSError` covers `TimeoutError` and `ConnectionError`."""
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -17,7 +17,7 @@ MAX_WINDOW = timedelta(days=3650)
 
 def parse_time_window(window: str) -> timedelta:
     """Return the window as a timedelta, or raise ValueError saying what is accepted."""
-    match = _WINDOW_RE.match(window) if isinstance(window, str) else None
+    match = _WINDOW_RE.fullmatch(window) if isinstance(window, str) else None  # not "1h\n"
     if match is None:
         raise ValueError(f"invalid time window {window!r}: expected {ACCEPTED_WINDOWS}")
     amount, unit = int(match.group(1)), match.group(2)

@@ -25,6 +25,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from langchain_core.messages import AIMessage
+from langchain_core.outputs import ChatGeneration, LLMResult
+
 __all__ = [
     "ProblemCounter",
     "TokenUsage",
@@ -187,12 +190,57 @@ def _meta(message: Any) -> Any:
     return getattr(message, "response_metadata", None)
 
 
+def _first_message(obj: Any) -> Any:
+    """The message whose `usage_metadata` comes first in the lookup order, if `obj` is one of
+    the two shapes callbacks see on every call (an `LLMResult` of chat generations, an
+    `AIMessage`); else None."""
+    if type(obj) is LLMResult:
+        generations = obj.generations
+        if generations and type(generations[0]) is list and generations[0]:
+            generation = generations[0][0]
+            return generation.message if isinstance(generation, ChatGeneration) else None
+        return None
+    return obj if isinstance(obj, AIMessage) else None
+
+
+def _common_usage(obj: Any) -> TokenUsage | None:
+    """The common case in one step, or None to take the full walk: the first message's
+    `usage_metadata` holds the three standard counts as plain non-negative ints and no
+    Anthropic cache counts. Exactly what the walk returns for such a message."""
+    message = _first_message(obj)
+    raw = getattr(message, "usage_metadata", None) if message is not None else None
+    if type(raw) is not dict:
+        return None
+    input_tokens = raw.get("input_tokens")
+    output_tokens = raw.get("output_tokens")
+    total_tokens = raw.get("total_tokens")
+    if not (
+        type(input_tokens) is int
+        and type(output_tokens) is int
+        and type(total_tokens) is int
+        and input_tokens >= 0
+        and output_tokens >= 0
+        and total_tokens >= 0
+        and raw.get(_ANTHROPIC_CACHE_KEYS[0]) is None
+        and raw.get(_ANTHROPIC_CACHE_KEYS[1]) is None
+    ):
+        return None
+    model = _model_from(message.response_metadata) or extract_model_name(obj)
+    return TokenUsage(input_tokens, output_tokens, total_tokens, model)
+
+
 def extract_usage(obj: Any, *, problems: ProblemCounter | None = None) -> TokenUsage | None:
     """Token usage of an AIMessage(Chunk), ChatGeneration, LLMResult or dict; None if absent.
 
     Never raises: a count that is negative, NaN, fractional or not a number becomes None and is
     recorded on `problems` (default: the module's `INVALID_TOKEN_COUNTS`).
     """
+    try:
+        usage = _common_usage(obj)  # runs on every LLM call: skip the walk when it can
+    except Exception:  # an odd object: the walk below reports it
+        usage = None
+    if usage is not None:
+        return usage
     problems = problems or INVALID_TOKEN_COUNTS
     garbled: TokenUsage | None = None
     try:
