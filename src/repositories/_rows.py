@@ -84,14 +84,30 @@ def _json_text(value: Any) -> str:
     return to_json(value, fallback=str).decode("utf-8")
 
 
+def _storable_scalar(value: Any) -> Any:
+    # Fast path: plain ASCII text without NUL (nearly every value) is returned as it is.
+    if type(value) is not str or (value.isascii() and "\x00" not in value):
+        return value
+    return storable(value)
+
+
+def _storable_json(value: Any) -> str:
+    """JSON text storable everywhere: `storable()` is applied only when the text needs it
+    (a lone surrogate makes encoding fail; a NUL shows as the escape \\u0000)."""
+    try:
+        text = _json_text(value)
+    except ValueError:  # PydanticSerializationError: a lone surrogate
+        return _json_text(storable(value))
+    return _json_text(storable(value)) if "\\u0000" in text else text
+
+
 def _span_values(span: ObservabilitySpan) -> dict[str, Any]:
-    # storable(): NUL and lone surrogates become U+FFFD (PostgreSQL and UTF-8 reject them).
-    values = {name: storable(getattr(span, name)) for name in SPAN_COLUMNS}
+    # NUL and lone surrogates become U+FFFD (PostgreSQL and UTF-8 reject them): `storable()`.
+    values = {name: _storable_scalar(getattr(span, name)) for name in SPAN_COLUMNS}
     values["span_kind"] = span.span_kind.value
     values["status"] = span.status.value
-    values["attributes"] = _json_text(storable(span.attributes))
-    events = [storable(event.model_dump(mode="json")) for event in span.events]
-    values["events"] = _json_text(events)
+    values["attributes"] = _storable_json(span.attributes)
+    values["events"] = _storable_json([event.model_dump(mode="json") for event in span.events])
     return values
 
 
