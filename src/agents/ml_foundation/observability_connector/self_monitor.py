@@ -79,8 +79,9 @@ class SelfMonitor:
         circuit = self._circuit_state() if self._circuit_state is not None else "disabled"
         cache = self._cache.stats() if self._cache is not None else None
         lookups = (cache.hits + cache.misses) if cache is not None else 0
-        reasons = self._reasons(stats, circuit, cache)
-        if stats.dropped or stats.queue_depth >= QUEUE_ALERT_FRACTION * self._queue_capacity:
+        queue_nearly_full = stats.queue_depth >= QUEUE_ALERT_FRACTION * self._queue_capacity
+        reasons = self._reasons(stats, circuit, cache, queue_nearly_full)
+        if stats.dropped or queue_nearly_full:
             status = "unhealthy"
         elif reasons:
             status = "degraded"
@@ -112,11 +113,13 @@ class SelfMonitor:
             last_error=stats.last_error,
         )
 
-    def _reasons(self, stats: ProcessorStats, circuit: str, cache: Any) -> list[str]:
+    def _reasons(
+        self, stats: ProcessorStats, circuit: str, cache: Any, queue_nearly_full: bool
+    ) -> list[str]:
         reasons = []
         if stats.dropped:
             reasons.append(f"{stats.dropped} spans dropped (spool full or unavailable)")
-        if stats.queue_depth >= QUEUE_ALERT_FRACTION * self._queue_capacity:
+        if queue_nearly_full:
             reasons.append(f"queue {stats.queue_depth}/{self._queue_capacity} nearly full")
         if circuit in ("open", "half_open"):
             reasons.append(f"Opik circuit breaker is {circuit}: database-only mode")
