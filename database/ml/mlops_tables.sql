@@ -126,6 +126,14 @@ CREATE INDEX IF NOT EXISTS idx_ml_obs_spans_window_covering
 -- in `count` but not in the duration statistics. Tokens come from llm spans only, so a parent
 -- span never double-counts its children. p_now is a parameter so callers with an injected
 -- clock get deterministic windows.
+--
+-- Why this shape: ordered-set aggregates force a GroupAggregate, i.e. a sort of every row in
+-- the window by agent_name (text comparisons, mostly ties) carrying every aggregated column,
+-- which spills to disk at the default work_mem. Instead one pass hash-aggregates the cheap
+-- figures and collects each agent's durations (8 bytes a span); percentile_cont then sorts
+-- only one agent's float8 durations, once for all three percentiles. Same numbers, since
+-- percentile_cont depends only on the multiset of durations (avg_ms may differ from a sorted
+-- plan in the last bits: float summation order). Memory: 8-16 bytes per span in the window.
 CREATE OR REPLACE FUNCTION public.ml_agent_latency_stats(
     p_window interval,
     p_agent  text DEFAULT NULL,
@@ -153,28 +161,49 @@ STABLE
 SET search_path = ''
 AS $fn$
     SELECT
-        s.agent_name,
-        max(s.agent_tier)::smallint,
-        count(*),
-        count(*) FILTER (WHERE s.status = 'error'),
-        (count(*) FILTER (WHERE s.status = 'error'))::double precision / count(*),
-        avg(s.duration_ms),
-        percentile_cont(0.50) WITHIN GROUP (ORDER BY s.duration_ms),
-        percentile_cont(0.95) WITHIN GROUP (ORDER BY s.duration_ms),
-        percentile_cont(0.99) WITHIN GROUP (ORDER BY s.duration_ms),
-        max(s.duration_ms),
-        count(*) FILTER (WHERE s.span_kind = 'llm'),
-        coalesce(sum(s.input_tokens) FILTER (WHERE s.span_kind = 'llm'), 0)::bigint,
-        coalesce(sum(s.output_tokens) FILTER (WHERE s.span_kind = 'llm'), 0)::bigint,
-        coalesce(sum(s.total_tokens) FILTER (WHERE s.span_kind = 'llm'), 0)::bigint,
-        count(*)::double precision
-            / (extract(epoch FROM p_window)::double precision / 60.0)
-    FROM public.ml_observability_spans AS s
-    WHERE s.start_time >= p_now - p_window
-      AND s.start_time <= p_now
-      AND (p_agent IS NULL OR s.agent_name = p_agent)
-    GROUP BY s.agent_name
-    ORDER BY s.agent_name COLLATE "C"
+        g.agent_name,
+        g.agent_tier,
+        g.spans,
+        g.errors,
+        g.errors::double precision / g.spans,
+        g.avg_ms,
+        q.percentiles[1],
+        q.percentiles[2],
+        q.percentiles[3],
+        g.max_ms,
+        g.llm_calls,
+        g.input_tokens,
+        g.output_tokens,
+        g.total_tokens,
+        g.spans::double precision / (extract(epoch FROM p_window)::double precision / 60.0)
+    FROM (
+        SELECT
+            s.agent_name,
+            max(s.agent_tier)::smallint AS agent_tier,
+            count(*) AS spans,
+            count(*) FILTER (WHERE s.status = 'error') AS errors,
+            avg(s.duration_ms) AS avg_ms,
+            max(s.duration_ms) AS max_ms,
+            count(*) FILTER (WHERE s.span_kind = 'llm') AS llm_calls,
+            coalesce(sum(s.input_tokens) FILTER (WHERE s.span_kind = 'llm'), 0)::bigint
+                AS input_tokens,
+            coalesce(sum(s.output_tokens) FILTER (WHERE s.span_kind = 'llm'), 0)::bigint
+                AS output_tokens,
+            coalesce(sum(s.total_tokens) FILTER (WHERE s.span_kind = 'llm'), 0)::bigint
+                AS total_tokens,
+            array_agg(s.duration_ms) FILTER (WHERE s.duration_ms IS NOT NULL) AS durations
+        FROM public.ml_observability_spans AS s
+        WHERE s.start_time >= p_now - p_window
+          AND s.start_time <= p_now
+          AND (p_agent IS NULL OR s.agent_name = p_agent)
+        GROUP BY s.agent_name
+    ) AS g
+    CROSS JOIN LATERAL (
+        SELECT percentile_cont(ARRAY[0.50, 0.95, 0.99]::double precision[])
+                   WITHIN GROUP (ORDER BY d.duration_ms) AS percentiles
+        FROM unnest(g.durations) AS d(duration_ms)
+    ) AS q
+    ORDER BY g.agent_name COLLATE "C"
 $fn$;
 
 COMMENT ON FUNCTION public.ml_agent_latency_stats(interval, text, timestamptz) IS
