@@ -148,11 +148,13 @@ class ObservabilityCallbackHandler(BaseCallbackHandler):
     # --- LLM and chat model runs -------------------------------------------------------------
 
     @override
-    @_guarded
     def on_chat_model_start(
         self, serialized: dict[str, Any], messages: list[list[Any]], *, run_id: UUID, **kwargs: Any
     ) -> None:
-        self._start_llm(serialized, messages, run_id, kwargs)
+        try:  # guarded like `_guarded` does, inline: this hook runs on every chat model call
+            self._start_llm(serialized, messages, run_id, kwargs)
+        except Exception as exc:  # the traced program must never see our bugs
+            self._internal_errors.record(f"on_chat_model_start failed: {exc!r:.200}")
 
     @override
     @_guarded
@@ -173,8 +175,13 @@ class ObservabilityCallbackHandler(BaseCallbackHandler):
             record.events.append(SpanEvent(name="first_token", timestamp=now))
 
     @override
-    @_guarded
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        try:  # guarded like `_guarded` does, inline: this hook runs on every LLM call
+            self._end_llm(response, run_id)
+        except Exception as exc:  # the traced program must never see our bugs
+            self._internal_errors.record(f"on_llm_end failed: {exc!r:.200}")
+
+    def _end_llm(self, response: Any, run_id: UUID) -> None:
         usage = extract_usage(response, problems=self._invalid_usage)
         attributes = None
         if self._capture:

@@ -16,16 +16,18 @@ A skipped run is still remembered, so its children attach to the nearest kept an
 from __future__ import annotations
 
 import functools
+import random
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from langgraph.errors import GraphBubbleUp, GraphInterrupt
 
 from .models import ObservabilitySpan, SpanEvent, SpanKind, SpanStatus
-from .nodes.context_manager import current_context, format_tracestate, new_span_id, new_trace_id
+from .nodes.context_manager import current_context, format_tracestate
 from .usage import TokenUsage, sanitize_text
 
 __all__ = [
@@ -47,6 +49,33 @@ _STEP_TAG_PREFIX = "graph:step:"
 _INTERNAL_TAG_PREFIXES = ("seq:step:", _STEP_TAG_PREFIX)
 _MODEL_KEYS = ("model", "model_name", "model_id", "deployment_name")
 UNKNOWN_AGENT = "unknown"
+
+# Ids drawn on every call come from `random.getrandbits` (reseeded after fork), not from one
+# `os.urandom` syscall each, as OpenTelemetry's RandomIdGenerator does: they must be unique,
+# not secret. Same formats as `context_manager.new_trace_id` / `new_span_id` and `uuid4`.
+_getrandbits = random.getrandbits
+_LOW_62_BITS = (1 << 62) - 1
+_UUID4_KEEP = ((1 << 128) - 1) ^ (0xF000 << 64) ^ (0xC000 << 48)
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant
+
+
+def _new_trace_id() -> str:
+    """A UUIDv7 as 32 lowercase hex: 48-bit unix ms | ver 7 | 74 random bits around var 10."""
+    r = _getrandbits(74)
+    unix_ms = time.time_ns() // 1_000_000
+    return f"{unix_ms << 80 | 0x7 << 76 | (r >> 62) << 64 | 0b10 << 62 | r & _LOW_62_BITS:032x}"
+
+
+def _new_span_id() -> str:
+    """16 random lowercase hex, never all zeros (W3C)."""
+    while True:
+        bits = _getrandbits(64)
+        if bits:
+            return f"{bits:016x}"
+
+
+def _new_uuid4() -> UUID:
+    return UUID(int=_getrandbits(128) & _UUID4_KEEP | _UUID4_SET)
 
 
 @dataclass(slots=True)
@@ -97,7 +126,7 @@ def open_record(
     any, else starts a new trace; a true root chain (no parent_run_id) is the `agent` span."""
     if parent is None:
         ctx = current_context()
-        trace_id = ctx.trace_id if ctx else new_trace_id()
+        trace_id = ctx.trace_id if ctx else _new_trace_id()
         anchor = ctx.span_id if ctx else None
         tracestate = format_tracestate(ctx.tracestate) if ctx and ctx.tracestate else None
         root_name, thread_id, enclosing_node = name, None, None
@@ -111,11 +140,12 @@ def open_record(
     node = name if is_node else metadata.get("langgraph_node") or enclosing_node
     node = node if isinstance(node, str) else None
     agent = agent_name or metadata.get("agent_name") or node or root_name
-    user_tags = [t for t in tags or () if not str(t).startswith(_INTERNAL_TAG_PREFIXES)]
-    if user_tags:
-        attributes["tags"] = user_tags
+    if tags:
+        user_tags = [t for t in tags if not str(t).startswith(_INTERNAL_TAG_PREFIXES)]
+        if user_tags:
+            attributes["tags"] = user_tags
     attributes["langchain.run_id"] = str(run_id)
-    span_id = new_span_id() if kind is not None else None
+    span_id = _new_span_id() if kind is not None else None
     return RunRecord(
         run_id=run_id,
         parent_run_id=parent_run_id,
@@ -180,10 +210,11 @@ def model_name_at_start(
     """Best model name known before the call: invocation params, `ls_model_name`, kwargs."""
     kwargs = serialized.get("kwargs") if isinstance(serialized, Mapping) else None
     for source in (invocation_params, kwargs):
-        if isinstance(source, Mapping):
+        if source is not None and isinstance(source, Mapping):
             for key in _MODEL_KEYS:
-                if isinstance(source.get(key), str) and source[key]:
-                    return source[key]
+                value = source.get(key)
+                if isinstance(value, str) and value:
+                    return value
     ls_name = (metadata or {}).get("ls_model_name")
     return ls_name if isinstance(ls_name, str) and ls_name else None
 
@@ -233,12 +264,12 @@ def build_span(
 ) -> ObservabilitySpan:
     """The complete span of a finished run (tokens only on `llm` spans).
 
-    Built with `model_copy(update=...)` of a validated template, not by validation: this runs
-    on every call in the agent's thread and validating the 22 fields costs more than the rest
-    of the handler. Every value is already what the model's validators would accept: ids come
-    from our generators or a validated `TraceContext`, the handler checks that its clock is
-    timezone-aware, counts come from `extract_usage`; the derived fields (`duration_ms`, the
-    default `total_tokens`) are computed here the way `ObservabilitySpan` derives them.
+    Built without pydantic validation (`_trusted_span`): this runs on every call in the
+    agent's thread, and validating the 22 fields cost more than the rest of the handler. Every
+    value is already what the validators accept: ids come from our generators or a validated
+    `TraceContext`, the handler checks that its clock is timezone-aware, counts come from
+    `extract_usage`; `duration_ms` and the default `total_tokens` are derived here the way
+    `ObservabilitySpan` derives them.
     """
     if record.kind is None or record.span_id is None:
         raise ValueError(f"run {record.run_id} was skipped and has no span")
@@ -257,9 +288,9 @@ def build_span(
             if total_tokens is None and (input_tokens is not None or output_tokens is not None):
                 total_tokens = (input_tokens or 0) + (output_tokens or 0)
             model = usage.model or model
-    return _span_template().model_copy(
-        update={
-            "id": uuid4(),
+    return _trusted_span(
+        {
+            "id": _new_uuid4(),
             "span_id": record.span_id,
             "trace_id": record.trace_id,
             "parent_span_id": record.parent_span_id,
@@ -280,20 +311,43 @@ def build_span(
             "total_tokens": total_tokens,
             "thread_id": record.thread_id,
             "tracestate": record.tracestate,
+            "agent_tier": None,
         }
     )
 
 
+_SPAN_FIELDS = frozenset(
+    {"id", "span_id", "trace_id", "parent_span_id", "operation_name", "agent_name", "agent_tier"}
+    | {"span_kind", "start_time", "end_time", "duration_ms", "status", "error_type"}
+    | {"error_message", "attributes", "events", "llm_model", "input_tokens", "output_tokens"}
+    | {"total_tokens", "thread_id", "tracestate"}
+)
+_new_object = object.__new__
+_set_attribute = object.__setattr__
+
+
 @functools.cache
-def _span_template() -> ObservabilitySpan:
-    """A valid span whose copies `build_span` fills in (fields it does not set keep their
-    validated defaults, e.g. `agent_tier`)."""
-    now = datetime.now(UTC)
-    return ObservabilitySpan(
-        span_id="1" * 16,
-        trace_id="1" * 32,
-        operation_name="template",
-        agent_name=UNKNOWN_AGENT,
-        start_time=now,
-        end_time=now,
+def _model_is_plain() -> bool:
+    """True while `ObservabilitySpan` is the model `_trusted_span` was written for: exactly
+    these fields, no private attributes, no post-init hook, no extra fields."""
+    model = ObservabilitySpan
+    return (
+        frozenset(model.model_fields) == _SPAN_FIELDS
+        and not model.__private_attributes__
+        and model.__pydantic_post_init__ is None
+        and model.model_config.get("extra") != "allow"
     )
+
+
+def _trusted_span(values: dict[str, Any]) -> ObservabilitySpan:
+    """A span from already-valid values for every field: what `model_construct` does, minus
+    its per-field Python loop (slower than validating, for this model). Should the model
+    change shape, spans are validated again instead."""
+    if not _model_is_plain():
+        return ObservabilitySpan.model_validate(values)
+    span = _new_object(ObservabilitySpan)
+    _set_attribute(span, "__dict__", values)
+    _set_attribute(span, "__pydantic_fields_set__", set(values))
+    _set_attribute(span, "__pydantic_extra__", None)
+    _set_attribute(span, "__pydantic_private__", None)
+    return span

@@ -225,7 +225,10 @@ def _common_usage(obj: Any) -> TokenUsage | None:
         and raw.get(_ANTHROPIC_CACHE_KEYS[1]) is None
     ):
         return None
-    model = _model_from(message.response_metadata) or extract_model_name(obj)
+    meta = message.response_metadata
+    model = meta.get("model_name") if type(meta) is dict else None
+    if type(model) is not str or not model:
+        model = _model_from(meta) or extract_model_name(obj)
     return TokenUsage(input_tokens, output_tokens, total_tokens, model)
 
 
