@@ -17,10 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from src.agents.ml_foundation.observability_connector.agent import ObservabilityConnectorAgent
 from src.agents.ml_foundation.observability_connector.config import (
@@ -38,6 +36,7 @@ from src.agents.orchestrator.fake_llm import build_demo_chat_model
 from src.agents.orchestrator.health import OrchestratorSettings
 from src.agents.orchestrator.runner import OrchestratorReport, RequestResult, run_orchestrator
 
+from .render import metrics_table
 from .session import mask_url
 
 __all__ = ["DemoResult", "demo_requests", "run_demo"]
@@ -114,50 +113,6 @@ def _storage_description(config: ObservabilityConfig) -> tuple[str, Path | None]
     return f"Supabase project {storage.supabase_url}", None
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.1f}"
-
-
-def metrics_table(metrics: QualityMetrics, title: str) -> Table:
-    """Per-agent rows: spans, errors, error rate, p50/p95/p99 in ms, LLM calls, tokens."""
-    table = Table(
-        title=title,
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        collapse_padding=True,
-    )
-    table.add_column("agent", no_wrap=True)
-    for header in ("spans", "errors", "err %", "p50", "p95", "p99", "LLM", "tokens"):
-        table.add_column(header, justify="right", no_wrap=True)
-    for name in sorted(metrics.agents):
-        s = metrics.agents[name]
-        table.add_row(
-            name,
-            f"{s.count:,}",
-            f"{s.error_count:,}",
-            f"{s.error_rate:.1%}",
-            _ms(s.p50_ms),
-            _ms(s.p95_ms),
-            _ms(s.p99_ms),
-            f"{s.llm_calls:,}",
-            f"{s.total_tokens:,}",
-        )
-    table.add_section()
-    table.add_row(
-        "all agents",
-        f"{metrics.total_spans:,}",
-        f"{metrics.error_count:,}",
-        f"{metrics.error_rate:.1%}",
-        "",
-        "",
-        "",
-        f"{sum(s.llm_calls for s in metrics.agents.values()):,}",
-        f"{metrics.total_tokens:,}",
-    )
-    return table
-
-
 async def _run(
     config: ObservabilityConfig,
     questions: list[str],
@@ -224,11 +179,8 @@ def _print_report(
     for problem in report.problems:
         console.print(f"[yellow]{problem}[/]")
     if report.metrics is not None:
-        title = (
-            f"Per-agent metrics, last {settings.metrics_window}, read back from the store "
-            "(latency in ms, tokens of LLM spans)"
-        )
-        console.print(metrics_table(report.metrics, title))
+        console.print("Per-agent metrics, read back from the store:")
+        console.print(metrics_table(report.metrics))
     limits = (
         f"p95 > {settings.p95_threshold_ms:,.0f} ms or error rate > "
         f"{settings.error_rate_threshold:.0%}"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import math
 import traceback
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -24,6 +23,7 @@ from src.agents.ml_foundation.observability_connector.models import (
     SpanEvent,
     SpanKind,
     SpanStatus,
+    check_token_count,
 )
 from src.agents.ml_foundation.observability_connector.nodes.context_manager import (
     TraceContext,
@@ -126,12 +126,8 @@ class LiveSpan:
             ("output_tokens", output_tokens),
             ("total_tokens", total_tokens),
         ):
-            if value is None:
-                continue
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-            if not ok or not math.isfinite(value) or value < 0 or value != int(value):
-                raise ValueError(f"{field} must be a non-negative integer, got {value!r}")
-            setattr(self, field, int(value))
+            if value is not None:
+                setattr(self, field, check_token_count(value, field))
         if model:
             self.llm_model = model
 

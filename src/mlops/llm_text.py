@@ -1,8 +1,9 @@
 """Prompt and response text on LLM spans, only when `capture.prompts` is on.
 
-Text is cut to `capture.max_chars` (and made storable: see `usage.sanitize_text`); a cut is
-recorded as `llm.prompt_truncated` / `llm.response_truncated` = True plus the original length in
-`llm.prompt_original_chars` / `llm.response_original_chars`, so a reader knows the text is partial.
+Text is cut to `capture.max_chars` and made storable (`callback_runs.text_attributes`, the
+handler's own helper); a cut is recorded as `llm.prompt_truncated` / `llm.response_truncated` =
+True plus the original length in `llm.prompt_original_chars` / `llm.response_original_chars`, so
+a reader knows the text is partial.
 """
 
 from __future__ import annotations
@@ -10,16 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from src.agents.ml_foundation.observability_connector.callback_runs import text_attributes
 from src.agents.ml_foundation.observability_connector.config import CaptureSettings
-from src.agents.ml_foundation.observability_connector.usage import extract_usage, sanitize_text
+from src.agents.ml_foundation.observability_connector.usage import extract_usage
 
 from .live_span import SPAN_PROBLEMS, LiveSpan
-from .opik_mapping import (
-    PROMPT_ATTRIBUTE,
-    PROMPT_TRUNCATED_ATTRIBUTE,
-    RESPONSE_ATTRIBUTE,
-    RESPONSE_TRUNCATED_ATTRIBUTE,
-)
+from .opik_mapping import PROMPT_ATTRIBUTE, RESPONSE_ATTRIBUTE
 
 __all__ = ["as_text", "record_llm_response", "record_prompt", "record_response"]
 
@@ -56,21 +53,21 @@ def as_text(value: Any) -> str:
     return str(value)
 
 
-def _record(span: LiveSpan, value: Any, max_chars: int, key: str, flag: str) -> None:
+def _record(span: LiveSpan, value: Any, max_chars: int, key: str) -> None:
     original = as_text(value)
-    text, truncated = sanitize_text(original, max_chars)
-    span.set_attribute(key, text)
-    if truncated:
-        span.set_attribute(flag, True)
+    attributes = text_attributes(max_chars, key, original)
+    for name, attribute in attributes.items():
+        span.set_attribute(name, attribute)
+    if f"{key}_truncated" in attributes:
         span.set_attribute(f"{key}_original_chars", len(original))
 
 
 def record_prompt(span: LiveSpan, prompt: Any, max_chars: int) -> None:
-    _record(span, prompt, max_chars, PROMPT_ATTRIBUTE, PROMPT_TRUNCATED_ATTRIBUTE)
+    _record(span, prompt, max_chars, PROMPT_ATTRIBUTE)
 
 
 def record_response(span: LiveSpan, response: Any, max_chars: int) -> None:
-    _record(span, response, max_chars, RESPONSE_ATTRIBUTE, RESPONSE_TRUNCATED_ATTRIBUTE)
+    _record(span, response, max_chars, RESPONSE_ATTRIBUTE)
 
 
 def record_llm_response(span: LiveSpan, response: Any, capture: CaptureSettings) -> None:

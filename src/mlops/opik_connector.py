@@ -28,7 +28,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 from src.agents.ml_foundation.observability_connector.callback_runs import UNKNOWN_AGENT
@@ -41,6 +41,7 @@ from src.agents.ml_foundation.observability_connector.models import (
     SpanKind,
     check_span_id,
     check_trace_id,
+    utc_now,
 )
 from src.agents.ml_foundation.observability_connector.nodes.context_manager import (
     SAMPLED_FLAG,
@@ -70,10 +71,6 @@ class SpanProcessor(Protocol):
     def submit(self, span: ObservabilitySpan) -> None: ...
     def flush(self, timeout: float | None = None) -> bool: ...
     def close(self, timeout: float | None = None) -> bool: ...
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _name(value: Any, what: str) -> str:
@@ -109,7 +106,7 @@ class OpikConnector:
         self.metrics_cache = getattr(metrics_service, "cache", None)
         self.config = config or ObservabilityConfig()
         self._capture: CaptureSettings = self.config.capture
-        self._clock = clock or _utc_now
+        self._clock = clock or utc_now
         self._registry = registry
         self._on_close = on_close
         self._lock = threading.Lock()

@@ -41,8 +41,8 @@ __all__ = [
 
 PROMPT_ATTRIBUTE = "llm.prompt"
 RESPONSE_ATTRIBUTE = "llm.response"
-PROMPT_TRUNCATED_ATTRIBUTE = "llm.prompt_truncated"
-RESPONSE_TRUNCATED_ATTRIBUTE = "llm.response_truncated"
+PROMPT_TRUNCATED_ATTRIBUTE = f"{PROMPT_ATTRIBUTE}_truncated"  # as `text_attributes` names it
+RESPONSE_TRUNCATED_ATTRIBUTE = f"{RESPONSE_ATTRIBUTE}_truncated"
 TRACEBACK_ATTRIBUTE = "error.traceback"
 PROVIDER_ATTRIBUTES = ("llm.provider", "provider", "ls_provider")
 TTFT_ATTRIBUTE = "ttft_ms"

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from src.agents.ml_foundation.observability_connector.models import check_trace_id
+from src.agents.ml_foundation.observability_connector.models import check_trace_id, utc_now
 from src.agents.ml_foundation.observability_connector.time_window import parse_time_window
 
 __all__ = [
@@ -31,10 +31,6 @@ __all__ = [
 
 Clock = Callable[[], datetime]
 """Returns the current time, timezone-aware. Injected so tests get deterministic windows."""
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)

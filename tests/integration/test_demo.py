@@ -16,6 +16,7 @@ from src.agents.ml_foundation.observability_connector.config import (
 )
 from src.agents.ml_foundation.observability_connector.models import LatencyStats, ObservabilitySpan
 from src.cli.demo import run_demo
+from src.cli.units import fmt_count, fmt_ms, fmt_percent, fmt_tokens
 from src.repositories.sqlite_repository import SqliteSpanRepository
 
 
@@ -50,16 +51,13 @@ def read_back(
 
 
 def table_rows(text: str, agents: list[str]) -> dict[str, list[str]]:
+    """Cells of the table lines whose first cell is an agent name."""
     rows = {}
     for line in text.splitlines():
-        cells = line.split()
+        cells = [cell.strip() for cell in line.strip().strip("│").split("│")]
         if cells and cells[0] in agents:
             rows[cells[0]] = cells[1:]
     return rows
-
-
-def ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.1f}"
 
 
 def test_run_demo__small_run_without_opik_settings__prints_store_metrics_and_where_data_lives(
@@ -92,14 +90,15 @@ def test_run_demo__small_run_without_opik_settings__prints_store_metrics_and_whe
     rows = table_rows(text, [s.agent_name for s in stats])
     assert rows == {
         s.agent_name: [
-            f"{s.count:,}",
-            f"{s.error_count:,}",
-            f"{s.error_rate:.1%}",
-            ms(s.p50_ms),
-            ms(s.p95_ms),
-            ms(s.p99_ms),
-            f"{s.llm_calls:,}",
-            f"{s.total_tokens:,}",
+            "–" if s.agent_tier is None else str(s.agent_tier),
+            fmt_count(s.count),
+            fmt_count(s.error_count),
+            fmt_percent(s.error_rate),
+            fmt_ms(s.p50_ms),
+            fmt_ms(s.p95_ms),
+            fmt_ms(s.p99_ms),
+            fmt_count(s.llm_calls),
+            fmt_tokens(s.total_tokens),
         ]
         for s in stats
     }

@@ -17,7 +17,7 @@ import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
@@ -36,7 +36,7 @@ from .callback_runs import (
     run_name,
     text_attributes,
 )
-from .models import ObservabilitySpan, SpanEvent, SpanKind
+from .models import ObservabilitySpan, SpanEvent, SpanKind, utc_now
 from .usage import ProblemCounter, extract_model_name, extract_usage
 
 __all__ = ["ObservabilityCallbackHandler", "SpanConnector"]
@@ -63,10 +63,6 @@ def _guarded(hook: _F) -> _F:
             self._internal_errors.record(f"{hook.__name__} failed: {exc!r:.200}")
 
     return wrapper  # type: ignore[return-value]
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _aware(now: datetime) -> datetime:
@@ -114,7 +110,7 @@ class ObservabilityCallbackHandler(BaseCallbackHandler):
         self._max_chars = max_chars
         self._max_runs = max_runs
         self._inner_chains = bool(trace_inner_chains)
-        self._clock = clock or _utc_now
+        self._clock = clock or utc_now
         self._lock = threading.Lock()
         self._runs: OrderedDict[UUID, RunRecord] = OrderedDict()
         self._submitted = 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 from uuid import UUID, uuid4
@@ -62,15 +62,29 @@ def _require_aware(value: datetime | None, field: str) -> datetime | None:
     return value
 
 
-def _check_tokens(value: Any, field: str) -> int | None:
+def utc_now() -> datetime:
+    """The current time, timezone-aware in UTC: the default clock wherever one is injectable."""
+    return datetime.now(UTC)
+
+
+def is_token_count(value: Any) -> bool:
+    """True for a count a span can hold: an int, or a float that is a whole finite number,
+    and >= 0. A bool is not a count (it is an int subclass) and neither is NaN or inf."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        return False
+    return value >= 0
+
+
+def check_token_count(value: Any, field: str) -> int | None:
+    """`value` as an int (None stays None); anything else is a ValueError naming `field`."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{field} must be a non-negative integer, got {value!r}")
-    if isinstance(value, float) and (math.isnan(value) or math.isinf(value) or value != int(value)):
-        raise ValueError(f"{field} must be a non-negative integer, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{field} must be >= 0, got {value!r}")
+    if not is_token_count(value):
+        raise ValueError(
+            f"{field} must be a non-negative integer (a whole number >= 0), got {value!r}"
+        )
     return int(value)
 
 
@@ -166,7 +180,7 @@ class ObservabilitySpan(BaseModel):
     @field_validator("input_tokens", "output_tokens", "total_tokens", mode="before")
     @classmethod
     def _tokens(cls, v: Any, info: Any) -> int | None:
-        return _check_tokens(v, info.field_name)
+        return check_token_count(v, info.field_name)
 
     @model_validator(mode="after")
     def _derive(self) -> ObservabilitySpan:

@@ -18,7 +18,6 @@ every generation, so summing them would over-count.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -27,6 +26,8 @@ from typing import Any
 
 from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
+
+from .models import is_token_count, storable
 
 __all__ = [
     "ProblemCounter",
@@ -111,10 +112,7 @@ def _count(raw: Mapping[str, Any], keys: tuple[str, ...], problems: ProblemCount
 
 
 def _valid_count(value: Any, key: str, problems: ProblemCounter) -> int | None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if ok and isinstance(value, float):
-        ok = math.isfinite(value) and value.is_integer()
-    if ok and value >= 0:
+    if is_token_count(value):
         return int(value)
     problems.record(f"{key}={value!r:.80} (expected an integer >= 0)")
     return None
@@ -296,23 +294,14 @@ def sanitize_text(text: Any, max_chars: int) -> tuple[str, bool]:
 
     Bytes are decoded as UTF-8 with replacement; surrogate code points (lone ones from
     `surrogateescape`, or pairs that never got combined) become valid characters or U+FFFD;
-    NUL becomes U+FFFD because PostgreSQL text cannot hold it. Other objects go through str().
+    NUL becomes U+FFFD because PostgreSQL text cannot hold it (both by `models.storable`).
+    Other objects go through str().
     """
     if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 0:
         raise ValueError(f"max_chars must be an integer >= 0, got {max_chars!r}")
     if isinstance(text, bytes | bytearray):
-        value = bytes(text).decode("utf-8", errors="replace")
-    elif isinstance(text, str):
-        value = text
-    else:
-        value = str(text)
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    if "\x00" in value:
-        value = value.replace("\x00", "\ufffd")
+        text = bytes(text).decode("utf-8", errors="replace")
+    value = storable(text if isinstance(text, str) else str(text))
     if len(value) > max_chars:
         return value[:max_chars], True
     return value, False

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 from src.repositories.base import RepositoryError, SpanRepository
 
 from ..cache import MetricsCache
-from ..models import LatencyStats, QualityMetrics
+from ..models import LatencyStats, QualityMetrics, utc_now
 from ..time_window import parse_time_window
 
 __all__ = ["DEFAULT_WINDOW", "MetricsService", "make_metrics_aggregator_node"]
@@ -27,10 +27,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_WINDOW = "24h"
 WallClock = Callable[[], datetime]
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _check_agent_name(agent_name: object) -> str | None:
@@ -56,7 +52,7 @@ class MetricsService:
     ) -> None:
         self.repository = repository
         self.cache = cache
-        self._clock = clock or _utc_now
+        self._clock = clock or utc_now
 
     async def get_quality_metrics(
         self, window: str = DEFAULT_WINDOW, agent_name: str | None = None
