@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 from pydantic_core import to_json
@@ -69,7 +70,10 @@ _JSON_COLUMNS = frozenset({"attributes", "events"})
 
 def format_utc(value: datetime) -> str:
     """Fixed-width UTC text, e.g. `2026-01-02T03:04:05.000006+00:00` (sorts as time sorts)."""
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    # Plain isoformat() is cheaper, but drops the fraction when it is zero (not fixed width).
+    return value.isoformat() if value.microsecond else value.isoformat(timespec="microseconds")
 
 
 def parse_utc(value: str | datetime) -> datetime:
@@ -101,40 +105,130 @@ def _storable_json(value: Any) -> str:
     return _json_text(storable(value)) if "\\u0000" in text else text
 
 
-def _span_values(span: ObservabilitySpan) -> dict[str, Any]:
-    # NUL and lone surrogates become U+FFFD (PostgreSQL and UTF-8 reject them): `storable()`.
-    values = {name: _storable_scalar(getattr(span, name)) for name in SPAN_COLUMNS}
-    values["span_kind"] = span.span_kind.value
-    values["status"] = span.status.value
-    values["attributes"] = _storable_json(span.attributes)
-    values["events"] = _storable_json([event.model_dump(mode="json") for event in span.events])
-    return values
+# Row conversion runs once per stored span, so it avoids per-column Python work: one C-level
+# attrgetter for the plain columns and one check over all their text for the rare value that
+# needs `storable()`.
+_PLAIN_COLUMNS = (
+    "span_id",
+    "trace_id",
+    "parent_span_id",
+    "operation_name",
+    "agent_name",
+    "agent_tier",
+    "duration_ms",
+    "error_type",
+    "error_message",
+    "llm_model",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "thread_id",
+    "tracestate",
+)
+_TEXT_COLUMNS = (
+    "operation_name",
+    "agent_name",
+    "error_type",
+    "error_message",
+    "llm_model",
+    "thread_id",
+    "tracestate",
+    "span_id",
+    "trace_id",
+    "parent_span_id",
+)
+_plain_values = attrgetter(*_PLAIN_COLUMNS)
+_text_values = attrgetter(*_TEXT_COLUMNS)
+_EMPTY_EVENTS = "[]"
+
+
+def _plain(span: ObservabilitySpan) -> tuple[Any, ...]:
+    """The plain columns in `_PLAIN_COLUMNS` order, storable (NUL and lone surrogates become
+    U+FFFD, which PostgreSQL and UTF-8 need: `storable()`)."""
+    values: tuple[Any, ...] = _plain_values(span)
+    try:
+        text = "".join(filter(None, _text_values(span)))
+        if text.isascii() and "\x00" not in text:
+            return values
+    except TypeError:  # a non-text value (a model_construct()ed span): check one by one
+        pass
+    return tuple(_storable_scalar(value) for value in values)
+
+
+def _events_json(span: ObservabilitySpan) -> str:
+    if not span.events:
+        return _EMPTY_EVENTS
+    return _storable_json([event.model_dump(mode="json") for event in span.events])
+
+
+def _row(span: ObservabilitySpan, id_: Any, start: Any, end: Any) -> tuple[Any, ...]:
+    """One row in `SPAN_COLUMNS` order, from backend-encoded id and times."""
+    (
+        span_id,
+        trace_id,
+        parent_span_id,
+        operation_name,
+        agent_name,
+        agent_tier,
+        duration_ms,
+        error_type,
+        error_message,
+        llm_model,
+        input_tokens,
+        output_tokens,
+        total_tokens,
+        thread_id,
+        tracestate,
+    ) = _plain(span)
+    return (
+        id_,
+        span_id,
+        trace_id,
+        parent_span_id,
+        operation_name,
+        agent_name,
+        agent_tier,
+        span.span_kind.value,
+        start,
+        end,
+        duration_ms,
+        span.status.value,
+        error_type,
+        error_message,
+        _storable_json(span.attributes),
+        llm_model,
+        input_tokens,
+        output_tokens,
+        total_tokens,
+        _events_json(span),
+        thread_id,
+        tracestate,
+    )
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is UTC:
+        return value
+    return value.astimezone(UTC)
 
 
 def span_to_sqlite_row(span: ObservabilitySpan) -> tuple[Any, ...]:
-    values = _span_values(span)
-    values["id"] = str(span.id)
-    for name in _TIME_COLUMNS:
-        if values[name] is not None:
-            values[name] = format_utc(values[name])
-    return tuple(values[name] for name in SPAN_COLUMNS)
+    end = span.end_time
+    return _row(
+        span,
+        str(span.id),
+        format_utc(span.start_time),
+        None if end is None else format_utc(end),
+    )
 
 
 def span_to_postgres_row(span: ObservabilitySpan) -> tuple[Any, ...]:
-    values = _span_values(span)
-    for name in _TIME_COLUMNS:
-        if values[name] is not None:
-            values[name] = values[name].astimezone(UTC)
-    return tuple(values[name] for name in SPAN_COLUMNS)
+    return _row(span, span.id, _utc(span.start_time), _utc(span.end_time))
 
 
 def span_to_json_row(span: ObservabilitySpan) -> dict[str, Any]:
     """The span as one JSON object for PostgREST (Supabase): jsonb columns as JSON values."""
-    values = _span_values(span)
-    values["id"] = str(span.id)
-    for name in _TIME_COLUMNS:
-        if values[name] is not None:
-            values[name] = format_utc(values[name])
+    values = dict(zip(SPAN_COLUMNS, span_to_sqlite_row(span), strict=True))
     for name in _JSON_COLUMNS:
         values[name] = json.loads(values[name])
     return values

@@ -42,6 +42,11 @@ __all__ = ["SqliteSpanRepository"]
 
 T = TypeVar("T")
 MEMORY = ":memory:"
+WAL_AUTOCHECKPOINT_PAGES = 10_000
+"""WAL frames (pages, ~40 MB at 4 KiB) before a commit checkpoints them into the database.
+SQLite's default (1000) checkpoints every few 100-span batches (each dirties ~150-250 pages
+across the indexes), and each checkpoint syncs both files: 10,000 took ingestion from 0.38 to
+~0.47 of the bare floor. Durability is unchanged (WAL + synchronous=NORMAL)."""
 
 
 def _window_params(window: Window) -> dict[str, str]:
@@ -89,7 +94,8 @@ class SqliteSpanRepository:
         )
         try:
             self._enable_wal(conn)
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # with WAL: survives a process crash
+            conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
             conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.Error:
             conn.close()
@@ -158,6 +164,11 @@ class SqliteSpanRepository:
         return await self.insert_spans_batch([span]) == 1
 
     async def insert_spans_batch(self, spans: Sequence[ObservabilitySpan]) -> int:
+        return await asyncio.to_thread(self.insert_spans_batch_blocking, spans)
+
+    def insert_spans_batch_blocking(self, spans: Sequence[ObservabilitySpan]) -> int:
+        """`insert_spans_batch` for a caller that is already on a thread that may block (the
+        batch processor's worker, through `DatabaseSink`): no event-loop or thread hop."""
         rows = [span_to_sqlite_row(span) for span in spans]
         if not rows:
             return 0
@@ -165,7 +176,7 @@ class SqliteSpanRepository:
         def insert(conn: sqlite3.Connection) -> int:
             return self._write(conn, lambda: conn.executemany(sql.INSERT_SPAN, rows).rowcount)
 
-        return await self._run("insert", insert)
+        return self._call("insert", insert)
 
     async def get_spans_by_time_window(
         self, window: str, agent_name: str | None = None, limit: int = 1000

@@ -10,8 +10,11 @@ repository's whole life. After `fork()` the child gets a fresh loop, but the rep
 connections are not fork-safe: give a forked child its own repository.
 
 Failures the processor should retry (RepositoryError, OSError, timeouts) become
-`RetryableSinkError`, chained to the cause. `write()` returns how many spans were new; re-sent
-spans are ignored by the repository (unique on trace_id + span_id), so replay is harmless.
+`RetryableSinkError`, chained to the cause. A repository whose insert blocks anyway (SQLite)
+may offer `insert_spans_batch_blocking(spans) -> int`: `write()` then calls it directly on the
+caller's thread, saving two thread hops per batch (its own busy timeout bounds the wait).
+`write()` returns how many spans were new; re-sent spans are ignored by the repository (unique
+on trace_id + span_id), so replay is harmless.
 """
 
 from __future__ import annotations
@@ -61,7 +64,16 @@ class DatabaseSink:
     def write(self, batch: Sequence[ObservabilitySpan]) -> int:
         """Insert the batch; return how many spans were new."""
         spans = list(batch)
-        return self._run(lambda: self.repository.insert_spans_batch(spans))
+        blocking = getattr(self.repository, "insert_spans_batch_blocking", None)
+        if blocking is None:
+            return self._run(lambda: self.repository.insert_spans_batch(spans))
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"database sink {self.name!r} is closed")
+            try:
+                return int(blocking(spans))
+            except (RepositoryError, OSError) as exc:
+                raise self._retryable(exc) from exc
 
     def close(self) -> None:
         """Close the repository on the sink's loop, then the loop. Safe to call twice."""
@@ -81,6 +93,7 @@ class DatabaseSink:
             try:
                 return self._loop_thread.run(call, timeout=self.timeout)
             except (RepositoryError, OSError, TimeoutError) as exc:
-                raise RetryableSinkError(
-                    f"database sink {self.name!r}: {type(exc).__name__}: {exc}"
-                ) from exc
+                raise self._retryable(exc) from exc
+
+    def _retryable(self, exc: Exception) -> RetryableSinkError:
+        return RetryableSinkError(f"database sink {self.name!r}: {type(exc).__name__}: {exc}")
