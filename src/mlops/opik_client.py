@@ -98,6 +98,11 @@ def close_opik_client(client: Any) -> None:
         inner.close()
 
 
+CONFIGURATION_STATUSES = frozenset({401, 403, 404})
+"""Answers that mean our key, workspace or URL is wrong, not the payload: the batch is spooled
+(not rejected) so fixing the configuration loses nothing."""
+
+
 class OpikRejectedError(PermanentSinkError):
     """Opik refused the payload (a 4xx other than 408/429); `body` is the server's answer."""
 
@@ -149,7 +154,13 @@ def call_opik(
             )
             error.retry_after = _retry_after(getattr(exc, "headers", None))  # type: ignore[attr-defined]
             raise error from exc
-        breaker.record_success()  # reachable; the payload was refused
+        breaker.record_success()  # reachable; the payload or our configuration was refused
+        if status in CONFIGURATION_STATUSES:
+            raise SinkUnavailableError(
+                f"{sink_name}: Opik answered HTTP {status} to the {what}: check OPIK_API_KEY, "
+                f"OPIK_WORKSPACE and OPIK_URL_OVERRIDE; spans are spooled until it is fixed: "
+                f"{_body_text(body)}"
+            ) from exc
         raise OpikRejectedError(
             f"{sink_name}: Opik rejected the {what} with HTTP {status}: {_body_text(body)}",
             status,

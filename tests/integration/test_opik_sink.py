@@ -302,6 +302,20 @@ def test_opik_sink__http_400__permanent_error_with_server_message(
     assert sink.breaker.consecutive_failures == 0
 
 
+@pytest.mark.parametrize("status", [401, 403, 404])
+def test_opik_sink__auth_or_url_refused__unavailable_so_the_batch_is_spooled(
+    opik_server: OpikTestServer, status: int
+) -> None:
+    """A wrong key, workspace or URL is our configuration, not the payload: spool, not drop."""
+    sink = _sink(opik_server)
+    opik_server.fail_with(status, {"errors": ["not allowed"]})
+
+    with pytest.raises(SinkUnavailableError, match=f"HTTP {status}.*OPIK_API_KEY"):
+        sink.write([_tree()["root"]])
+
+    assert sink.breaker.consecutive_failures == 0
+
+
 def test_opik_sink__503_with_retry_after__error_carries_the_delay(
     opik_server: OpikTestServer,
 ) -> None:

@@ -821,3 +821,37 @@ def test_batch_processor__after_fork__child_starts_empty_and_works(processors) -
     assert os.waitstatus_to_exitcode(status) == 0
     assert processor.flush(timeout=WAIT)
     assert sink.span_ids == ids(3)
+
+
+class PoisonSink(DownSink):
+    """Down while `up` is False; once up, a batch holding a span named `poison` always fails
+    with a TypeError (a bug or a payload it can never take), other batches are written."""
+
+    def write(self, batch: Sequence[ObservabilitySpan]) -> int:
+        if self.up and any(s.operation_name == "poison" for s in batch):
+            self.calls += 1
+            raise TypeError("cannot adapt this span")
+        return super().write(batch)
+
+
+def test_replay__undeliverable_batch_at_the_head__moved_aside_and_later_batches_delivered(
+    tmp_path: Path,
+):
+    sink = PoisonSink("db")
+    processor = BatchProcessor([sink], settings(max_batch_size=2, retry_max_attempts=1), tmp_path)
+    try:
+        processor.submit(make_span(0, operation_name="poison"))
+        processor.submit(make_span(1))
+        assert processor.flush(10)  # sink down: spooled (poison batch first)
+        processor.submit(make_span(2))
+        processor.submit(make_span(3))
+        assert processor.flush(10)  # still down: a good batch spooled behind it
+        sink.up = True
+        assert processor.replay_spool(10) == 2
+        stats = processor.stats().sinks["db"]
+    finally:
+        processor.close(10)
+    assert sorted(sink.span_ids) == [make_span(2).span_id, make_span(3).span_id]
+    assert (stats.replayed, stats.replay_rejected, stats.spool_bytes) == (2, 2, 0)
+    rejected = list((tmp_path / "db" / "rejected").iterdir())
+    assert len(rejected) == 1  # kept on disk for inspection, out of the replay path

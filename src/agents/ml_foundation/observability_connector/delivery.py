@@ -149,7 +149,9 @@ class SinkLane:
             try:
                 stored = self.spool_store.append(batch)
                 reason = f"spool is full ({self.spool_store.max_bytes} bytes)"
-            except OSError as exc:
+            # broad except, on purpose: a span that cannot even be encoded (an attribute whose
+            # str() raises) must be counted as dropped, not end the fan-out to other sinks
+            except Exception as exc:
                 reason = f"spool write failed: {type(exc).__name__}: {exc}"
         if stored:
             with self._lock:
@@ -206,21 +208,34 @@ class SinkLane:
             except PermanentSinkError as exc:
                 self._fail(exc, "refused a spooled batch")
                 outcome = "replay_rejected"
-            # broad except, on purpose: export boundary; the batch stays for the next round
+            # broad except, on purpose: export boundary. A transient failure keeps the batch
+            # at the head for the next round; anything else (a bug, a payload the sink will
+            # never take) would fail forever and hold back every batch behind it: move it aside.
             except Exception as exc:
-                self._fail(exc, "replay failed")
-                return None
+                if isinstance(exc, RETRYABLE_ERRORS):
+                    self._fail(exc, "replay failed")
+                    return None
+                self._fail(exc, "a spooled batch cannot be delivered; moved to rejected/")
+                return self._set_aside(stored, n)
         try:
             self.spool_store.ack(stored.handle)  # type: ignore[union-attr]
         except OSError as exc:
             self._fail(exc, "could not delete a replayed spool file")
             return None
-        finally:
-            self._add(outcome, n)
+        self._add(outcome, n)
         if outcome == "replayed" and n:
             self.just_succeeded = True
             self._notify_written(n)
             return n
+        return 0
+
+    def _set_aside(self, stored: SpooledBatch, n: int) -> int | None:
+        try:
+            self.spool_store.quarantine(stored.handle)  # type: ignore[union-attr]
+        except OSError as exc:
+            self._fail(exc, "could not move an undeliverable spool file aside")
+            return None
+        self._add("replay_rejected", n)
         return 0
 
     def _add(self, counter: str, n: int) -> None:

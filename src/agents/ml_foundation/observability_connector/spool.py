@@ -34,6 +34,8 @@ __all__ = ["Spool", "SpooledBatch"]
 logger = logging.getLogger(__name__)
 
 _SUFFIX = ".jsonl"
+REJECTED_DIR = "rejected"
+"""Sub-directory for spooled batches a sink refuses for a reason retrying cannot fix."""
 _TEMP_PREFIX = ".tmp-"
 
 
@@ -130,6 +132,20 @@ class Spool:
         except FileNotFoundError:
             return False
         return True
+
+    def quarantine(self, handle: Path) -> Path:
+        """Move a batch that can never be delivered out of the replay path, into `rejected/`
+        (kept for inspection, outside the byte cap): replay is oldest first, so leaving it
+        would hold back every batch behind it."""
+        path = Path(handle)
+        if path.parent != self.directory or not _is_committed_name(path.name):
+            raise ValueError(f"handle {str(path)!r} is not a batch file of {self!r}")
+        target_dir = self.directory / REJECTED_DIR
+        target_dir.mkdir(exist_ok=True)
+        target = target_dir / path.name
+        os.replace(path, target)
+        _fsync_directory(self.directory)
+        return target
 
     def size_bytes(self) -> int:
         """Bytes held by committed batch files (scans the directory: O(files))."""
