@@ -60,6 +60,7 @@ def mask_url(url: str) -> str:
     try:
         parts = urlsplit(url)
         password = parts.password
+        port = parts.port  # raises ValueError for a port that is not a number in range
     except ValueError:
         return redact(url)
     if not password:
@@ -68,8 +69,8 @@ def mask_url(url: str) -> str:
     if ":" in host:
         host = f"[{host}]"
     netloc = f"{parts.username or ''}:***@{host}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
+    if port is not None:
+        netloc += f":{port}"
     return urlunsplit((parts.scheme, netloc, parts.path, redact(parts.query), parts.fragment))
 
 

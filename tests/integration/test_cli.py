@@ -502,3 +502,12 @@ def test_python_m__trace__prints_the_tree(seeded: SeededStore):
     assert done.returncode == 0, done.stderr
     for span in seeded.tree:
         assert span.operation_name in done.stdout
+
+
+@pytest.mark.parametrize("port", ["abc", "99999"])
+def test_cli__postgres_url_with_bad_port__exit_2_password_masked(port: str):
+    result = invoke("--database-url", f"postgresql://u:hunter2@127.0.0.1:{port}/db", "metrics")
+
+    assert result.exit_code == 2
+    assert "invalid port" in one_line_error(result.stderr)
+    assert "hunter2" not in result.stderr

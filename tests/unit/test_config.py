@@ -321,3 +321,11 @@ def test_config_with_all_secrets__repr_str_redacted__no_secret():
 def test_load_config__error_with_secrets_around__message_has_no_secret(tmp_path, text, env):
     message = _config_error(_write(tmp_path, text), env=env)
     _assert_no_secret(message)
+
+
+def test_load_config__dsn_where_a_section_belongs__error_masks_the_password():
+    with pytest.raises(ConfigError) as caught:
+        load_config(env={}, overrides={"storage": "postgresql://app:Hunter2pw@db.example/e2i"})
+    message = str(caught.value)
+    assert "storage" in message and "valid dictionary" in message
+    assert "Hunter2pw" not in message

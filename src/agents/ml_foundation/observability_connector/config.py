@@ -9,9 +9,11 @@ names the key, the value and what is accepted. Secrets are `SecretStr`: they nev
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -187,6 +189,13 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
             put("storage", "backend", "sqlite")
             put("storage", "sqlite_path", url.removeprefix("sqlite:///"))
         elif url.startswith(("postgresql://", "postgres://")):
+            try:
+                _ = urlsplit(url).port  # ValueError for a port that is not a number in range
+            except ValueError:
+                raise ConfigError(
+                    f"{ENV_DATABASE_URL}: invalid port in {_mask_url(url)!r}; "
+                    "expected postgresql://user:password@host:5432/dbname"
+                ) from None
             put("storage", "backend", "postgres")
             put("storage", "url", url)
         else:
@@ -195,6 +204,9 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                 "accepted: sqlite:///path or postgresql://user@host/db"
             )
     return out
+
+
+_URL_USERINFO = re.compile(r"://[^/@\s'\"]*@")
 
 
 def _mask_url(url: str) -> str:
@@ -246,7 +258,10 @@ def _format_error(err: ValidationError, source: str) -> str:
             lines.append(f"  {key}: unknown key; accepted: {_accepted_keys(e['loc'])}")
             continue
         value = e.get("input")
-        shown = "**********" if any(s in key for s in ("key", "url", "password")) else repr(value)
+        if any(s in key for s in ("key", "url", "password")):
+            shown = "**********"
+        else:  # a DSN given where a section was expected must not show its password
+            shown = _URL_USERINFO.sub("://***@", repr(value))
         lines.append(f"  {key} = {shown}: {e['msg']}")
     return "\n".join(lines)
 
