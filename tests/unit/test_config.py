@@ -329,3 +329,9 @@ def test_load_config__dsn_where_a_section_belongs__error_masks_the_password():
     message = str(caught.value)
     assert "storage" in message and "valid dictionary" in message
     assert "Hunter2pw" not in message
+
+
+def test_load_config__redis_url_without_scheme__error_at_load_naming_accepted_forms():
+    with pytest.raises(ConfigError, match=r"cache\.redis_url.*redis://host:6379/0") as caught:
+        load_config(env={"REDIS_URL": "secretpw@localhost:6379"})
+    assert "secretpw" not in str(caught.value)

@@ -101,6 +101,9 @@ class StorageSettings(_Section):
     timeout_seconds: float = Field(default=10.0, gt=0)
 
 
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
 class CacheSettings(_Section):
     backend: Literal["memory", "redis"] = "memory"
     redis_url: SecretStr | None = None
@@ -116,6 +119,16 @@ class CacheSettings(_Section):
             parse_time_window(window)
             if ttl < 0:
                 raise ValueError(f"ttl for window {window!r} must be >= 0, got {ttl!r}")
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().startswith(REDIS_SCHEMES):
+            raise ValueError(
+                "unsupported Redis URL scheme; accepted: redis://host:6379/0, rediss://... "
+                "or unix:///path/to/redis.sock"
+            )
         return v
 
     def ttl_for(self, window: str) -> float:
