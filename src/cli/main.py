@@ -246,7 +246,12 @@ def health(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print the snapshot as JSON.")] = False,
 ) -> None:
-    """The connector's own health: queue, spool, drops, circuit breaker, cache."""
+    """The connector's own health: queue, spool, drops, circuit breaker, cache.
+
+    Counters live in each process: from here, the spool (on disk, shared) and whether the
+    stores answer are what describe the running agents; call `obs.health()` in an agent for
+    its queue, drops and breaker.
+    """
     config = settings_of(ctx).load()
     with translated_errors(config):
         from src.agents.ml_foundation.observability_connector.agent import (
@@ -262,6 +267,10 @@ def health(
         typer.echo(json.dumps(snapshot.as_dict(), indent=2))
         return
     console().print(render.health_table(snapshot))
+    console().print(
+        "Counters are this command's own process; the spool on disk is shared with the agents. "
+        "An agent's live queue, drops and breaker: ObservabilityConnectorAgent.health()."
+    )
 
 
 def main() -> None:
