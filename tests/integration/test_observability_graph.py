@@ -79,6 +79,19 @@ class Hex:
         return f"Hex({self.pattern.pattern})"
 
 
+class Matches:
+    """Matches any string the regular expression matches in full."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = re.compile(pattern, re.DOTALL)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and bool(self.pattern.fullmatch(other))
+
+    def __repr__(self) -> str:
+        return f"Matches({self.pattern.pattern!r})"
+
+
 def approx_tree(value: Any) -> Any:
     """`value` with every float wrapped in pytest.approx (SQL and Python round differently)."""
     if isinstance(value, float):
@@ -612,3 +625,119 @@ def test_build_observability_graph__emitter_without_repository_or_service__type_
 ) -> None:
     with pytest.raises(TypeError, match="metrics_service is required: BatchProcessor"):
         build_observability_graph(wiring.processor)
+
+
+# ------------------------------------------------------------------ regressions
+
+
+class LoopState(TypedDict, total=False):
+    """A parent that keeps every span it produced (plain `operator.add`) and loops."""
+
+    operation: str
+    spans: Annotated[list[Any], operator.add]
+    emission_result: EmissionResult
+    errors: Annotated[list[str], operator.add]
+    rounds: int
+    results: Annotated[list[int], operator.add]
+
+
+async def test_graph__subgraph_in_a_parent_loop__each_produced_span_submitted_once(
+    wiring: Wiring,
+) -> None:
+    """The output schema has no `spans`, so the parent hands back every earlier span each
+    round; the emitter must not submit them again (3 produced: 3 submitted, not 6)."""
+    produced = [make_span("looper", 10.0 * n) for n in (1, 2, 3)]
+
+    def produce(state: LoopState) -> dict[str, Any]:
+        return {"spans": [produced[state.get("rounds", 0)]], "rounds": state.get("rounds", 0) + 1}
+
+    def record(state: LoopState) -> dict[str, Any]:
+        return {"results": [state["emission_result"].submitted]}
+
+    builder = StateGraph(LoopState)
+    builder.add_node("produce", produce)
+    builder.add_node("observability", build_observability_graph(wiring.processor, wiring.service))
+    builder.add_node("record", record)
+    builder.add_edge(START, "produce")
+    builder.add_edge("produce", "observability")
+    builder.add_edge("observability", "record")
+    builder.add_conditional_edges("record", lambda s: "produce" if s["rounds"] < 3 else END)
+    parent = builder.compile()
+
+    state = await parent.ainvoke({"operation": "emit"})
+    assert (state["results"], state["errors"], state["spans"]) == ([1, 1, 1], [], produced)
+    assert wiring.processor.stats().submitted == 3
+    stored = await stored_spans(wiring.repository)
+    assert sorted(s.span_id for s in stored) == sorted(s.span_id for s in produced)
+
+
+@dataclass
+class ConnectorWithoutService:
+    """A connector as `build_observability_graph` accepts it: submit/flush, a repository and
+    a config, but no metrics service or cache of its own."""
+
+    processor: BatchProcessor
+    repository: SpanRepository
+    config: Any
+
+    def submit(self, span: ObservabilitySpan) -> None:
+        self.processor.submit(span)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        return self.processor.flush(timeout)
+
+
+async def test_graph__connector_without_metrics_service__repeated_queries_see_new_spans(
+    wiring: Wiring, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from src.agents.ml_foundation.observability_connector.config import ObservabilityConfig
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    connector = ConnectorWithoutService(wiring.processor, wiring.repository, ObservabilityConfig())
+    graph = build_observability_graph(connector)
+    totals = []
+    for duration in (10.0, 20.0, 30.0):
+        state = await graph.ainvoke(
+            {
+                "operation": "emit_and_query",
+                "spans": [make_span("gap_analyzer", duration)],
+                "time_window": "1h",
+            }
+        )
+        assert state["errors"] == []
+        totals.append(state["quality_metrics"].total_spans)
+    assert totals == [1, 2, 3]
+
+
+def test_graph__no_connector_and_bad_environment__emit_reports_unsent_spans_in_errors(
+    default_connector_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    graph = build_observability_graph()
+    monkeypatch.setenv("E2I_OBS_CONFIG", str(default_connector_config))
+    monkeypatch.setenv("E2I_OBS_DATABASE_URL", "mysql://x")
+    spans = [make_span("orchestrator", 5.0), make_span("orchestrator", 7.0)]
+    state = graph.invoke({"operation": "emit", "spans": spans})
+    assert dumped(state) == {
+        "trace_context": local_context(),
+        "emission_result": EmissionResult(circuit_state="unknown").model_dump(),
+        "errors": [
+            Matches(
+                r"span_emitter: 2 of 2 valid span\(s\) not submitted \(kept in state\): the "
+                r"emitter failed \(ConfigError: E2I_OBS_DATABASE_URL: unsupported URL scheme in "
+                r"'mysql://x'; .+\)"
+            )
+        ],
+    }
+
+
+def test_graph__empty_time_window__reported_not_treated_as_24h(wiring: Wiring) -> None:
+    graph = build_observability_graph(wiring.processor, wiring.service)
+    graph.invoke({"operation": "emit", "spans": sample_spans()})
+    state = graph.invoke({"operation": "query_metrics", "time_window": ""})
+    assert dumped(state) == {
+        "trace_context": local_context(),
+        "errors": [
+            "metrics_aggregator: invalid time window '': expected <n>m, <n>h or <n>d "
+            "with n a positive integer (e.g. 15m, 1h, 24h, 7d)"
+        ],
+    }

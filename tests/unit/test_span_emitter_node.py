@@ -154,3 +154,54 @@ def test_fill_from_context__model_root_span_of_remote_trace__gets_remote_parent(
     assert isinstance(filled, ObservabilitySpan)
     assert filled.parent_span_id == REMOTE["span_id"]
     assert span.parent_span_id is None  # the input is not mutated
+
+
+def test_span_emitter__same_span_in_a_later_run__not_submitted_again() -> None:
+    emitter = ListEmitter()
+    node = make_span_emitter_node(emitter)
+    first = span_dict(span_id="1" * 16, trace_id="a" * 32)
+    second = span_dict(span_id="2" * 16, trace_id="a" * 32)
+    node({"spans": [first]})
+    update = node({"spans": [first, second]})
+    assert [s.span_id for s in emitter.submitted] == ["1" * 16, "2" * 16]
+    assert update == {
+        "emission_result": EmissionResult(submitted=1, circuit_state="open", flushed=True),
+        "spans": RemoveSpans(frozenset({span_key(first), span_key(second)})),
+    }
+
+
+def test_span_emitter__remembered_spans_bounded__oldest_forgotten() -> None:
+    emitter = ListEmitter()
+    node = make_span_emitter_node(emitter, max_remembered_spans=2)
+    spans = [span_dict(span_id=f"{n}" * 16, trace_id="a" * 32) for n in (1, 2, 3)]
+    node({"spans": spans})
+    node({"spans": [spans[0]]})  # 1 was forgotten (LRU of 2): submitted again
+    node({"spans": [spans[2]]})  # 3 is still remembered: skipped
+    assert [s.span_id for s in emitter.submitted] == ["1" * 16, "2" * 16, "3" * 16, "1" * 16]
+
+
+class BrokenEmitter:
+    """Stands for a default connector that cannot be built (every use raises)."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError("no connector")
+
+    def submit(self, span: ObservabilitySpan) -> None:
+        raise RuntimeError("no connector")
+
+    def flush(self, timeout: float | None = None) -> bool:
+        raise RuntimeError("no connector")
+
+
+def test_span_emitter__emitter_raises__unsent_count_in_errors_spans_kept() -> None:
+    good = span_dict(span_id="1" * 16, trace_id="a" * 32)
+    update = make_span_emitter_node(BrokenEmitter())({"spans": [good, 42]})
+    assert update == {
+        "emission_result": EmissionResult(rejected=1, circuit_state="unknown"),
+        "spans": RemoveSpans(frozenset({span_key(42)})),
+        "errors": [
+            "span_emitter: spans[1] rejected: expected an ObservabilitySpan or a dict, got int",
+            "span_emitter: 1 of 1 valid span(s) not submitted (kept in state): the emitter "
+            "failed (RuntimeError: no connector)",
+        ],
+    }

@@ -26,7 +26,6 @@ from langchain_core.runnables import RunnableLambda
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from .cache import create_metrics_cache
 from .loop_thread import LoopThread
 from .models import QualityMetrics
 from .nodes.context_manager import (
@@ -135,19 +134,13 @@ def _emitter_of(connector: Any) -> Any:
 
 def _metrics_service_of(connector: Any) -> MetricsService:
     """The connector's own service if it has one (its cache is invalidated by its batch
-    processor), else one over its repository with a cache from its configuration."""
+    processor), else one over its repository with the connector's `metrics_cache`, else one
+    with no cache: a cache built here would never hear of the batches the connector writes
+    (`on_batch_written`), so every answer after the first would be stale."""
     service = getattr(connector, "metrics_service", None)
     if service is not None:
         return service
-    cache = getattr(connector, "metrics_cache", None)
-    if cache is None:
-        config = getattr(connector, "config", None)
-        if config is None:
-            from .config import load_config
-
-            config = load_config()
-        cache = create_metrics_cache(config.cache)
-    return MetricsService(connector.repository, cache)
+    return MetricsService(connector.repository, getattr(connector, "metrics_cache", None))
 
 
 class _LazyEmitter:

@@ -90,11 +90,12 @@ class QualityMetricsSource(Protocol):
 def make_metrics_aggregator_node(
     service: QualityMetricsSource,
 ) -> Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]:
-    """The metrics_aggregator node: `time_window` (default 24h) and `agent_name` in,
-    `quality_metrics` out, or one message in `errors`."""
+    """The metrics_aggregator node: `time_window` (24h when absent; an empty or None window is
+    reported, never silently widened) and `agent_name` in, `quality_metrics` out, or one
+    message in `errors`."""
 
     async def metrics_aggregator(state: Mapping[str, Any]) -> dict[str, Any]:
-        window = state.get("time_window") or DEFAULT_WINDOW
+        window = state.get("time_window", DEFAULT_WINDOW)  # "" or None is an error
         agent_name = state.get("agent_name")
         try:
             metrics = await service.get_quality_metrics(window, agent_name)

@@ -5,7 +5,9 @@ own: a bad one becomes a message in `errors` and the others are still emitted, s
 already accepted is lost because of a later bad input. Dicts without ids join the adopted
 trace (see `fill_from_context`). The node then submits, optionally flushes, and reports an
 `EmissionResult`; it consumes the spans it handled (`RemoveSpans`, see state.py) so a
-checkpointed thread never emits them again.
+checkpointed thread never emits them again, and skips spans it already submitted (a parent
+graph looping through this one hands them in again). A failing emitter becomes a message in
+`errors` saying how many spans were not submitted.
 
 The emitter is anything with `submit(span)` and `flush(timeout) -> bool` (the batch processor,
 the Opik connector). Optional extras are used when present: `sampler.should_keep(span)`,
@@ -17,19 +19,26 @@ are included in them.
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from ..models import EmissionResult, ObservabilitySpan
-from ..state import RemoveSpans, span_key
+from ..state import RemoveSpans, SpanKey, span_key
 from .context_manager import new_span_id
 
 __all__ = ["SpanEmitter", "fill_from_context", "make_span_emitter_node", "validate_span"]
 
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_FLUSH_TIMEOUT_SECONDS = 10.0
+DEFAULT_MAX_REMEMBERED_SPANS = 10_000
+"""How many submitted (trace_id, span_id) keys the node remembers to skip re-submissions."""
 
 
 class SpanEmitter(Protocol):
@@ -113,18 +122,51 @@ def _circuit_state(emitter: object) -> str:
 
 
 def make_span_emitter_node(
-    emitter: SpanEmitter, *, flush_timeout_seconds: float = DEFAULT_FLUSH_TIMEOUT_SECONDS
+    emitter: SpanEmitter,
+    *,
+    flush_timeout_seconds: float = DEFAULT_FLUSH_TIMEOUT_SECONDS,
+    max_remembered_spans: int = DEFAULT_MAX_REMEMBERED_SPANS,
 ) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
     """The span_emitter node (synchronous: LangGraph runs it in a worker thread under
-    `ainvoke`, so a blocking `flush` never stalls the event loop)."""
+    `ainvoke`, so a blocking `flush` never stalls the event loop).
+
+    Already-submitted spans are skipped silently. A parent graph that loops through this graph
+    hands it its whole `spans` list every time (the output schema has no `spans`, so the
+    `RemoveSpans` never reaches the parent); the node remembers the (trace_id, span_id) of the
+    last `max_remembered_spans` spans it submitted (LRU) and neither submits nor counts them
+    again. Sinks are idempotent anyway; this keeps the queue and the counts honest.
+
+    A failing emitter (e.g. the default connector cannot be built from a bad environment)
+    never raises into the graph: the node reports in `errors` how many spans were not
+    submitted, and keeps those in state so a checkpointed thread offers them again next run.
+    """
+    if max_remembered_spans < 1:
+        raise ValueError(f"max_remembered_spans must be >= 1, got {max_remembered_spans!r}")
+    remembered: OrderedDict[tuple[str, str], None] = OrderedDict()
+    lock = threading.Lock()
+
+    def already_submitted(span: ObservabilitySpan) -> bool:
+        key = (span.trace_id, span.span_id)
+        with lock:
+            if key in remembered:
+                remembered.move_to_end(key)
+                return True
+            return False
+
+    def remember(span: ObservabilitySpan) -> None:
+        with lock:
+            remembered[(span.trace_id, span.span_id)] = None
+            remembered.move_to_end((span.trace_id, span.span_id))
+            while len(remembered) > max_remembered_spans:
+                remembered.popitem(last=False)
 
     def span_emitter(state: Mapping[str, Any]) -> dict[str, Any]:
         items = state.get("spans") or []
         ctx = state.get("trace_context")
         errors: list[str] = []
-        before = _stats(emitter)
-        sampler = getattr(emitter, "sampler", None)
-        submitted = sampled_out = rejected = 0
+        valid: list[tuple[SpanKey, ObservabilitySpan]] = []
+        handled: set[SpanKey] = set()
+        rejected = 0
         for index, item in enumerate(items):
             if isinstance(item, dict | ObservabilitySpan):
                 item = fill_from_context(item, ctx)
@@ -132,35 +174,59 @@ def make_span_emitter_node(
             if isinstance(span, str):
                 errors.append(span)
                 rejected += 1
+                handled.add(span_key(items[index]))
                 continue
-            if sampler is not None and not sampler.should_keep(span):
-                sampled_out += 1
-                continue
-            emitter.submit(span)
-            submitted += 1
+            valid.append((span_key(items[index]), span))
+        submitted = sampled_out = 0
         flushed = False
-        if state.get("flush", True):
-            # False on timeout: the spans stay queued or spooled and are delivered later
-            flushed = bool(emitter.flush(flush_timeout_seconds)) if submitted else True
         per_sink: dict[str, int] = {}
-        after = _stats(emitter)
-        if before is not None and after is not None:
-            per_sink = {
-                sink: count - before.emitted.get(sink, 0) for sink, count in after.emitted.items()
-            }
-            sampled_out += after.sampled_out - before.sampled_out
-            rejected += after.rejected - before.rejected
+        circuit_state = "unknown"
+        try:
+            before = _stats(emitter)
+            sampler = getattr(emitter, "sampler", None)
+            for key, span in valid:
+                if already_submitted(span):
+                    handled.add(key)
+                    continue
+                if sampler is not None and not sampler.should_keep(span):
+                    sampled_out += 1
+                    handled.add(key)
+                    continue
+                emitter.submit(span)
+                remember(span)
+                handled.add(key)
+                submitted += 1
+            if state.get("flush", True):
+                # False on timeout: the spans stay queued or spooled and are delivered later
+                flushed = bool(emitter.flush(flush_timeout_seconds)) if submitted else True
+            after = _stats(emitter)
+            if before is not None and after is not None:
+                per_sink = {
+                    sink: count - before.emitted.get(sink, 0)
+                    for sink, count in after.emitted.items()
+                }
+                sampled_out += after.sampled_out - before.sampled_out
+                rejected += after.rejected - before.rejected
+            circuit_state = _circuit_state(emitter)
+        except Exception as exc:  # the graph boundary: a failing emitter never raises into a parent
+            flushed = False
+            unsent = sum(1 for key, _ in valid if key not in handled)
+            logger.warning("span_emitter: emitter failed: %s", type(exc).__name__)
+            errors.append(
+                f"span_emitter: {unsent} of {len(valid)} valid span(s) not submitted "
+                f"(kept in state): the emitter failed ({type(exc).__name__}: {exc})"
+            )
         result = EmissionResult(
             submitted=submitted,
             sampled_out=sampled_out,
             rejected=rejected,
             per_sink=per_sink,
-            circuit_state=_circuit_state(emitter),
+            circuit_state=circuit_state,
             flushed=flushed,
         )
         update: dict[str, Any] = {
             "emission_result": result,
-            "spans": RemoveSpans(frozenset(span_key(item) for item in items)),
+            "spans": RemoveSpans(frozenset(handled)),
         }
         if errors:
             update["errors"] = errors
