@@ -56,8 +56,9 @@ from src.agents.ml_foundation.observability_connector.usage import ProblemCounte
 from .live_span import SPAN_PROBLEMS, LiveSpan, SpanScope, current_live_span
 from .llm_text import record_llm_response, record_prompt
 from .opik_default import get_opik_connector, reset_opik_connector
+from .opik_mapping import METRIC_SPAN_PREFIX
 from .opik_sink import FeedbackScore, OpikSink
-from .span_parents import SpanParents
+from .span_parents import ORPHAN_PARENT_ATTRIBUTE, SpanParents
 
 __all__ = ["OpikConnector", "SpanProcessor", "get_opik_connector", "reset_opik_connector"]
 
@@ -202,7 +203,7 @@ class OpikConnector:
                 TraceContext(trace_id, new_span_id(), SAMPLED_FLAG),
                 parent,
                 agent_name=str(meta.get("agent_name") or UNKNOWN_AGENT),
-                operation_name=f"metric.{name}",
+                operation_name=f"{METRIC_SPAN_PREFIX}{name}",
                 span_kind=SpanKind.CHAIN,
                 start_time=now,
                 attributes=attrs,
@@ -284,7 +285,10 @@ class OpikConnector:
         thread = attributes.get("thread_id")
 
         def make() -> LiveSpan:
-            base, parent_id = self._parents.resolve(trace_id, parent_span_id)
+            base, parent_id, orphan_parent = self._parents.resolve(trace_id, parent_span_id)
+            attrs = attributes
+            if orphan_parent is not None:  # its trace is unknown: a new trace, parent kept
+                attrs = {**attributes, ORPHAN_PARENT_ATTRIBUTE: orphan_parent}
             ctx = start_child(base)
             span = LiveSpan(
                 ctx,
@@ -293,7 +297,7 @@ class OpikConnector:
                 operation_name=operation,
                 span_kind=kind,
                 start_time=self._clock(),
-                attributes=attributes,
+                attributes=attrs,
                 thread_id=thread if isinstance(thread, str) else None,
                 clock=self._clock,
             )

@@ -15,8 +15,9 @@ Prompt/response text travels in the attributes `llm.prompt` / `llm.response` and
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from src.agents.ml_foundation.observability_connector.config import CaptureSettings
@@ -28,6 +29,7 @@ from src.agents.ml_foundation.observability_connector.nodes.context_manager impo
 from src.agents.ml_foundation.observability_connector.usage import sanitize_text
 
 __all__ = [
+    "METRIC_SPAN_PREFIX",
     "PROMPT_ATTRIBUTE",
     "PROMPT_TRUNCATED_ATTRIBUTE",
     "PROVIDER_ATTRIBUTES",
@@ -46,6 +48,8 @@ RESPONSE_TRUNCATED_ATTRIBUTE = f"{RESPONSE_ATTRIBUTE}_truncated"
 TRACEBACK_ATTRIBUTE = "error.traceback"
 PROVIDER_ATTRIBUTES = ("llm.provider", "provider", "ls_provider")
 TTFT_ATTRIBUTE = "ttft_ms"
+METRIC_SPAN_PREFIX = "metric."
+"""Operation-name prefix of `log_metric`'s stand-alone spans: never preferred as a trace root."""
 
 _SPAN_TYPE = {SpanKind.LLM: "llm", SpanKind.TOOL: "tool"}  # agent/chain -> "general"
 _INT32_MAX = 2**31 - 1
@@ -169,11 +173,18 @@ def opik_trace_fields(
     after the first span's agent, spanning the batch's spans; its `last_updated_at` is the
     earliest start, so the root-named trace sent later (stamped with the root's end) wins in
     Opik. The database keeps the full truth either way.
+
+    A parentless `metric.<name>` span (`log_metric` with a `trace_id` outside that trace's
+    block) is not taken as the root: with no other parentless span it only names the
+    placeholder, so the real root, in this batch or a later one, still names the trace. Such a
+    metric may come after the root ended, so a placeholder's `last_updated_at` is the trace
+    id's own time (a UUIDv7 trace id carries the trace's start) when that is earlier.
     """
     if not spans:
         raise ValueError("opik_trace_fields needs at least one span")
     trace_id = spans[0].trace_id
-    root = next((s for s in spans if s.parent_span_id is None), None)
+    parentless = [s for s in spans if s.parent_span_id is None]
+    root = next((s for s in parentless if not _is_metric_span(s)), None)
     if root is not None:
         fields: dict[str, Any] = {
             "name": root.operation_name,
@@ -198,11 +209,12 @@ def opik_trace_fields(
         first = spans[0]
         ends = [s.end_time for s in spans if s.end_time is not None]
         start = min(s.start_time for s in spans)
+        metric = parentless[0] if parentless else None  # a metric span, when there is one
         fields = {
-            "name": first.agent_name,
+            "name": metric.operation_name if metric is not None else first.agent_name,
             "start_time": _utc(start),
             "tags": [first.agent_name],
-            "last_updated_at": _utc(start),
+            "last_updated_at": min(_utc(start), _trace_id_time(trace_id)),
             "metadata": {
                 "agent_name": first.agent_name,
                 "w3c_trace_id": trace_id,
@@ -217,3 +229,13 @@ def opik_trace_fields(
     fields["id"] = opik_trace_uuid(trace_id)
     fields["project_name"] = project_name
     return fields, root is not None
+
+
+def _is_metric_span(span: ObservabilitySpan) -> bool:
+    return span.operation_name.startswith(METRIC_SPAN_PREFIX)
+
+
+def _trace_id_time(trace_id: str) -> datetime:
+    """The 48-bit unix-ms time of the trace's Opik UUIDv7 (its start, for our own trace ids)."""
+    unix_ms = uuid.UUID(opik_trace_uuid(trace_id)).int >> 80
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=unix_ms)

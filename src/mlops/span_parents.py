@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from typing import NamedTuple
 
 from src.agents.ml_foundation.observability_connector.nodes.context_manager import (
     SAMPLED_FLAG,
@@ -17,17 +18,34 @@ from src.agents.ml_foundation.observability_connector.nodes.context_manager impo
     current_context,
     new_span_id,
 )
+from src.agents.ml_foundation.observability_connector.usage import ProblemCounter
 
-__all__ = ["SpanParents"]
+from .live_span import SPAN_PROBLEMS
+
+__all__ = ["ORPHAN_PARENT_ATTRIBUTE", "ParentChoice", "SpanParents"]
+
+ORPHAN_PARENT_ATTRIBUTE = "orphan_parent_span_id"
+"""Set on a span whose `parent_span_id` argument named a span of an unknown trace."""
+
+
+class ParentChoice(NamedTuple):
+    """Where a new span starts: `base` context (None = new trace) and its parent span id."""
+
+    base: TraceContext | None
+    parent_span_id: str | None
+    orphan_parent_span_id: str | None = None
+    """The requested parent, when its trace was unknown and a new trace started instead."""
 
 
 class SpanParents:
     """Resolves (trace_id, parent_span_id) arguments against the current context."""
 
-    def __init__(self, max_spans: int = 10_000) -> None:
+    def __init__(self, max_spans: int = 10_000, problems: ProblemCounter = SPAN_PROBLEMS) -> None:
+        """`problems` counts (and warns, rate-limited, about) parents of unknown traces."""
         if max_spans < 1:
             raise ValueError(f"max_spans must be >= 1, got {max_spans!r}")
         self._max = max_spans
+        self._problems = problems
         self._lock = threading.Lock()
         self._recent: OrderedDict[str, str] = OrderedDict()  # span_id -> trace_id
 
@@ -38,31 +56,32 @@ class SpanParents:
             while len(self._recent) > self._max:
                 self._recent.popitem(last=False)
 
-    def resolve(
-        self, trace_id: str | None, parent_span_id: str | None
-    ) -> tuple[TraceContext | None, str | None]:
-        """(context the new span starts under, its parent span id); (None, None) = new trace.
+    def resolve(self, trace_id: str | None, parent_span_id: str | None) -> ParentChoice:
+        """The context the new span starts under and its parent span id.
 
         - no ids: child of the current span, or a new trace;
         - only `trace_id`: child of the current span if it is in that trace, else a root span
           in that trace;
         - `parent_span_id`: that span, in `trace_id`, else the trace remembered for it, else the
-          current trace; ValueError when none is known.
+          current trace; when none is known (evicted from the recent map, started by another
+          process or the callback handler) a new trace starts, the requested parent is kept in
+          `orphan_parent_span_id` and counted: tracing never raises into the agent.
         """
         ctx = current_context()
         if parent_span_id is None:
             if trace_id is None or (ctx is not None and ctx.trace_id == trace_id):
-                return ctx, ctx.span_id if ctx is not None else None
-            return TraceContext(trace_id, new_span_id(), SAMPLED_FLAG), None
+                return ParentChoice(ctx, ctx.span_id if ctx is not None else None)
+            return ParentChoice(TraceContext(trace_id, new_span_id(), SAMPLED_FLAG), None)
         if ctx is not None and ctx.span_id == parent_span_id and trace_id in (None, ctx.trace_id):
-            return ctx, parent_span_id
+            return ParentChoice(ctx, parent_span_id)
         with self._lock:
             known = self._recent.get(parent_span_id)
         trace_id = trace_id or known or (ctx.trace_id if ctx is not None else None)
         if trace_id is None:
-            raise ValueError(
+            self._problems.record(
                 f"parent_span_id {parent_span_id!r} is not a span this connector knows and no "
-                "trace_id was given; pass trace_id, or call inside the parent's trace_agent block"
+                "trace_id or current trace was given; started a new trace"
             )
+            return ParentChoice(None, None, parent_span_id)
         flags, state = (ctx.trace_flags, ctx.tracestate) if ctx is not None else (SAMPLED_FLAG, ())
-        return TraceContext(trace_id, parent_span_id, flags, state), parent_span_id
+        return ParentChoice(TraceContext(trace_id, parent_span_id, flags, state), parent_span_id)

@@ -588,6 +588,13 @@ def test_handler__trace_inner_chains_off__routers_dropped_tools_reparented():
     (summarize,) = by_name(spans, "summarize")
     (draft,) = by_name(spans, "draft")
     assert draft.parent_span_id == summarize.span_id  # skipped inner graph run is bridged
+    # the root run is never dropped: it is the agent span every graph node hangs from
+    (root,) = by_name(spans, "research_agent")
+    assert root.span_kind is SpanKind.AGENT and root.parent_span_id is None
+    nodes = by_name(spans, "fan_out") + by_name(spans, "branch") + [summarize]
+    assert len(nodes) == 5
+    assert {n.parent_span_id for n in nodes} == {root.span_id}
+    assert {s.trace_id for s in spans} == {root.trace_id}
 
 
 # --- robustness --------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from src.mlops.opik_mapping import (
     RESPONSE_ATTRIBUTE,
     TRACEBACK_ATTRIBUTE,
 )
+from src.mlops.span_parents import ORPHAN_PARENT_ATTRIBUTE
 
 
 class ListProcessor:
@@ -202,11 +203,56 @@ def test_trace_agent__bad_arguments__value_error_names_field(
         connector.trace_agent(**args)
 
 
-def test_trace_agent__unknown_parent_without_trace__value_error() -> None:
-    connector, _ = _connector()
-    scope = connector.trace_agent("orchestrator", "op", parent_span_id="1234567890abcdef")
-    with pytest.raises(ValueError, match="parent_span_id"), scope:
+def test_trace_agent__unknown_parent_without_trace__new_trace_orphan_marked_and_counted() -> None:
+    connector, processor = _connector()
+    problems_before = SPAN_PROBLEMS.count
+    with connector.trace_agent("orchestrator", "op", parent_span_id="1234567890abcdef") as span:
         pass
+    [recorded] = processor.spans
+    assert recorded.trace_id == span.trace_id and recorded.parent_span_id is None
+    assert recorded.attributes[ORPHAN_PARENT_ATTRIBUTE] == "1234567890abcdef"
+    assert SPAN_PROBLEMS.count == problems_before + 1
+
+
+async def test_trace_llm_call__unknown_parent_without_trace__llm_call_runs_in_new_trace() -> None:
+    connector, processor = _connector()
+    model = GenericFakeChatModel(messages=iter([_usage_message("still answered")]))
+    problems_before = SPAN_PROBLEMS.count
+
+    response = await connector.trace_llm_call(
+        "m", "p", lambda: model.ainvoke("p"), parent_span_id="00f067aa0ba902b7"
+    )
+
+    assert response.content == "still answered"
+    [llm] = processor.spans
+    assert llm.parent_span_id is None and llm.total_tokens == 17
+    assert llm.attributes[ORPHAN_PARENT_ATTRIBUTE] == "00f067aa0ba902b7"
+    assert SPAN_PROBLEMS.count == problems_before + 1
+
+
+async def test_trace_llm_call__unknown_parent_inside_current_trace__joins_that_trace() -> None:
+    connector, processor = _connector()
+    model = GenericFakeChatModel(messages=iter([_usage_message()]))
+    problems_before = SPAN_PROBLEMS.count
+    async with connector.trace_agent("orchestrator", "plan") as outer:
+        await connector.trace_llm_call(
+            "m", "p", lambda: model.ainvoke("p"), parent_span_id="00f067aa0ba902b7"
+        )
+
+    llm = processor.by_name()["llm_call"]
+    assert (llm.trace_id, llm.parent_span_id) == (outer.trace_id, "00f067aa0ba902b7")
+    assert ORPHAN_PARENT_ATTRIBUTE not in llm.attributes
+    assert SPAN_PROBLEMS.count == problems_before
+
+
+def test_trace_llm_call_sync__malformed_parent_span_id__value_error_before_call() -> None:
+    connector, processor = _connector()
+    calls: list[int] = []
+    with pytest.raises(ValueError, match="parent_span_id"):
+        connector.trace_llm_call_sync(
+            "m", "p", lambda: calls.append(1), parent_span_id="00F067AA0BA902B7"
+        )
+    assert calls == [] and processor.spans == []
 
 
 async def test_trace_llm_call__generic_fake_model__tokens_model_and_unchanged_response() -> None:

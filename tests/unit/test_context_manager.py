@@ -435,6 +435,15 @@ def test_start_child__parent__same_trace_flags_tracestate_new_span():
     assert child.span_id != PARENT.span_id
 
 
+@pytest.mark.parametrize(("raw", "kept"), [(0xFF, 0x01), (0x02, 0x00), (0x81, 0x01)])
+def test_start_child__reserved_flag_bits__zeroed_sampled_kept(raw, kept):
+    """'The behavior of other flags, such as (00000100) is not defined and is reserved for
+    future use. Vendors MUST set those to zero.' (Trace Context level 1, 3.2.2.5.2 Other Flags)"""
+    parent = TraceContext(TRACE_ID, SPAN_ID, raw)
+    assert start_child(parent).trace_flags == kept
+    assert parse_traceparent(f"00-{TRACE_ID}-{SPAN_ID}-{raw:02x}").trace_flags == raw
+
+
 def test_start_child__no_parent__new_sampled_uuid7_trace():
     root = start_child(None)
     assert root.trace_id != TRACE_ID and root.sampled and root.tracestate == ()
@@ -457,6 +466,16 @@ def test_inject__current_context_without_tracestate__only_traceparent():
     with use_context(TraceContext(TRACE_ID, SPAN_ID, 0)):
         headers = inject({})
     assert headers == {"traceparent": f"00-{TRACE_ID}-{SPAN_ID}-00"}
+
+
+def test_inject__reserved_flag_bits__zeroed_in_outgoing_traceparent():
+    """'The behavior of other flags, such as (00000100) is not defined and is reserved for
+    future use. Vendors MUST set those to zero.' (Trace Context level 1, 3.2.2.5.2 Other Flags)"""
+    received = extract({"traceparent": f"00-{TRACE_ID}-{SPAN_ID}-07"})
+    assert received is not None and format_traceparent(received).endswith("-07")  # raw kept
+    assert inject({}, received) == {"traceparent": f"00-{TRACE_ID}-{SPAN_ID}-01"}
+    with use_context(TraceContext(TRACE_ID, SPAN_ID, 0xFE)):
+        assert inject({}) == {"traceparent": f"00-{TRACE_ID}-{SPAN_ID}-00"}
 
 
 def test_inject__no_context__headers_unchanged():

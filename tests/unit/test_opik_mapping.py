@@ -124,6 +124,52 @@ def test_opik_trace_fields__no_root__placeholder_after_first_agent() -> None:
     assert fields["end_time"] == T0 + timedelta(seconds=9)
 
 
+def test_opik_trace_fields__parentless_metric_span_before_root__named_after_root() -> None:
+    trace_id = new_trace_id()
+    late = T0 + timedelta(minutes=5)  # log_metric(trace_id=T) after T's block ended
+    metric = _span(
+        trace_id=trace_id,
+        operation_name="metric.routing_confidence",
+        start_time=late,
+        end_time=late,
+        span_kind=SpanKind.CHAIN,
+    )
+    root = _span(
+        trace_id=trace_id, operation_name="intent_classification", span_kind=SpanKind.AGENT
+    )
+    fields, rooted = opik_trace_fields([metric, root], "p")
+    assert rooted is True
+    assert fields["name"] == "intent_classification"
+    assert fields["metadata"]["root_span_id"] == root.span_id
+    assert fields["last_updated_at"] == root.end_time
+
+
+def _trace_id_started_at(when: datetime) -> str:
+    """A UUIDv7 trace id as `new_trace_id` makes it when a trace starts at `when`."""
+    unix_ms = (when - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+    return f"{unix_ms << 80 | 0x7 << 76 | 0b10 << 62 | 0x1234:032x}"
+
+
+def test_opik_trace_fields__only_metric_span_parentless__placeholder_a_later_root_replaces() -> (
+    None
+):
+    trace_id = _trace_id_started_at(T0)
+    late = T0 + timedelta(minutes=5)  # log_metric(trace_id=T) after T's root ended
+    metric = _span(
+        trace_id=trace_id,
+        operation_name="metric.routing_confidence",
+        start_time=late,
+        end_time=late + timedelta(milliseconds=1),
+    )
+    fields, rooted = opik_trace_fields([metric], "p")
+    assert rooted is False  # so the sink still sends the real root's trace when it arrives
+    assert fields["name"] == "metric.routing_confidence"  # nothing else to name it after
+    root = _span(trace_id=trace_id, operation_name="intent_classification")  # T0 .. T0+1s
+    later_fields, later_rooted = opik_trace_fields([root], "p")
+    assert later_rooted is True and later_fields["name"] == "intent_classification"
+    assert later_fields["last_updated_at"] > fields["last_updated_at"]  # the root wins in Opik
+
+
 def test_json_safe__odd_values__encodable() -> None:
     value = {1: [math.nan, (2, {3})], "when": T0, "obj": object}
     safe = json_safe(value)

@@ -207,7 +207,9 @@ class ObservabilityCallbackHandler(BaseCallbackHandler):
         tags, metadata = kwargs.get("tags"), kwargs.get("metadata") or {}
         node = is_graph_node(name, tags, metadata)
         kind: SpanKind | None = SpanKind.CHAIN
-        if is_plumbing(name, tags) or not (node or self._inner_chains):
+        # a root run (no parent_run_id) is always kept: `open_record` makes it the agent span
+        is_root = kwargs.get("parent_run_id") is None
+        if not is_root and (is_plumbing(name, tags) or not (node or self._inner_chains)):
             kind = None
         attrs: dict[str, Any] = {}
         if node:

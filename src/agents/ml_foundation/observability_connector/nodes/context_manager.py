@@ -3,6 +3,8 @@
 - `traceparent` is parsed strictly; an invalid header gives `None` (the caller starts a new
   trace) and never raises, because it arrives from outside and must not break the agent.
 - `tracestate` keeps at most 32 valid list members and travels with the context.
+- Level 1 defines only the `sampled` flag; the other bits are reserved, so a child span and an
+  outgoing header carry `flags & SAMPLED_FLAG` (parsing and `format_traceparent` keep raw bits).
 - New trace ids are UUIDv7 (RFC 9562) written as 32 hex: a valid W3C trace-id that, re-dashed,
   is also a valid Opik id. Opik needs UUIDv7 span ids too, so `opik_span_uuid` derives one
   deterministically: a replayed span gets the same Opik id.
@@ -21,7 +23,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from ..models import check_span_id, check_trace_id
@@ -223,20 +225,30 @@ def use_context(ctx: TraceContext | None) -> Iterator[TraceContext | None]:
         _CURRENT.reset(token)
 
 
+def propagated_flags(trace_flags: int) -> int:
+    """The flags to propagate: W3C level 1 reserves every bit but `sampled` (set them to zero)."""
+    return trace_flags & SAMPLED_FLAG
+
+
 def start_child(parent: TraceContext | None) -> TraceContext:
-    """A new span under `parent` (same trace, flags, tracestate), or a new sampled trace."""
+    """A new span under `parent` (same trace, sampled flag and tracestate; reserved flag bits
+    zeroed), or a new sampled trace."""
     if parent is None:
         return TraceContext(new_trace_id(), new_span_id(), SAMPLED_FLAG)
-    return TraceContext(parent.trace_id, new_span_id(), parent.trace_flags, parent.tracestate)
+    flags = propagated_flags(parent.trace_flags)
+    return TraceContext(parent.trace_id, new_span_id(), flags, parent.tracestate)
 
 
 def inject(
     headers: MutableMapping[str, str], ctx: TraceContext | None = None
 ) -> MutableMapping[str, str]:
-    """Write `traceparent` (and a non-empty `tracestate`) for `ctx` or the current context."""
+    """Write `traceparent` (and a non-empty `tracestate`) for `ctx` or the current context;
+    reserved flag bits are zeroed (see `propagated_flags`)."""
     ctx = ctx if ctx is not None else _CURRENT.get()
     if ctx is not None:
-        headers[TRACEPARENT_HEADER] = format_traceparent(ctx)
+        flags = propagated_flags(ctx.trace_flags)
+        outgoing = ctx if flags == ctx.trace_flags else replace(ctx, trace_flags=flags)
+        headers[TRACEPARENT_HEADER] = format_traceparent(outgoing)
         if ctx.tracestate:
             headers[TRACESTATE_HEADER] = format_tracestate(ctx.tracestate)
     return headers
