@@ -210,8 +210,12 @@ COMMENT ON FUNCTION public.ml_agent_latency_stats(interval, text, timestamptz) I
     'Per-agent count, errors, avg/p50/p95/p99/max duration (percentile_cont), llm token sums '
     'and spans per minute for start_time in [p_now - p_window, p_now].';
 
--- Retention: delete spans that started before p_now - p_older_than, oldest first, in batches of
--- p_batch_size rows (each batch a short index-driven DELETE), and return how many were deleted.
+-- Retention: delete ONE batch, at most p_batch_size of the oldest spans that started before
+-- p_now - p_older_than, and return how many were deleted. Callers loop, one call per
+-- transaction (or per rpc request), until a call returns fewer than p_batch_size, passing the
+-- same p_now each time so the loop ends even while new spans arrive. One batch per call keeps
+-- each transaction short: row locks and WAL stay bounded, concurrent writers barely wait, and
+-- a large backlog never runs into statement_timeout (which would roll back every batch).
 -- SKIP LOCKED lets two concurrent retention runs share the work instead of waiting.
 CREATE OR REPLACE FUNCTION public.ml_delete_old_spans(
     p_older_than interval,
@@ -224,9 +228,7 @@ VOLATILE
 SET search_path = ''
 AS $fn$
 DECLARE
-    v_cutoff  timestamptz := p_now - p_older_than;
     v_deleted bigint;
-    v_total   bigint := 0;
 BEGIN
     IF p_batch_size IS NULL OR p_batch_size < 1 THEN
         RAISE EXCEPTION 'p_batch_size must be a positive integer, got %', p_batch_size
@@ -236,26 +238,24 @@ BEGIN
         RAISE EXCEPTION 'p_older_than must be a non-negative interval, got %', p_older_than
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    LOOP
-        DELETE FROM public.ml_observability_spans AS s
-        WHERE s.id IN (
-            SELECT o.id
-            FROM public.ml_observability_spans AS o
-            WHERE o.start_time < v_cutoff
-            ORDER BY o.start_time
-            LIMIT p_batch_size
-            FOR UPDATE SKIP LOCKED
-        );
-        GET DIAGNOSTICS v_deleted = ROW_COUNT;
-        v_total := v_total + v_deleted;
-        EXIT WHEN v_deleted < p_batch_size;
-    END LOOP;
-    RETURN v_total;
+    DELETE FROM public.ml_observability_spans AS s
+    WHERE s.id IN (
+        SELECT o.id
+        FROM public.ml_observability_spans AS o
+        WHERE o.start_time < p_now - p_older_than
+        ORDER BY o.start_time
+        LIMIT p_batch_size
+        FOR UPDATE SKIP LOCKED
+    );
+    GET DIAGNOSTICS v_deleted = ROW_COUNT;
+    RETURN v_deleted;
 END
 $fn$;
 
 COMMENT ON FUNCTION public.ml_delete_old_spans(interval, integer, timestamptz) IS
-    'Delete spans with start_time < p_now - p_older_than in batches; returns the count.';
+    'Delete one batch: at most p_batch_size of the oldest spans with start_time < '
+    'p_now - p_older_than; returns the count. Call again (new transaction, same p_now) until '
+    'it returns less than p_batch_size.';
 
 -- ---------------------------------------------------------------------------------------------
 -- View: the last 24 hours, per agent (same columns and numbers as the function)

@@ -1,13 +1,14 @@
 """Span storage on any PostgreSQL 15+ (including a Supabase project's direct connection).
 
 psycopg 3 with an `AsyncConnectionPool` on a private event loop, so any caller loop may await
-it (see `_postgres_pools`). The schema, the percentile statistics and the batched retention
-live in `database/ml/mlops_tables.sql`, so this module and the Supabase backend (which calls
-the same SQL functions over `rpc`) agree by construction. Batches are `COPY`'d into a
-staging table and moved with one `INSERT ... SELECT ... ON CONFLICT DO NOTHING`, whose row
-count is the number of new spans. The staging table is a session's temp table made once
-(`IF NOT EXISTS`, emptied at each commit): creating and dropping one per batch churned the
-system catalogs and cost a quarter of the insert time.
+it (see `_postgres_pools`). The schema, the percentile statistics and the retention delete
+(one batch per call; the repository loops) live in `database/ml/mlops_tables.sql`, so this
+module and the Supabase backend (which calls the same SQL functions over `rpc`) agree by
+construction. Batches are `COPY`'d into a staging table and moved with one
+`INSERT ... SELECT ... ON CONFLICT DO NOTHING`, whose row count is the number of new spans.
+The staging table is a session's temp table made once (`IF NOT EXISTS`, emptied at each
+commit): creating and dropping one per batch churned the system catalogs and cost a quarter
+of the insert time.
 """
 
 from __future__ import annotations
@@ -192,10 +193,20 @@ class PostgresSpanRepository:
         return [stats_from_row(row) for row in rows]
 
     async def delete_old_spans(self, days: int = 90, batch_size: int = 1000) -> int:
+        """One `ml_delete_old_spans` call (one batch, its own transaction) at a time until a
+        batch comes back short; the cutoff is fixed first, so new spans cannot prolong it.
+        Batches already committed stay deleted if a later one fails."""
         older_than = check_retention(days, batch_size)
-        params = (_seconds(older_than), batch_size, current_time(self._clock))
-        rows = await self._pools.run("delete old spans", _fetch(_DELETE_OLD, params))
-        return int(rows[0][0]) if rows else 0
+        delete_batch = _fetch(
+            _DELETE_OLD, (_seconds(older_than), batch_size, current_time(self._clock))
+        )
+        total = 0
+        while True:
+            rows = await self._pools.run("delete old spans", delete_batch)
+            deleted = int(rows[0][0]) if rows else 0
+            total += deleted
+            if deleted < batch_size:
+                return total
 
     async def close(self) -> None:
         await self._pools.close()

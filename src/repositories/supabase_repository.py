@@ -3,7 +3,9 @@
 PostgREST cannot run DDL: the schema comes from `database/ml/mlops_tables.sql`, applied with
 `e2i-obs db init` on the project's direct Postgres connection or in the Supabase SQL editor.
 Heavy or destructive work runs in SQL functions called with `rpc` (latency percentiles,
-batched retention delete), because PostgREST 13 no longer accepts `delete().limit()`.
+retention delete), because PostgREST 13 no longer accepts `delete().limit()`. Retention is one
+`rpc` per batch, so each request is a short transaction and a large backlog never runs into
+`statement_timeout`.
 
 Inserts are one upsert per chunk with `resolution=ignore-duplicates` on (trace_id, span_id)
 and `return=minimal`; `count=exact` makes PostgREST report the rows really inserted in
@@ -200,16 +202,24 @@ class SupabaseSpanRepository:
         return [stats_from_row([row[c] for c in STATS_COLUMNS]) for row in response.data]
 
     async def delete_old_spans(self, days: int = 90, batch_size: int = 1000) -> int:
+        """One `rpc` per batch (each its own transaction, well inside `statement_timeout`)
+        until a batch comes back short; `p_now` is fixed first, so new spans cannot prolong
+        it. Batches already deleted stay deleted if a later request fails."""
         check_retention(days, batch_size)
         args = {
             "p_older_than": f"{days} days",
             "p_batch_size": batch_size,
             "p_now": current_time(self._clock).isoformat(),
         }
-        response = await self._run(
-            f"call {RETENTION_FUNCTION}", lambda c: c.rpc(RETENTION_FUNCTION, args).execute()
-        )
-        return int(response.data or 0)
+        total = 0
+        while True:
+            response = await self._run(
+                f"call {RETENTION_FUNCTION}", lambda c: c.rpc(RETENTION_FUNCTION, args).execute()
+            )
+            deleted = int(response.data or 0)
+            total += deleted
+            if deleted < batch_size:
+                return total
 
     async def close(self) -> None:
         """Close the HTTP clients this repository made; safe to call twice. Later calls

@@ -244,3 +244,91 @@ async def test_session_time_zone_with_dst__7d_window__counts_exact_seconds(pg_ds
         assert await repo.delete_old_spans(days=7) == 0
     finally:
         await repo.close()
+
+
+def install_delete_log(dsn: str) -> None:
+    """Log each DELETE statement on the spans table (its transaction id and row count), so a
+    test sees how many retention batches ran and in how many transactions."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.test_delete_log (seq serial, xact xid8, rows bigint)")
+        conn.execute(
+            "CREATE FUNCTION public.test_log_delete() RETURNS trigger LANGUAGE plpgsql "
+            "SECURITY DEFINER SET search_path = '' AS $$ BEGIN "
+            "INSERT INTO public.test_delete_log (xact, rows) "
+            "SELECT pg_catalog.pg_current_xact_id(), count(*) FROM old_rows; "
+            "RETURN NULL; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER test_delete_log AFTER DELETE ON public.ml_observability_spans "
+            "REFERENCING OLD TABLE AS old_rows "
+            "FOR EACH STATEMENT EXECUTE FUNCTION public.test_log_delete()"
+        )
+
+
+def delete_log(dsn: str) -> list[tuple[str, int]]:
+    """(transaction id, rows deleted) per DELETE statement, in order."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT xact::text, rows FROM public.test_delete_log ORDER BY seq")
+        return rows.fetchall()
+
+
+def span_started(start: datetime, n: int) -> ObservabilitySpan:
+    return ObservabilitySpan(
+        span_id=f"{n:016x}",
+        trace_id=TRACE,
+        operation_name="analyze",
+        agent_name="gap_analyzer",
+        start_time=start,
+        end_time=start + timedelta(milliseconds=5),
+    )
+
+
+async def test_delete_old_spans__5_old_rows_batch_size_2__3_calls_each_its_own_transaction(
+    pg_dsn: str,
+):
+    """Each call of ml_delete_old_spans deletes one batch in its own short transaction; the
+    clock moves a day each time it is read, so only a cutoff fixed once spares the 29-day-old
+    span."""
+    readings = iter(NOW + timedelta(days=day) for day in range(100))
+    repo = PostgresSpanRepository(pg_dsn, clock=lambda: next(readings))
+    await repo.setup()
+    install_delete_log(pg_dsn)
+    old = [span_started(NOW - timedelta(days=40, minutes=n), n) for n in range(1, 6)]
+    kept = [span_started(NOW - timedelta(days=29), 8), span_started(NOW, 9)]
+    try:
+        await repo.insert_spans_batch([*old, *kept])
+
+        deleted = await repo.delete_old_spans(days=30, batch_size=2)
+
+        remaining = await repo.get_spans_by_trace(TRACE)
+    finally:
+        await repo.close()
+    log = delete_log(pg_dsn)
+    assert deleted == 5
+    assert [rows for _, rows in log] == [2, 2, 1]
+    assert len({xact for xact, _ in log}) == 3
+    assert remaining == kept
+
+
+async def test_ml_delete_old_spans__called_once_with_5_old_rows_batch_size_2__deletes_oldest_2(
+    pg_dsn: str,
+):
+    repo = PostgresSpanRepository(pg_dsn, clock=clock)
+    await repo.setup()
+    old = [span_started(NOW - timedelta(days=40, minutes=n), n) for n in range(1, 6)]
+    try:
+        await repo.insert_spans_batch(old)
+    finally:
+        await repo.close()
+
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        (deleted,) = conn.execute(
+            "SELECT public.ml_delete_old_spans(interval '30 days', 2, %s)", (NOW,)
+        ).fetchone()
+        remaining = conn.execute(
+            "SELECT span_id FROM public.ml_observability_spans ORDER BY start_time"
+        ).fetchall()
+
+    assert deleted == 2
+    oldest_first = sorted(old, key=lambda s: s.start_time)
+    assert remaining == [(s.span_id,) for s in oldest_first[2:]]

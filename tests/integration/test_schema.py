@@ -290,19 +290,32 @@ def test_view__last_24h__equals_the_function_for_24_hours(db):
     assert [(row[0], row[2]) for row in view] == [("gap_analyzer", 40), ("orchestrator", 40)]
 
 
-@pytest.mark.parametrize(("old_count", "batch_size"), [(25, 10), (20, 10), (1, 1)])
-def test_ml_delete_old_spans__batches__deletes_old_rows_returns_count(db, old_count, batch_size):
+@pytest.mark.parametrize(
+    ("old_count", "batch_size", "per_call"),
+    [(25, 10, [10, 10, 5]), (20, 10, [10, 10, 0]), (5, 2, [2, 2, 1]), (1, 1, [1, 0])],
+)
+def test_ml_delete_old_spans__called_until_short__one_batch_of_the_oldest_per_call(
+    db, old_count, batch_size, per_call
+):
+    """One call deletes at most p_batch_size rows, oldest first; callers repeat (each call its
+    own transaction here: autocommit) until a call returns fewer than p_batch_size."""
     now = datetime(2026, 3, 1, tzinfo=UTC)
-    for i in range(old_count):
-        db.execute(INSERT, span_to_postgres_row(make_span(now - timedelta(days=31, minutes=i))))
+    old = [make_span(now - timedelta(days=31, minutes=i)) for i in range(old_count)]
+    for span in old:
+        db.execute(INSERT, span_to_postgres_row(span))
     young = make_span(now - timedelta(days=29))
     db.execute(INSERT, span_to_postgres_row(young))
+    call = "SELECT public.ml_delete_old_spans(interval '30 days', %s, %s)"
+    oldest_first = [s.span_id for s in sorted(old, key=lambda s: s.start_time)]
 
-    (deleted,) = db.execute(
-        "SELECT public.ml_delete_old_spans(interval '30 days', %s, %s)", (batch_size, now)
-    ).fetchone()
+    (first,) = db.execute(call, (batch_size, now)).fetchone()
+    after_first = {row[0] for row in db.execute(f"SELECT span_id FROM public.{TABLE_NAME}")}
+    counts = [first]
+    while counts[-1] == batch_size and len(counts) <= len(per_call):  # bounded if broken
+        counts.append(db.execute(call, (batch_size, now)).fetchone()[0])
 
-    assert deleted == old_count
+    assert counts == per_call
+    assert after_first == {*oldest_first[first:], young.span_id}
     remaining = db.execute(f"SELECT span_id FROM public.{TABLE_NAME}").fetchall()
     assert remaining == [(young.span_id,)]
 

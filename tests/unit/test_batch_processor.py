@@ -855,3 +855,24 @@ def test_replay__undeliverable_batch_at_the_head__moved_aside_and_later_batches_
     assert (stats.replayed, stats.replay_rejected, stats.spool_bytes) == (2, 2, 0)
     rejected = list((tmp_path / "db" / "rejected").iterdir())
     assert len(rejected) == 1  # kept on disk for inspection, out of the replay path
+
+
+def test_batch_processor__sink_down__later_batches_get_one_attempt_and_other_sinks_keep_going(
+    processors, tmp_path: Path
+) -> None:
+    down, other, delays = DownSink("db"), ListSink("opik"), []
+    processor = processors(
+        [down, other], settings(retry_max_attempts=3), tmp_path, sleep=delays.append
+    )
+    for i in range(10):  # two batches of 5
+        processor.submit(make_span(i))
+        if i == 4:
+            assert processor.flush(timeout=WAIT)
+    assert processor.flush(timeout=WAIT)
+
+    stats = processor.stats()
+    assert down.calls == 3 + 1  # full retries for the first batch, one attempt for the next
+    assert len(delays) == 2
+    assert other.span_ids == ids(10)
+    assert stats.sinks["db"].spooled == 10
+    assert_balanced(stats)

@@ -8,6 +8,7 @@ thread); `spool()` and `counters()` may be called from any thread.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import re
@@ -87,8 +88,13 @@ class SinkLane:
         self.spool_pending = spool is not None
         """Maybe batches in the spool; True at start so the first replay looks."""
         self.just_succeeded = False
+        self.failing = False
+        """The sink failed its last delivery or replay: live batches get one attempt and no
+        retries (a live success or the replay round is the probe), so a sink that is down
+        does not hold back the other sinks for a full retry schedule per batch."""
         self.last_replay_at: float | None = None
         self._policy = policy
+        self._single_attempt = dataclasses.replace(policy, max_attempts=1)
         self._clock = clock
         self._wait = wait
         self._errors = errors
@@ -116,7 +122,7 @@ class SinkLane:
         try:
             call_with_retries(
                 lambda: self.sink.write(batch),
-                self._policy,
+                self._single_attempt if self.failing else self._policy,
                 clock=self._clock,
                 wait=self._wait,
                 rng=self._rng,
@@ -130,10 +136,12 @@ class SinkLane:
         # but a refusal for good (unavailable, retries exhausted, a bug) waits in the spool
         except Exception as exc:
             self._fail(exc, _why_undelivered(exc))
+            self.failing = True
             if claim():
                 self.spool(batch)
         else:
             self.just_succeeded = True
+            self.failing = False
             if claim():
                 self._add("emitted", len(batch))
                 self._notify_written(len(batch))
@@ -214,6 +222,7 @@ class SinkLane:
             except Exception as exc:
                 if isinstance(exc, RETRYABLE_ERRORS):
                     self._fail(exc, "replay failed")
+                    self.failing = True
                     return None
                 self._fail(exc, "a spooled batch cannot be delivered; moved to rejected/")
                 return self._set_aside(stored, n)
@@ -225,6 +234,7 @@ class SinkLane:
         self._add(outcome, n)
         if outcome == "replayed" and n:
             self.just_succeeded = True
+            self.failing = False
             self._notify_written(n)
             return n
         return 0
