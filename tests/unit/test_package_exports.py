@@ -1,0 +1,28 @@
+"""The package's short import path: every advertised name resolves, nothing loads early."""
+
+import subprocess
+import sys
+
+import pytest
+
+import src.agents.ml_foundation.observability_connector as package
+
+
+@pytest.mark.parametrize("name", package.__all__)
+def test_package__advertised_name__resolves_to_the_real_object(name):
+    obj = getattr(package, name)
+    assert obj.__name__ == name
+
+
+def test_package__unknown_name__attribute_error():
+    with pytest.raises(AttributeError, match="no_such_thing"):
+        package.no_such_thing  # noqa: B018
+
+
+def test_package__import__loads_no_heavy_module():
+    code = (
+        "import sys, src.agents.ml_foundation.observability_connector as p;"
+        "print(any(m.startswith(('langgraph', 'opik', 'psycopg', 'redis')) for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
