@@ -9,29 +9,15 @@ CPU and round trips, which is what the pipeline adds.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import shutil
 import uuid
-from collections.abc import Iterator
 
 import psycopg
 
 from src.repositories.base import SpanRepository
-from tests.fixtures.postgres import PgServer, start_pg_server
+from tests.fixtures.postgres import PgServer
+from tests.fixtures.postgres import running_pg_server as postgres_server
 
 __all__ = ["PgServer", "apply_schema", "fresh_database", "postgres_server", "server_version"]
-
-
-@contextlib.contextmanager
-def postgres_server() -> Iterator[PgServer]:
-    server = start_pg_server()
-    try:
-        yield server
-    finally:
-        with contextlib.suppress(RuntimeError):
-            if server.is_running():
-                server.stop()
-        shutil.rmtree(server.base_dir, ignore_errors=True)
 
 
 def fresh_database(server: PgServer, prefix: str) -> str:
