@@ -112,12 +112,16 @@ def _ours(work_dir: Path) -> Tracer:
     )
     from src.agents.ml_foundation.observability_connector.config import BatchingSettings
     from src.agents.ml_foundation.observability_connector.db_sink import DatabaseSink
+    from src.agents.ml_foundation.observability_connector.registry import load_agent_registry
+    from src.mlops.opik_connector import OpikConnector
     from src.repositories.sqlite_repository import SqliteSpanRepository
 
     sink = DatabaseSink(SqliteSpanRepository(work_dir / "callback-bench.db"))
     sink.setup()
     processor = BatchProcessor([sink], BatchingSettings(), work_dir / "spool")
-    handler = ObservabilityCallbackHandler(agent_name="bench", connector=processor)
+    # Through OpikConnector, as `get_opik_connector()` wires it (tier filled from the registry).
+    connector = OpikConnector(processor, registry=load_agent_registry())
+    handler = ObservabilityCallbackHandler(agent_name="gap_analyzer", connector=connector)
 
     def flush() -> None:
         if not processor.flush(FLUSH_TIMEOUT_SECONDS):
