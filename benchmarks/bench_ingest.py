@@ -24,8 +24,8 @@ from src.agents.ml_foundation.observability_connector.db_sink import DatabaseSin
 from src.agents.ml_foundation.observability_connector.models import ObservabilitySpan
 from src.repositories import _sqlite_sql
 from src.repositories._rows import SPAN_COLUMNS, span_to_postgres_row, span_to_sqlite_row
-from src.repositories.base import TABLE_NAME, SpanRepository
 from src.repositories.postgres_repository import PostgresSpanRepository
+from src.repositories.span_store import TABLE_NAME, SpanRepository
 from src.repositories.sqlite_repository import SqliteSpanRepository
 
 from .data import make_spans

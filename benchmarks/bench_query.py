@@ -34,8 +34,8 @@ from src.agents.ml_foundation.observability_connector.nodes.metrics_aggregator i
 )
 from src.repositories import _sqlite_sql
 from src.repositories._rows import SPAN_COLUMNS, format_utc
-from src.repositories.base import TABLE_NAME, SpanRepository
 from src.repositories.postgres_repository import PostgresSpanRepository
+from src.repositories.span_store import TABLE_NAME, SpanRepository
 from src.repositories.sqlite_repository import SqliteSpanRepository
 
 from .data import NOW, seed_rows

@@ -13,7 +13,7 @@ import uuid
 
 import psycopg
 
-from src.repositories.base import SpanRepository
+from src.repositories.span_store import SpanRepository
 from tests.fixtures.postgres import PgServer
 from tests.fixtures.postgres import running_pg_server as postgres_server
 

@@ -1,6 +1,6 @@
 """`e2i-obs demo`: the reference orchestrator on an offline chat model, traced end to end.
 
-Runs `requests` requests through the orchestrator (`src/agents/orchestrator`) with a seeded
+Runs `requests` requests through the orchestrator (`src/reference_orchestrator`) with a seeded
 fake chat model (latency jitter, injected failures), stores every span in the configured
 database (the embedded SQLite file by default), then prints per-agent metrics read back from
 that store and says where the data lives and how to point it at Postgres, Supabase and Opik.
@@ -32,9 +32,9 @@ from src.agents.ml_foundation.observability_connector.config import (
     load_config,
 )
 from src.agents.ml_foundation.observability_connector.models import QualityMetrics
-from src.agents.orchestrator.fake_llm import build_demo_chat_model
-from src.agents.orchestrator.health import OrchestratorSettings
-from src.agents.orchestrator.runner import OrchestratorReport, RequestResult, run_orchestrator
+from src.reference_orchestrator.fake_llm import build_demo_chat_model
+from src.reference_orchestrator.health import OrchestratorSettings
+from src.reference_orchestrator.runner import OrchestratorReport, RequestResult, run_orchestrator
 
 from .render import metrics_table
 from .session import mask_url

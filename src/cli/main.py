@@ -33,7 +33,7 @@ from src.agents.ml_foundation.observability_connector.models import (
 from src.agents.ml_foundation.observability_connector.nodes.metrics_aggregator import (
     MetricsService,
 )
-from src.repositories.base import SpanRepository
+from src.repositories.span_store import SpanRepository
 
 from . import render
 from .maintenance import db_app, spool_app

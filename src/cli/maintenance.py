@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from src.agents.ml_foundation.observability_connector.processor_stats import ProcessorStats
-from src.repositories.base import SpanRepository
+from src.repositories.span_store import SpanRepository
 
 from .options import check_non_negative, settings_of
 from .session import CliError, describe_store, run_with_repository, translated_errors

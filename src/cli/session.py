@@ -25,7 +25,7 @@ from src.agents.ml_foundation.observability_connector.config import (
     load_config,
 )
 from src.agents.ml_foundation.observability_connector.delivery import redact
-from src.repositories.base import RepositoryError, SpanRepository
+from src.repositories.span_store import RepositoryError, SpanRepository
 
 __all__ = [
     "EXIT_FAILURE",

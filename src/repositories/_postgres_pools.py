@@ -29,7 +29,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from src.agents.ml_foundation.observability_connector.loop_thread import LoopThread
-from src.repositories.base import RepositoryError
+from src.repositories.span_store import RepositoryError
 
 __all__ = ["PoolRunner", "describe_target"]
 

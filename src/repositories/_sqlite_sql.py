@@ -13,7 +13,7 @@ which is PostgreSQL's `percentile_cont`. Only one row per agent leaves SQLite.
 from __future__ import annotations
 
 from src.repositories._rows import SPAN_COLUMNS
-from src.repositories.base import TABLE_NAME
+from src.repositories.span_store import TABLE_NAME
 
 __all__ = [
     "DELETE_OLD_BATCH",

@@ -13,8 +13,8 @@ from src.agents.ml_foundation.observability_connector.config import (
     load_config,
 )
 from src.repositories._arguments import Clock
-from src.repositories.base import TABLE_NAME, RepositoryError, SpanRepository
 from src.repositories.postgres_repository import PostgresSpanRepository
+from src.repositories.span_store import TABLE_NAME, RepositoryError, SpanRepository
 from src.repositories.sqlite_repository import SqliteSpanRepository
 from src.repositories.supabase_repository import SupabaseSpanRepository
 

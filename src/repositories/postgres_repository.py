@@ -38,7 +38,7 @@ from src.repositories._arguments import (
 )
 from src.repositories._postgres_pools import PoolRunner
 from src.repositories._rows import SPAN_COLUMNS, span_from_row, span_to_postgres_row, stats_from_row
-from src.repositories.base import TABLE_NAME
+from src.repositories.span_store import TABLE_NAME
 
 __all__ = ["SCHEMA_PATH", "SETUP_LOCK_KEY", "PostgresSpanRepository"]
 

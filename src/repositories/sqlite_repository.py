@@ -36,7 +36,7 @@ from src.repositories._arguments import (
     utc_now,
 )
 from src.repositories._rows import format_utc, span_from_row, span_to_sqlite_row, stats_from_row
-from src.repositories.base import RepositoryError
+from src.repositories.span_store import RepositoryError
 
 __all__ = ["SqliteSpanRepository"]
 

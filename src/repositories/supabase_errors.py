@@ -23,7 +23,7 @@ from typing import Self
 import httpx
 from postgrest.exceptions import APIError
 
-from src.repositories.base import TABLE_NAME, RepositoryError
+from src.repositories.span_store import TABLE_NAME, RepositoryError
 
 __all__ = [
     "SupabaseConnectionError",

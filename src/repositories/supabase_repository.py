@@ -51,7 +51,7 @@ from src.repositories._rows import (
     span_to_json_row,
     stats_from_row,
 )
-from src.repositories.base import TABLE_NAME, RepositoryError
+from src.repositories.span_store import TABLE_NAME, RepositoryError
 from src.repositories.supabase_errors import (
     SupabaseConnectionError,
     SupabaseRequestError,

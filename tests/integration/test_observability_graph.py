@@ -45,8 +45,8 @@ from src.agents.ml_foundation.observability_connector.nodes.metrics_aggregator i
 )
 from src.agents.ml_foundation.observability_connector.state import CHECKPOINT_ALLOWED_TYPES
 from src.mlops.opik_connector import reset_opik_connector
-from src.repositories.base import SpanRepository
 from src.repositories.postgres_repository import PostgresSpanRepository
+from src.repositories.span_store import SpanRepository
 from src.repositories.sqlite_repository import SqliteSpanRepository
 
 NOW = datetime(2025, 6, 2, 12, 0, tzinfo=UTC)

@@ -31,10 +31,10 @@ from src.agents.ml_foundation.observability_connector.nodes.context_manager impo
     opik_span_uuid_for,
     opik_trace_uuid,
 )
-from src.agents.orchestrator.fake_llm import UsageLedger, build_demo_chat_model
-from src.agents.orchestrator.graph import build_orchestrator_graph
-from src.agents.orchestrator.health import OrchestratorSettings
-from src.agents.orchestrator.runner import OrchestratorReport, run_orchestrator
+from src.reference_orchestrator.fake_llm import UsageLedger, build_demo_chat_model
+from src.reference_orchestrator.graph import build_orchestrator_graph
+from src.reference_orchestrator.health import OrchestratorSettings
+from src.reference_orchestrator.runner import OrchestratorReport, run_orchestrator
 
 DOMAIN_AGENTS = {"causal_impact", "gap_analyzer", "explainer"}
 OBS_NODES = {"context_manager", "span_emitter", "metrics_aggregator"}

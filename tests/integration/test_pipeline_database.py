@@ -26,8 +26,8 @@ from src.agents.ml_foundation.observability_connector.models import (
 )
 from src.agents.ml_foundation.observability_connector.sinks import RetryableSinkError
 from src.agents.ml_foundation.observability_connector.spool import Spool
-from src.repositories.base import TABLE_NAME
 from src.repositories.postgres_repository import PostgresSpanRepository
+from src.repositories.span_store import TABLE_NAME
 from src.repositories.sqlite_repository import SqliteSpanRepository
 
 WAIT = 120.0  # upper bound for waits on real servers; never reached when the code is right

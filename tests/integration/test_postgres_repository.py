@@ -14,8 +14,8 @@ import psycopg
 import pytest
 
 from src.agents.ml_foundation.observability_connector.models import ObservabilitySpan
-from src.repositories.base import RepositoryError
 from src.repositories.postgres_repository import PostgresSpanRepository
+from src.repositories.span_store import RepositoryError
 from tests.fixtures.postgres import PgServer, free_port
 
 pytestmark = pytest.mark.postgres

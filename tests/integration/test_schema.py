@@ -22,8 +22,8 @@ from src.agents.ml_foundation.observability_connector.models import (
     SpanStatus,
 )
 from src.repositories._rows import SPAN_COLUMNS, span_to_postgres_row
-from src.repositories.base import TABLE_NAME
 from src.repositories.postgres_repository import SCHEMA_PATH, PostgresSpanRepository
+from src.repositories.span_store import TABLE_NAME
 
 pytestmark = pytest.mark.postgres
 

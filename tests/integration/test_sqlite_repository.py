@@ -12,7 +12,7 @@ import pytest
 
 from src.agents.ml_foundation.observability_connector.models import ObservabilitySpan
 from src.repositories._sqlite_sql import MIGRATIONS
-from src.repositories.base import RepositoryError
+from src.repositories.span_store import RepositoryError
 from src.repositories.sqlite_repository import SqliteSpanRepository
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)

@@ -35,9 +35,9 @@ from src.agents.ml_foundation.observability_connector.models import (
     SpanStatus,
 )
 from src.repositories._rows import SPAN_COLUMNS
-from src.repositories.base import TABLE_NAME, RepositoryError, SpanRepository
 from src.repositories.observability_span import create_span_repository
 from src.repositories.postgres_repository import PostgresSpanRepository
+from src.repositories.span_store import TABLE_NAME, RepositoryError, SpanRepository
 from src.repositories.supabase_errors import (
     SupabaseConnectionError,
     SupabaseRequestError,

@@ -17,8 +17,8 @@ from psycopg import errors, sql
 
 from src.agents.ml_foundation.observability_connector.models import SpanKind, SpanStatus
 from src.repositories._rows import SPAN_COLUMNS, span_to_postgres_row, stats_from_row
-from src.repositories.base import TABLE_NAME
 from src.repositories.postgres_repository import PostgresSpanRepository
+from src.repositories.span_store import TABLE_NAME
 from tests.fixtures.postgrest_double import apply_schema
 from tests.integration.test_repository_conformance import random_spans
 from tests.integration.test_supabase_repository import NOW, TRACE, make_span

@@ -20,7 +20,7 @@ from src.agents.ml_foundation.observability_connector.models import (
     ObservabilitySpan,
     SpanKind,
 )
-from src.repositories.base import TABLE_NAME
+from src.repositories.span_store import TABLE_NAME
 from src.repositories.sqlite_repository import SqliteSpanRepository
 
 WAIT = 300.0

@@ -39,8 +39,8 @@ from src.agents.ml_foundation.observability_connector.nodes.context_manager impo
 from src.agents.ml_foundation.observability_connector.usage import INVALID_TOKEN_COUNTS
 from src.mlops.opik_connector import OpikConnector
 from src.mlops.opik_mapping import PROMPT_ATTRIBUTE, PROMPT_TRUNCATED_ATTRIBUTE
-from src.repositories.base import TABLE_NAME
 from src.repositories.postgres_repository import PostgresSpanRepository
+from src.repositories.span_store import TABLE_NAME
 from tests.load.support import WAIT, SqlitePipeline, sqlite_span_keys
 
 pytestmark = [pytest.mark.load, pytest.mark.postgres]

@@ -16,7 +16,7 @@ import pytest
 
 from src.agents.ml_foundation.observability_connector.config import BatchingSettings
 from src.mlops.opik_connector import OpikConnector
-from src.repositories.base import TABLE_NAME
+from src.repositories.span_store import TABLE_NAME
 from tests.load.support import WAIT, SqlitePipeline
 
 pytestmark = pytest.mark.load

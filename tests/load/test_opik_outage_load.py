@@ -30,7 +30,7 @@ from src.agents.ml_foundation.observability_connector.nodes.context_manager impo
 from src.mlops.circuit_breaker import CircuitBreaker
 from src.mlops.opik_connector import OpikConnector
 from src.mlops.opik_sink import OpikSink, build_opik_client
-from src.repositories.base import TABLE_NAME
+from src.repositories.span_store import TABLE_NAME
 from src.repositories.sqlite_repository import SqliteSpanRepository
 from tests.fixtures.opik_server import OpikTestServer
 from tests.load.support import WAIT

@@ -17,8 +17,8 @@ import pytest
 from src.agents.ml_foundation.observability_connector.batch_processor import BatchProcessor
 from src.agents.ml_foundation.observability_connector.config import BatchingSettings
 from src.agents.ml_foundation.observability_connector.db_sink import DatabaseSink
-from src.repositories.base import TABLE_NAME
 from src.repositories.postgres_repository import PostgresSpanRepository
+from src.repositories.span_store import TABLE_NAME
 from tests.fixtures.postgres import PgServer
 from tests.load.support import WAIT, indexed_spans, span_ids
 

@@ -8,7 +8,7 @@ import math
 import pytest
 from langchain_core.callbacks import UsageMetadataCallbackHandler
 
-from src.agents.orchestrator.fake_llm import (
+from src.reference_orchestrator.fake_llm import (
     InjectedLLMFailure,
     UsageLedger,
     build_demo_chat_model,

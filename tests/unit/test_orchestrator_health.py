@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from src.agents.ml_foundation.observability_connector.models import LatencyStats, QualityMetrics
-from src.agents.orchestrator.health import AgentAlert, OrchestratorSettings, check_health
+from src.reference_orchestrator.health import AgentAlert, OrchestratorSettings, check_health
 
 END = datetime(2026, 1, 1, tzinfo=UTC)
 

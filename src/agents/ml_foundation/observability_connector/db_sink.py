@@ -24,7 +24,7 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from src.repositories.base import RepositoryError, SpanRepository
+from src.repositories.span_store import RepositoryError, SpanRepository
 
 from .loop_thread import LoopThread
 from .models import ObservabilitySpan

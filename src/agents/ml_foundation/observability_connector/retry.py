@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from src.repositories.base import RepositoryError
+from src.repositories.span_store import RepositoryError
 
 from .config import BatchingSettings
 from .sinks import RetryableSinkError, SinkUnavailableError

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
-from src.repositories.base import RepositoryError, SpanRepository
+from src.repositories.span_store import RepositoryError, SpanRepository
 
 from ..cache import MetricsCache
 from ..models import LatencyStats, QualityMetrics, utc_now
