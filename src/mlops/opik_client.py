@@ -69,12 +69,14 @@ def import_rest_api() -> Any:
 def build_opik_client(settings: OpikSettings) -> OpikApi:
     """A synchronous `OpikApi` for `settings`: base URL, auth and workspace headers, timeout.
 
-    Base URL: `url_override` (e.g. http://localhost:5173/api), else Opik Cloud.
+    Base URL: the local Opik's when `use_local`, else `url_override` (e.g.
+    http://localhost:5173/api), else Opik Cloud (`OpikSettings.effective_url`).
     """
     rest_api = import_rest_api()
-    base_url = (settings.url_override or OPIK_CLOUD_URL).rstrip("/")
+    url = settings.effective_url
+    base_url = (url or OPIK_CLOUD_URL).rstrip("/")
     api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
-    if settings.url_override is None and not api_key:
+    if url is None and not api_key:
         logger.warning(
             "Opik Cloud (%s) is configured without an API key: it will refuse every batch; "
             "set OPIK_API_KEY, or opik.url_override for a self-hosted Opik",

@@ -16,8 +16,10 @@ from src.agents.ml_foundation.observability_connector.config import (
     DEFAULT_CONFIG_PATH,
     ConfigError,
     ObservabilityConfig,
+    _section_fields,
     load_config,
 )
+from src.agents.ml_foundation.observability_connector.config_formats import normalize
 
 API_KEY = "opik-key-7f3a9c1e"
 PG_PASSWORD = "pg-pass-b41d2e"
@@ -80,22 +82,20 @@ def _keys(model: type[BaseModel], prefix: str = "") -> set[str]:
     return out
 
 
-def _yaml_keys(data: dict, prefix: str = "", leaf_dicts: frozenset[str] = frozenset()) -> set[str]:
-    out = set()
-    for name, value in data.items():
-        if isinstance(value, dict) and prefix + name not in leaf_dicts:
-            out |= _yaml_keys(value, f"{prefix}{name}.", leaf_dicts)
-        else:
-            out.add(prefix + name)
-    return out
-
-
-def test_shipped_file__keys__every_setting_listed_and_no_secret_set():
+def test_shipped_file__keys__every_setting_listed_and_no_secret_set(caplog):
+    """The shipped file is E2I-style; read into our names it sets every key (none unused)."""
     data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text(encoding="utf-8"))
-    keys = _yaml_keys(data, leaf_dicts=frozenset({"cache.ttl_seconds"}))
+    normalized = normalize(data, _section_fields())
+    assert (normalized.errors, normalized.unused) == ([], [])
+    keys = {
+        f"{section}.{key}" if isinstance(values, dict) else section
+        for section, values in normalized.data.items()
+        for key in (values if isinstance(values, dict) else [None])
+    }
     assert keys == _keys(ObservabilityConfig)
     secrets = [data["opik"]["api_key"], data["storage"]["url"], data["storage"]["supabase_key"]]
     assert [*secrets, data["cache"]["redis_url"]] == [None] * 4
+    assert "observability" not in data  # E2I's file has no root key (the seed's has)
 
 
 # --- file loading --------------------------------------------------------------------------
@@ -276,13 +276,13 @@ def test_load_config__invalid_value__error_names_key_value_and_accepted(
     ("text", "key", "accepted"),
     [
         ("batching:\n  max_batch: 10\n", "batching.max_batch", "max_batch_size, max_batch_wait"),
-        ("tracing:\n  enabled: true\n", "tracing", "opik, sampling, batching"),
+        ("samplng:\n  default_rate: 1\n", "samplng", "opik, sampling, batching"),
         ("storage:\n  dsn: x\n", "storage.dsn", "backend, url, sqlite_path"),
     ],
 )
 def test_load_config__unknown_key__error_names_key_and_accepted_keys(tmp_path, text, key, accepted):
     message = _config_error(_write(tmp_path, text), env={})
-    assert f"{key}: unknown key; accepted: " in message and accepted in message
+    assert f"{key}: unknown key" in message and "; accepted: " in message and accepted in message
 
 
 def test_load_config__several_errors__all_reported(tmp_path):

@@ -1,5 +1,11 @@
 """Configuration: `config/observability.yaml` plus environment overrides.
 
+The file may be ours, the seed's (under a root `observability:` key) or E2I's (other names,
+nested sections): `config_formats.normalize` reads it into the names below first, and says
+which keys are not used by the connector (one warning) or misspelt (an error with the nearest
+name). Environment variables that hold secrets may be renamed in the file (`opik.api_key_env`,
+`opik.endpoint_env`, `cache.redis.url_env`).
+
 Precedence (highest first): explicit arguments to `load_config`, environment variables,
 the YAML file, the defaults below. An invalid file or value fails at load with a message that
 names the key, the value and what is accepted. Secrets are `SecretStr`: they never appear in
@@ -8,6 +14,7 @@ names the key, the value and what is accepted. Secrets are `SecretStr`: they nev
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -18,7 +25,10 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from .config_formats import nearest, normalize
 from .time_window import parse_time_window
+
+logger = logging.getLogger(__name__)
 
 # Environment variables, one named constant each.
 ENV_CONFIG_PATH = "E2I_OBS_CONFIG"
@@ -43,17 +53,53 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+LOCAL_OPIK_ENDPOINT = "http://localhost:5173"
+
+
 class OpikSettings(_Section):
     enabled: bool = True
     """Send spans to Opik; False means database-only."""
     api_key: SecretStr | None = None
-    """Opik Cloud API key (sent as `Authorization`); None for self-hosted."""
+    """Opik Cloud API key (sent as `Authorization`); None for self-hosted. Read from the
+    environment variable named by `api_key_env`, never from the file."""
+    api_key_env: str = Field(default=ENV_OPIK_API_KEY, pattern=_ENV_NAME)
+    """Name of the environment variable that holds the API key."""
     url_override: str | None = None
     """Base URL of a self-hosted Opik, e.g. http://localhost:5173/api/."""
+    endpoint_env: str = Field(default=ENV_OPIK_URL, pattern=_ENV_NAME)
+    """Name of the environment variable that holds `url_override`."""
+    use_local: bool = False
+    """Send to the self-hosted Opik at `local_endpoint` (then `url_override` is not used)."""
+    local_endpoint: str = LOCAL_OPIK_ENDPOINT
+    """Address of the self-hosted Opik (its REST API is under `/api` unless a path is given)."""
+    local_port: int | None = Field(default=None, ge=1, le=65535)
+    """Port of the self-hosted Opik when `local_endpoint` names none."""
     workspace: str | None = None
     """Opik workspace (`Comet-Workspace` header)."""
     project_name: str = "e2i-causal-analytics"
     timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("local_endpoint")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http:// or https:// URL such as http://localhost:5173")
+        return v
+
+    @property
+    def effective_url(self) -> str | None:
+        """The REST base URL to use: the local Opik's when `use_local`, else `url_override`
+        (None means Opik Cloud)."""
+        if not self.use_local:
+            return self.url_override
+        parts = urlsplit(self.local_endpoint)
+        netloc = parts.netloc
+        if parts.port is None and self.local_port is not None:
+            netloc = f"{netloc}:{self.local_port}"
+        path = parts.path.rstrip("/") or "/api"
+        return f"{parts.scheme}://{netloc}{path}"
 
 
 class SamplingSettings(_Section):
@@ -62,27 +108,64 @@ class SamplingSettings(_Section):
     default_rate: float = Field(default=1.0, ge=0.0, le=1.0)
     production_rate: float = Field(default=0.1, ge=0.0, le=1.0)
     always_sample_errors: bool = True
+    environment_aware: bool = True
+    """False: `default_rate` everywhere, whatever the environment."""
+    always_sample_agents: list[str] = Field(default_factory=list)
+    """Agents whose spans are always kept (rate 1.0)."""
+    agent_overrides: dict[str, float] = Field(default_factory=dict)
+    """Agent name -> its own rate (0.0-1.0), instead of the environment's rate."""
+
+    @field_validator("agent_overrides")
+    @classmethod
+    def _rates(cls, v: dict[str, float]) -> dict[str, float]:
+        for agent, rate in v.items():
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"rate for agent {agent!r} must be within 0.0-1.0, got {rate!r}")
+        return v
 
 
 class BatchingSettings(_Section):
+    enabled: bool = True
+    """False: every span is sent on its own as soon as the worker sees it."""
     max_batch_size: int = Field(default=100, ge=1, le=100_000)
     max_batch_wait_seconds: float = Field(default=5.0, gt=0)
     max_queue_size: int = Field(default=10_000, ge=1)
     retry_max_attempts: int = Field(default=3, ge=1, le=20)
     retry_deadline_seconds: float = Field(default=30.0, gt=0)
     retry_base_delay_seconds: float = Field(default=0.5, gt=0)
+    retry_exponential_backoff: bool = True
+    """False: every retry waits `retry_base_delay_seconds` (no doubling)."""
+    retry_max_delay_seconds: float | None = Field(default=None, gt=0)
+    """Cap on a single wait between attempts (None: only the deadline bounds it)."""
     spool_max_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
     shutdown_timeout_seconds: float = Field(default=10.0, ge=0)
+    flush_on_shutdown: bool = True
+    """False: at interpreter exit queued spans go straight to the spool (replayed next start)
+    instead of being sent for up to `shutdown_timeout_seconds`."""
 
 
 class CircuitBreakerSettings(_Section):
+    enabled: bool = True
+    """False: no breaker; every batch tries Opik."""
     failure_threshold: int = Field(default=5, ge=1)
     reset_timeout_seconds: float = Field(default=30.0, gt=0)
+    half_open_max_calls: int = Field(default=1, ge=1)
+    """Trial calls let through at once while half-open."""
+    success_threshold: int = Field(default=1, ge=1)
+    """Successful trial calls needed to close the breaker again."""
+    fallback_log_to_database: Literal[True] = True
+    """Spans always reach the database sink, Opik up or down (only `true` is accepted)."""
+    fallback_log_to_file: bool = False
+    """Also append spans that could not reach Opik when first sent to `fallback_log_path`
+    (JSON lines); they still wait in the spool and are replayed to Opik."""
+    fallback_log_path: Path = Path(".e2i_obs/opik_fallback.jsonl")
 
 
 class RetentionSettings(_Section):
     days: int = Field(default=90, ge=1)
     batch_size: int = Field(default=1000, ge=1)
+    dry_run: bool = False
+    """Cleanup counts the spans it would delete and deletes none."""
 
 
 class StorageSettings(_Section):
@@ -93,6 +176,13 @@ class StorageSettings(_Section):
     spool_dir: Path = Path(".e2i_obs/spool")
     pool_min_size: int = Field(default=1, ge=0)
     pool_max_size: int = Field(default=5, ge=1)
+    pool_timeout_seconds: float = Field(default=30.0, gt=0)
+    """How long a PostgreSQL call waits for a pool connection (and to connect)."""
+    insert_batch_size: int | None = Field(default=None, ge=1)
+    """Spans per INSERT statement; None: a whole batch at once."""
+    spans_table: Literal["ml_observability_spans"] = "ml_observability_spans"
+    """Fixed by `database/ml/mlops_tables.sql`; E2I's file names it, we check it."""
+    latency_summary_view: Literal["v_agent_latency_summary"] = "v_agent_latency_summary"
     supabase_url: str | None = None
     supabase_key: SecretStr | None = None
     """Supabase service-role key; never logged."""
@@ -111,6 +201,18 @@ class CacheSettings(_Section):
     """TTL per time window; windows not listed use default_ttl_seconds."""
     default_ttl_seconds: float = Field(default=60.0, ge=0)
     max_entries: int = Field(default=1024, ge=1)
+    cleanup_interval_seconds: float = Field(default=60.0, gt=0)
+    """How often the in-memory cache drops expired entries."""
+    fallback_to_memory: bool = True
+    """Serve from process memory while Redis is unreachable; False: compute every time."""
+    key_prefix: str = Field(default="e2i:obs:metrics", min_length=1)
+    """Prefix of every Redis key."""
+    redis_url_env: str = Field(default=ENV_REDIS_URL, pattern=_ENV_NAME)
+    """Name of the environment variable that holds `redis_url`."""
+    redis_db: int | None = Field(default=None, ge=0)
+    """Redis database number; replaces the one in the URL."""
+    redis_connect_timeout_seconds: float = Field(default=0.25, gt=0)
+    redis_socket_timeout_seconds: float = Field(default=0.25, gt=0)
 
     @field_validator("ttl_seconds")
     @classmethod
@@ -142,6 +244,38 @@ class CaptureSettings(_Section):
     """Longer text is truncated to this many characters."""
 
 
+DEFAULT_REDACT_PATTERNS = ("password", "api_key", "secret", "token", "authorization")
+
+
+class SpansSettings(_Section):
+    """What a span may carry into any sink (applied once, see `span_policy.py`)."""
+
+    include_input: bool = True
+    """False: the span's input (`input`, `llm.prompt` attributes) is not recorded."""
+    include_output: bool = True
+    max_input_size_bytes: int = Field(default=65_536, ge=0)
+    """Input larger than this (as JSON, UTF-8) is truncated or dropped."""
+    max_output_size_bytes: int = Field(default=65_536, ge=0)
+    max_metadata_size_bytes: int = Field(default=65_536, ge=0)
+    """The other attributes together; their largest values are cut first."""
+    truncate_on_overflow: bool = True
+    """True: cut an oversized value to the limit; False: drop it (a marker says so)."""
+    redact_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_REDACT_PATTERNS))
+    """Key names whose values are masked in attributes, input and output (see span_policy)."""
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _patterns(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            if not pattern.strip():
+                raise ValueError("a redact pattern must not be empty")
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {pattern!r} is not a valid regex: {exc}") from None
+        return v
+
+
 class ObservabilityConfig(_Section):
     opik: OpikSettings = OpikSettings()
     sampling: SamplingSettings = SamplingSettings()
@@ -151,6 +285,7 @@ class ObservabilityConfig(_Section):
     storage: StorageSettings = StorageSettings()
     cache: CacheSettings = CacheSettings()
     capture: CaptureSettings = CaptureSettings()
+    spans: SpansSettings = SpansSettings()
     default_agent_tier: int | None = Field(default=None, ge=0, le=5)
 
     def redacted(self) -> dict[str, Any]:
@@ -158,25 +293,45 @@ class ObservabilityConfig(_Section):
         return self.model_dump(mode="json")
 
 
-def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+def _env_names(data: Mapping[str, Any]) -> dict[str, str]:
+    """Which environment variables hold the Opik key, the Opik URL and the Redis URL: the
+    file may rename them (`opik.api_key_env`, `opik.endpoint_env`, `cache.redis.url_env`)."""
+    names = {"api_key": ENV_OPIK_API_KEY, "url": ENV_OPIK_URL, "redis": ENV_REDIS_URL}
+    for name, (section, key) in {
+        "api_key": ("opik", "api_key_env"),
+        "url": ("opik", "endpoint_env"),
+        "redis": ("cache", "redis_url_env"),
+    }.items():
+        part = data.get(section)
+        value = part.get(key) if isinstance(part, Mapping) else None
+        if isinstance(value, str) and re.fullmatch(_ENV_NAME, value):
+            names[name] = value  # an invalid name is reported by validation
+    return names
+
+
+def _env_overrides(
+    env: Mapping[str, str], names: Mapping[str, str] | None = None
+) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
+    names = names or _env_names({})
+    env_api_key, env_url, env_redis = names["api_key"], names["url"], names["redis"]
 
     def put(section: str, key: str, value: Any) -> None:
         out.setdefault(section, {})[key] = value
 
-    if env.get(ENV_OPIK_API_KEY):
-        put("opik", "api_key", env[ENV_OPIK_API_KEY])
-    if env.get(ENV_OPIK_URL):
-        put("opik", "url_override", env[ENV_OPIK_URL])
+    if env.get(env_api_key):
+        put("opik", "api_key", env[env_api_key])
+    if env.get(env_url):
+        put("opik", "url_override", env[env_url])
     if env.get(ENV_OPIK_WORKSPACE):
         put("opik", "workspace", env[ENV_OPIK_WORKSPACE])
     if env.get(ENV_OPIK_PROJECT):
         put("opik", "project_name", env[ENV_OPIK_PROJECT])
     if env.get(ENV_ENVIRONMENT):
         put("sampling", "environment", env[ENV_ENVIRONMENT])
-    if env.get(ENV_REDIS_URL):
+    if env.get(env_redis):
         put("cache", "backend", "redis")
-        put("cache", "redis_url", env[ENV_REDIS_URL])
+        put("cache", "redis_url", env[env_redis])
     if bool(env.get(ENV_SUPABASE_URL)) != bool(env.get(ENV_SUPABASE_KEY)):
         present, missing = (
             (ENV_SUPABASE_URL, ENV_SUPABASE_KEY)
@@ -262,13 +417,28 @@ def _accepted_keys(loc: tuple[Any, ...]) -> str:
     return ", ".join(model.model_fields)
 
 
-def _format_error(err: ValidationError, source: str) -> str:
+def _as_written(key: str, origins: Mapping[str, str]) -> str:
+    """`key` (ours, dotted) as the file spelt it: E2I's or the seed's name where it used one."""
+    parts = key.split(".")
+    for n in range(len(parts), 0, -1):
+        written = origins.get(".".join(parts[:n]))
+        if written is not None:
+            return ".".join([written, *parts[n:]])
+    return key
+
+
+def _format_error(
+    err: ValidationError, source: str, origins: Mapping[str, str] | None = None
+) -> str:
     lines = [f"invalid configuration in {source}:"]
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        key = _as_written(".".join(str(p) for p in e["loc"]), origins or {}) or "<root>"
         if e["type"] == "extra_forbidden":
             # The value of an unknown key is never shown: it may be a misnamed secret or DSN.
-            lines.append(f"  {key}: unknown key; accepted: {_accepted_keys(e['loc'])}")
+            accepted = _accepted_keys(e["loc"])
+            guess = nearest(str(e["loc"][-1]), accepted.split(", "))
+            hint = f" (did you mean {guess!r}?)" if guess else ""
+            lines.append(f"  {key}: unknown key{hint}; accepted: {accepted}")
             continue
         value = e.get("input")
         if any(s in key for s in ("key", "url", "password")):
@@ -307,10 +477,32 @@ def load_config(
         data = loaded
     elif explicit:
         raise ConfigError(f"configuration file {file_path} does not exist")
-    data = _merge(data, _env_overrides(env))
+    normalized = normalize(data, _section_fields())
+    if normalized.errors:
+        lines = "\n".join(f"  {line}" for line in normalized.errors)
+        raise ConfigError(f"invalid configuration in {file_path}:\n{lines}")
+    if normalized.unused:
+        logger.warning(
+            "%s: keys not used by the observability connector (other parts of E2I): %s",
+            file_path,
+            ", ".join(normalized.unused),
+        )
+    data = normalized.data
+    names = _env_names(_merge(data, overrides) if overrides else data)
+    data = _merge(data, _env_overrides(env, names))
     if overrides:
         data = _merge(data, overrides)
     try:
         return ObservabilityConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_error(exc, str(file_path))) from None
+        raise ConfigError(_format_error(exc, str(file_path), normalized.origins)) from None
+
+
+def _section_fields() -> dict[str, list[str] | None]:
+    """Our top-level keys -> field names of their section (None: a plain value)."""
+    out: dict[str, list[str] | None] = {}
+    for name, info in ObservabilityConfig.model_fields.items():
+        annotation = info.annotation
+        is_section = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        out[name] = list(annotation.model_fields) if is_section else None  # type: ignore[union-attr]
+    return out
