@@ -119,8 +119,8 @@ class LiveSpan:
         *,
         model: str | None = None,
     ) -> None:
-        """Token usage of the work in this span; a count that is not a non-negative integer is
-        a ValueError naming it."""
+        """Token usage of the work in this span; a count that is not a whole number in
+        0..2**31 - 1 is a ValueError naming it."""
         for field, value in (
             ("input_tokens", input_tokens),
             ("output_tokens", output_tokens),

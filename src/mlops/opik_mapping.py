@@ -21,7 +21,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from src.agents.ml_foundation.observability_connector.config import CaptureSettings
-from src.agents.ml_foundation.observability_connector.models import ObservabilitySpan, SpanKind
+from src.agents.ml_foundation.observability_connector.models import (
+    DEPTH_MARKER,
+    MAX_ATTRIBUTE_DEPTH,
+    MAX_TOKEN_COUNT,
+    ObservabilitySpan,
+    SpanKind,
+)
 from src.agents.ml_foundation.observability_connector.nodes.context_manager import (
     opik_span_uuid_for,
     opik_trace_uuid,
@@ -52,8 +58,8 @@ METRIC_SPAN_PREFIX = "metric."
 """Operation-name prefix of `log_metric`'s stand-alone spans: never preferred as a trace root."""
 
 _SPAN_TYPE = {SpanKind.LLM: "llm", SpanKind.TOOL: "tool"}  # agent/chain -> "general"
-_INT32_MAX = 2**31 - 1
-_MAX_DEPTH = 20
+_INT32_MAX = MAX_TOKEN_COUNT
+_MAX_DEPTH = MAX_ATTRIBUTE_DEPTH
 
 
 def json_safe(value: Any, _depth: int = 0) -> Any:
@@ -62,8 +68,8 @@ def json_safe(value: Any, _depth: int = 0) -> Any:
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
-    if _depth >= _MAX_DEPTH:
-        return str(value)
+    if isinstance(value, Mapping | list | tuple | set | frozenset) and _depth >= _MAX_DEPTH:
+        return DEPTH_MARKER  # not str(value): that recurses all the way down, and may fail
     if isinstance(value, Mapping):
         return {str(k): json_safe(v, _depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):

@@ -8,13 +8,19 @@ import pytest
 from pydantic import ValidationError
 
 from src.agents.ml_foundation.observability_connector.models import (
+    CORRECTED_SPAN_VALUES,
+    DEPTH_MARKER,
+    MAX_ATTRIBUTE_DEPTH,
+    MAX_TOKEN_COUNT,
     LatencyStats,
     ObservabilitySpan,
     QualityMetrics,
+    SpanEvent,
     SpanKind,
     SpanStatus,
     check_span_id,
     check_trace_id,
+    limit_depth,
 )
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -94,8 +100,29 @@ def test_observability_span__end_before_start__rejected_naming_both():
     assert "end_time" in text and "before" in text and "start_time" in text
 
 
-def test_observability_span__explicit_duration__kept():
-    assert _span(duration_ms=99.5).duration_ms == 99.5
+def test_observability_span__explicit_duration_of_a_started_span__kept():
+    span = _span(status=SpanStatus.STARTED, end_time=None, duration_ms=99.5)
+    assert span.duration_ms == 99.5
+
+
+@pytest.mark.parametrize("given", [float("inf"), 1e300, 99.5])
+def test_observability_span__duration_disagreeing_with_end_minus_start__derived_and_counted(given):
+    """Issue 11 item 9: duration_ms=inf (p95 "inf s") and 1e300 for a 1.25 s span."""
+    before = CORRECTED_SPAN_VALUES.count
+    span = _span(duration_ms=given)
+    assert span.duration_ms == 1250.0
+    assert CORRECTED_SPAN_VALUES.count == before + 1
+
+
+def test_observability_span__duration_within_a_millisecond__derived_silently():
+    before = CORRECTED_SPAN_VALUES.count
+    assert _span(duration_ms=1250.4).duration_ms == 1250.0
+    assert CORRECTED_SPAN_VALUES.count == before
+
+
+def test_observability_span__started_span_with_infinite_duration__rejected_naming_it():
+    with pytest.raises(ValidationError, match="duration_ms must be a finite number"):
+        _span(status=SpanStatus.STARTED, end_time=None, duration_ms=float("inf"))
 
 
 def test_observability_span__negative_duration__rejected():
@@ -107,12 +134,14 @@ def test_observability_span__negative_duration__rejected():
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        (-1, ">= 0"),
-        (float("nan"), "non-negative integer"),
-        (float("inf"), "non-negative integer"),
-        (True, "non-negative integer"),
-        (1.5, "non-negative integer"),
-        ("12", "non-negative integer"),
+        (-1, "whole number in 0..2147483647"),
+        (2**31, "whole number in 0..2147483647"),
+        (10**30, "whole number in 0..2147483647"),
+        (float("nan"), "whole number in 0..2147483647"),
+        (float("inf"), "whole number in 0..2147483647"),
+        (True, "whole number in 0..2147483647"),
+        (1.5, "whole number in 0..2147483647"),
+        ("12", "whole number in 0..2147483647"),
     ],
 )
 def test_observability_span__bad_token_count__rejected(field, value, expected):
@@ -137,6 +166,53 @@ def test_observability_span__token_parts__total_derived(inputs, outputs, total):
 
 def test_observability_span__explicit_total__kept():
     assert _span(input_tokens=1, output_tokens=2, total_tokens=10).total_tokens == 10
+
+
+def test_observability_span__total_below_input_plus_output__recomputed_and_counted():
+    """Issue 11 item 9: total_tokens=1 with 5 in + 5 out was stored as 1."""
+    before = CORRECTED_SPAN_VALUES.count
+    span = _span(input_tokens=5, output_tokens=5, total_tokens=1)
+    assert (span.input_tokens, span.output_tokens, span.total_tokens) == (5, 5, 10)
+    assert CORRECTED_SPAN_VALUES.count == before + 1
+
+
+def test_observability_span__parts_summing_past_int32__total_none():
+    span = _span(input_tokens=MAX_TOKEN_COUNT, output_tokens=1)
+    assert (span.input_tokens, span.total_tokens) == (MAX_TOKEN_COUNT, None)
+
+
+def _nested(depth: int) -> dict:
+    root: dict = {}
+    node = root
+    for _ in range(depth):
+        node["child"] = {}
+        node = node["child"]
+    return root
+
+
+def test_observability_span__metadata_5000_deep__cut_with_a_marker_and_storable():
+    """Issue 11 item 9: metadata nested 5,000 deep made the span vanish (no encoder takes it)."""
+    before = CORRECTED_SPAN_VALUES.count
+    span = _span(attributes={"meta": _nested(5000), "flat": 1})
+
+    node = span.attributes["meta"]
+    for _ in range(MAX_ATTRIBUTE_DEPTH - 1):
+        node = node["child"]
+    assert node == DEPTH_MARKER
+    assert span.attributes["flat"] == 1
+    assert CORRECTED_SPAN_VALUES.count == before + 1
+    assert ObservabilitySpan.model_validate_json(span.model_dump_json()) == span
+
+
+def test_observability_span__event_attributes_too_deep__cut():
+    event = SpanEvent(name="e", timestamp=START, attributes={"m": [_nested(100)]})
+    assert DEPTH_MARKER in event.model_dump_json()
+
+
+def test_limit_depth__shallow_value__same_object_returned():
+    value = {"a": [1, {"b": (2, 3)}], "c": "d"}
+    assert limit_depth(value) is value
+    assert limit_depth(_nested(3), max_depth=2) == {"child": {"child": DEPTH_MARKER}}
 
 
 @pytest.mark.parametrize("status", ["started", "completed", "error"])

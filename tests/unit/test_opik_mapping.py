@@ -10,6 +10,8 @@ import pytest
 
 from src.agents.ml_foundation.observability_connector.config import CaptureSettings
 from src.agents.ml_foundation.observability_connector.models import (
+    DEPTH_MARKER,
+    MAX_ATTRIBUTE_DEPTH,
     ObservabilitySpan,
     SpanKind,
     SpanStatus,
@@ -95,7 +97,10 @@ def test_opik_span_fields__kinds__map_to_opik_types() -> None:
 
 
 def test_opik_span_fields__usage_beyond_int32__left_out() -> None:
-    span = _span(span_kind=SpanKind.LLM, input_tokens=2**31, output_tokens=5)
+    # the model refuses 2**31 at entry; a span built without validation is still mapped safely
+    span = _span(span_kind=SpanKind.LLM, output_tokens=5).model_copy(
+        update={"input_tokens": 2**31, "total_tokens": 2**31 + 5}
+    )
     assert opik_span_fields(span, "p", CaptureSettings())["usage"] == {"completion_tokens": 5}
 
 
@@ -183,3 +188,17 @@ def test_json_safe__odd_values__encodable() -> None:
 def test_opik_span_uuid_for__bad_trace_id__value_error(bad: str) -> None:
     with pytest.raises(ValueError, match="trace_id"):
         opik_span_uuid_for(bad, new_span_id())
+
+
+def test_json_safe__metadata_5000_deep__cut_with_the_marker_not_str() -> None:
+    """Issue 11 item 9: str() of the part past the depth limit recursed 5,000 levels and
+    failed, so the span of `trace_agent(metadata=...)` vanished."""
+    root: dict = {}
+    node = root
+    for _ in range(5000):
+        node["child"] = {}
+        node = node["child"]
+    safe = json_safe({"meta": root})
+    for _ in range(MAX_ATTRIBUTE_DEPTH):
+        safe = safe["meta"] if "meta" in safe else safe["child"]
+    assert safe == DEPTH_MARKER

@@ -129,10 +129,29 @@ def test_extract_usage__no_usage_anywhere__none(problems):
     assert problems.count == 0
 
 
-@pytest.mark.parametrize("bad", [-1, math.nan, math.inf, -math.inf, 2.5, "12", True, [3], {"n": 1}])
+@pytest.mark.parametrize(
+    "bad", [-1, 2**31, 10**30, 2**63, math.nan, math.inf, -math.inf, 2.5, "12", True, [3], {"n": 1}]
+)
 def test_extract_usage__misbehaving_count__that_count_none_and_counted(problems, bad):
     raw = {"prompt_tokens": bad, "completion_tokens": 7, "total_tokens": 30}
     assert extract_usage({"usage": raw}, problems=problems) == TokenUsage(None, 7, 30, None)
+    assert problems.count == 1
+
+
+@pytest.mark.parametrize("huge", [2**31, 10**30, 2**63])
+def test_extract_usage__provider_count_past_int32__none_and_counted_fast_path_too(problems, huge):
+    """Issue 11 item 1: a provider's 10**30 passed validation and lost its whole batch."""
+    message = AIMessage(
+        "x", usage_metadata={"input_tokens": huge, "output_tokens": 7, "total_tokens": huge + 7}
+    )
+    assert extract_usage(message, problems=problems) == TokenUsage(None, 7, None, None)
+    assert problems.count == 2
+
+
+def test_extract_usage__total_below_input_plus_output__recomputed_and_counted(problems):
+    usage = {"input_tokens": 5, "output_tokens": 5, "total_tokens": 1}
+    message = AIMessage("x", usage_metadata=usage)
+    assert extract_usage(message, problems=problems) == TokenUsage(5, 5, 10, None)
     assert problems.count == 1
 
 

@@ -6,6 +6,14 @@
 
 Datetimes must be timezone-aware: a naive datetime is rejected, because guessing its zone
 silently shifts every percentile window by the host's UTC offset.
+
+Values no store can hold are stopped here, where spans enter, so that one of them never costs
+a whole batch downstream: a token count must fit a 32-bit integer column (0..2**31 - 1);
+`duration_ms` is derived from end - start whenever the span has an end (a given value that
+disagrees, `inf` or `1e300` for a 1 s span, is replaced); a total below input + output is
+recomputed; attributes nested deeper than `MAX_ATTRIBUTE_DEPTH` are cut with a marker (a
+5,000-deep dict would make every JSON encoder give up on the span). Corrections are counted on
+`CORRECTED_SPAN_VALUES` (a rate-limited warning), never raised: nothing is lost for them.
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .problems import ProblemCounter
 
 TRACE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 SPAN_ID_RE = re.compile(r"^[0-9a-f]{16}$")
@@ -67,14 +77,24 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+MAX_TOKEN_COUNT = 2**31 - 1
+"""The largest token count a span holds: PostgreSQL's `integer` column (and Opik's int32)."""
+MAX_ATTRIBUTE_DEPTH = 20
+"""Containers nested this deep inside `attributes` are replaced by `DEPTH_MARKER`."""
+DEPTH_MARKER = f"[cut: nested deeper than {MAX_ATTRIBUTE_DEPTH} levels]"
+DURATION_TOLERANCE_MS = 1.0
+"""A given `duration_ms` within this of end - start (or 0.1 % of it) is not reported."""
+CORRECTED_SPAN_VALUES = ProblemCounter("corrected a span value no store can hold")
+
+
 def is_token_count(value: Any) -> bool:
     """True for a count a span can hold: an int, or a float that is a whole finite number,
-    and >= 0. A bool is not a count (it is an int subclass) and neither is NaN or inf."""
+    in 0..MAX_TOKEN_COUNT. A bool is not a count (it is an int subclass), nor is NaN or inf."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
     if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
         return False
-    return value >= 0
+    return 0 <= value <= MAX_TOKEN_COUNT
 
 
 def check_token_count(value: Any, field: str) -> int | None:
@@ -83,9 +103,81 @@ def check_token_count(value: Any, field: str) -> int | None:
         return None
     if not is_token_count(value):
         raise ValueError(
-            f"{field} must be a non-negative integer (a whole number >= 0), got {value!r}"
+            f"{field} must be a whole number in 0..{MAX_TOKEN_COUNT} (what a 32-bit integer "
+            f"column holds), got {value!r}"
         )
     return int(value)
+
+
+TokenCounts = tuple[int | None, int | None, int | None]
+
+
+def reconcile_token_counts(
+    input_tokens: int | None,
+    output_tokens: int | None,
+    total_tokens: int | None,
+    *,
+    derive_missing_total: bool = True,
+) -> tuple[TokenCounts, list[str]]:
+    """(input, output, total) made consistent, and what was corrected (empty when nothing).
+
+    A missing total is input + output (unless `derive_missing_total` is False: a provider's
+    total that was garbled stays unknown); a total below input + output is recomputed; a count
+    past `MAX_TOKEN_COUNT` (an input with cache tokens added, a sum) becomes None."""
+    fixes: list[str] = []
+    if input_tokens is not None and input_tokens > MAX_TOKEN_COUNT:
+        fixes.append(f"input_tokens={input_tokens} is past {MAX_TOKEN_COUNT}: dropped")
+        input_tokens = None
+    if input_tokens is None and output_tokens is None:
+        return (None, None, total_tokens), fixes
+    parts = (input_tokens or 0) + (output_tokens or 0)
+    if total_tokens is not None and total_tokens < parts:
+        fixes.append(
+            f"total_tokens={total_tokens} is below input_tokens + output_tokens = {parts}: "
+            "recomputed"
+        )
+        total_tokens, derive_missing_total = None, True
+    if total_tokens is None and derive_missing_total:
+        total_tokens = parts if parts <= MAX_TOKEN_COUNT else None
+    return (input_tokens, output_tokens, total_tokens), fixes
+
+
+def limit_depth(value: Any, max_depth: int = MAX_ATTRIBUTE_DEPTH) -> Any:
+    """`value` with every dict, list or tuple nested `max_depth` levels deep replaced by
+    `DEPTH_MARKER`; the very same object when nothing is that deep (no copy on the common
+    path). Never recurses deeper than `max_depth`, so any depth is safe to pass."""
+    return _cut(value, 0, max_depth)
+
+
+def _cut(value: Any, depth: int, max_depth: int) -> Any:
+    if isinstance(value, dict):
+        if depth >= max_depth:
+            return DEPTH_MARKER
+        copy: dict[Any, Any] | None = None
+        for key, item in value.items():
+            cut = _cut(item, depth + 1, max_depth)
+            if cut is not item:
+                if copy is None:
+                    copy = dict(value)
+                copy[key] = cut
+        return value if copy is None else copy
+    if isinstance(value, list | tuple):
+        if depth >= max_depth:
+            return DEPTH_MARKER
+        items = [_cut(item, depth + 1, max_depth) for item in value]
+        if all(new is old for new, old in zip(items, value, strict=True)):
+            return value
+        return items if isinstance(value, list) else tuple(items)
+    return value
+
+
+def _attributes_within_depth(value: dict[str, Any], where: str) -> dict[str, Any]:
+    cut = limit_depth(value)
+    if cut is not value:
+        CORRECTED_SPAN_VALUES.record(
+            f"{where} nested deeper than {MAX_ATTRIBUTE_DEPTH} levels: cut with a marker"
+        )
+    return cut  # type: ignore[no-any-return]
 
 
 REPLACEMENT_CHARACTER = "\ufffd"
@@ -124,12 +216,18 @@ class SpanEvent(BaseModel):
     def _aware(cls, v: datetime) -> datetime:
         return _require_aware(v, "timestamp")  # type: ignore[return-value]
 
+    @field_validator("attributes")
+    @classmethod
+    def _depth(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _attributes_within_depth(v, "event attributes")
+
 
 class ObservabilitySpan(BaseModel):
     """One unit of work: an agent operation, an LLM call, a tool call or a graph node.
 
-    `total_tokens` defaults to input + output; `duration_ms` defaults to end - start.
-    A span with status `started` may have no `end_time`; every other status needs one.
+    `total_tokens` defaults to input + output (and is recomputed when below it); `duration_ms`
+    is end - start whenever there is an end. A span with status `started` may have no
+    `end_time`; every other status needs one. See the module docstring for what is corrected.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=False)
@@ -182,6 +280,11 @@ class ObservabilitySpan(BaseModel):
     def _tokens(cls, v: Any, info: Any) -> int | None:
         return check_token_count(v, info.field_name)
 
+    @field_validator("attributes")
+    @classmethod
+    def _depth(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _attributes_within_depth(v, "attributes")
+
     @model_validator(mode="after")
     def _derive(self) -> ObservabilitySpan:
         if self.end_time is not None:
@@ -190,19 +293,37 @@ class ObservabilitySpan(BaseModel):
                     f"end_time ({self.end_time.isoformat()}) is before "
                     f"start_time ({self.start_time.isoformat()})"
                 )
-            if self.duration_ms is None:
-                self.duration_ms = (self.end_time - self.start_time).total_seconds() * 1000.0
+            self.duration_ms = _duration_of(self.start_time, self.end_time, self.duration_ms)
         elif self.status is not SpanStatus.STARTED:
             raise ValueError(f"a span with status {self.status.value!r} needs an end_time")
-        if self.total_tokens is None and (
-            self.input_tokens is not None or self.output_tokens is not None
-        ):
-            self.total_tokens = (self.input_tokens or 0) + (self.output_tokens or 0)
+        elif self.duration_ms is not None and not math.isfinite(self.duration_ms):
+            raise ValueError(
+                f"duration_ms must be a finite number of milliseconds, got {self.duration_ms!r}"
+            )
+        counts, fixes = reconcile_token_counts(
+            self.input_tokens, self.output_tokens, self.total_tokens
+        )
+        if fixes:
+            CORRECTED_SPAN_VALUES.record("; ".join(fixes))
+        self.input_tokens, self.output_tokens, self.total_tokens = counts
         return self
 
     @property
     def is_error(self) -> bool:
         return self.status is SpanStatus.ERROR
+
+
+def _duration_of(start: datetime, end: datetime, given: float | None) -> float:
+    """end - start in milliseconds; a given duration that disagrees is reported and replaced."""
+    derived = (end - start).total_seconds() * 1000.0
+    if given is not None and given != derived:
+        tolerance = max(DURATION_TOLERANCE_MS, derived * 1e-3)
+        if not math.isfinite(given) or abs(given - derived) > tolerance:
+            CORRECTED_SPAN_VALUES.record(
+                f"duration_ms={given!r} disagrees with end_time - start_time = {derived:g} ms: "
+                "replaced"
+            )
+    return derived
 
 
 class LatencyStats(BaseModel):

@@ -1,9 +1,10 @@
 """Token usage and text, read defensively from whatever a LangChain model returned.
 
 Providers report usage in different places and under different names; some report garbage
-(negative, NaN, strings). `extract_usage` looks in `usage_metadata` first (the standard since
-langchain-core 0.2.2), then in the provider fallbacks, and turns a bad count into `None` plus a
-counted, rate-limited warning: it runs inside callbacks, where raising would break the agent.
+(negative, NaN, strings, 10**30, a total smaller than its parts). `extract_usage` looks in
+`usage_metadata` first (the standard since langchain-core 0.2.2), then in the provider
+fallbacks, and turns a bad count into `None` plus a counted, rate-limited warning: it runs
+inside callbacks, where raising would break the agent.
 
 Lookup order for one object (first usage block found wins):
   1. `AIMessage.usage_metadata`
@@ -18,16 +19,15 @@ every generation, so summing them would over-count.
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 
-from .models import is_token_count, storable
+from .models import MAX_TOKEN_COUNT, is_token_count, reconcile_token_counts, storable
+from .problems import ProblemCounter
 
 __all__ = [
     "ProblemCounter",
@@ -59,49 +59,9 @@ class TokenUsage:
     model: str | None = None
 
 
-class ProblemCounter:
-    """Counts a kind of recoverable problem and logs at most one warning per `interval` seconds.
-
-    Used where raising is not an option (callbacks): every occurrence is counted, the log is
-    not flooded.
-    """
-
-    def __init__(
-        self,
-        what: str,
-        *,
-        interval_seconds: float = 60.0,
-        clock: Callable[[], float] = time.monotonic,
-        log: logging.Logger = logger,
-    ) -> None:
-        self._what = what
-        self._interval = interval_seconds
-        self._clock = clock
-        self._log = log
-        self._lock = threading.Lock()
-        self._count = 0
-        self._last_logged: float | None = None
-        self._suppressed = 0
-
-    @property
-    def count(self) -> int:
-        return self._count
-
-    def record(self, detail: str) -> None:
-        """Count one occurrence; warn unless a warning went out less than `interval` ago."""
-        with self._lock:
-            self._count += 1
-            now = self._clock()
-            if self._last_logged is not None and now - self._last_logged < self._interval:
-                self._suppressed += 1
-                return
-            suppressed, self._suppressed, self._last_logged = self._suppressed, 0, now
-            total = self._count
-        extra = f" ({suppressed} similar suppressed)" if suppressed else ""
-        self._log.warning("%s: %s [total %d]%s", self._what, detail, total, extra)
-
-
-INVALID_TOKEN_COUNTS = ProblemCounter("ignored an invalid token count from a model provider")
+INVALID_TOKEN_COUNTS = ProblemCounter(
+    "ignored an invalid token count from a model provider", log=logger
+)
 
 
 def _count(raw: Mapping[str, Any], keys: tuple[str, ...], problems: ProblemCounter) -> int | None:
@@ -114,7 +74,7 @@ def _count(raw: Mapping[str, Any], keys: tuple[str, ...], problems: ProblemCount
 def _valid_count(value: Any, key: str, problems: ProblemCounter) -> int | None:
     if is_token_count(value):
         return int(value)
-    problems.record(f"{key}={value!r:.80} (expected an integer >= 0)")
+    problems.record(f"{key}={value!r:.80} (expected an integer in 0..{MAX_TOKEN_COUNT})")
     return None
 
 
@@ -132,9 +92,12 @@ def _usage_from_raw(raw: Any, problems: ProblemCounter) -> TokenUsage | None:
     output_tokens = _count(raw, _OUTPUT_KEYS, problems)
     total_tokens = _count(raw, _TOTAL_KEYS, problems)
     total_given = any(raw.get(key) is not None for key in _TOTAL_KEYS)
-    if not total_given and (input_tokens is not None or output_tokens is not None):
-        total_tokens = (input_tokens or 0) + (output_tokens or 0)
-    return TokenUsage(input_tokens, output_tokens, total_tokens)
+    counts, fixes = reconcile_token_counts(
+        input_tokens, output_tokens, total_tokens, derive_missing_total=not total_given
+    )
+    for fix in fixes:
+        problems.record(fix)
+    return TokenUsage(*counts)
 
 
 def _model_from(mapping: Any) -> str | None:
@@ -203,8 +166,9 @@ def _first_message(obj: Any) -> Any:
 
 def _common_usage(obj: Any) -> TokenUsage | None:
     """The common case in one step, or None to take the full walk: the first message's
-    `usage_metadata` holds the three standard counts as plain non-negative ints and no
-    Anthropic cache counts. Exactly what the walk returns for such a message."""
+    `usage_metadata` holds the three standard counts as plain ints in range, a total no
+    smaller than input + output, and no Anthropic cache counts. Exactly what the walk returns
+    for such a message."""
     message = _first_message(obj)
     raw = getattr(message, "usage_metadata", None) if message is not None else None
     if type(raw) is not dict:
@@ -216,9 +180,9 @@ def _common_usage(obj: Any) -> TokenUsage | None:
         type(input_tokens) is int
         and type(output_tokens) is int
         and type(total_tokens) is int
-        and input_tokens >= 0
-        and output_tokens >= 0
-        and total_tokens >= 0
+        and 0 <= input_tokens <= MAX_TOKEN_COUNT
+        and 0 <= output_tokens <= MAX_TOKEN_COUNT
+        and input_tokens + output_tokens <= total_tokens <= MAX_TOKEN_COUNT
         and raw.get(_ANTHROPIC_CACHE_KEYS[0]) is None
         and raw.get(_ANTHROPIC_CACHE_KEYS[1]) is None
     ):
@@ -233,8 +197,9 @@ def _common_usage(obj: Any) -> TokenUsage | None:
 def extract_usage(obj: Any, *, problems: ProblemCounter | None = None) -> TokenUsage | None:
     """Token usage of an AIMessage(Chunk), ChatGeneration, LLMResult or dict; None if absent.
 
-    Never raises: a count that is negative, NaN, fractional or not a number becomes None and is
-    recorded on `problems` (default: the module's `INVALID_TOKEN_COUNTS`).
+    Never raises: a count that is negative, past 2**31 - 1 (no store's integer column holds it),
+    NaN, fractional or not a number becomes None, and a total below input + output is
+    recomputed; each is recorded on `problems` (default: the module's `INVALID_TOKEN_COUNTS`).
     """
     try:
         usage = _common_usage(obj)  # runs on every LLM call: skip the walk when it can
