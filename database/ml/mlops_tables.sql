@@ -210,6 +210,42 @@ COMMENT ON FUNCTION public.ml_agent_latency_stats(interval, text, timestamptz) I
     'Per-agent count, errors, avg/p50/p95/p99/max duration (percentile_cont), llm token sums '
     'and spans per minute for start_time in [p_now - p_window, p_now].';
 
+-- One trace's totals, in one row: span and distinct-agent counts, errors, first start and last
+-- end (a span still open counts with its start), and llm calls and tokens from llm spans only
+-- (as in ml_agent_latency_stats). A trace with no spans gives zero counts and NULL times.
+CREATE OR REPLACE FUNCTION public.ml_trace_summary(p_trace_id text)
+RETURNS TABLE (
+    span_count    bigint,
+    agent_count   bigint,
+    error_count   bigint,
+    start_time    timestamptz,
+    end_time      timestamptz,
+    llm_calls     bigint,
+    input_tokens  bigint,
+    output_tokens bigint,
+    total_tokens  bigint
+)
+LANGUAGE sql
+STABLE
+SET search_path = ''
+AS $fn$
+    SELECT
+        count(*),
+        count(DISTINCT s.agent_name),
+        count(*) FILTER (WHERE s.status = 'error'),
+        min(s.start_time),
+        max(coalesce(s.end_time, s.start_time)),
+        count(*) FILTER (WHERE s.span_kind = 'llm'),
+        coalesce(sum(s.input_tokens) FILTER (WHERE s.span_kind = 'llm'), 0)::bigint,
+        coalesce(sum(s.output_tokens) FILTER (WHERE s.span_kind = 'llm'), 0)::bigint,
+        coalesce(sum(s.total_tokens) FILTER (WHERE s.span_kind = 'llm'), 0)::bigint
+    FROM public.ml_observability_spans AS s
+    WHERE s.trace_id = p_trace_id
+$fn$;
+
+COMMENT ON FUNCTION public.ml_trace_summary(text) IS
+    'One trace: span, agent and error counts, first start, last end, llm calls and tokens.';
+
 -- Retention: delete ONE batch, at most p_batch_size of the oldest spans that started before
 -- p_now - p_older_than, and return how many were deleted. Callers loop, one call per
 -- transaction (or per rpc request), until a call returns fewer than p_batch_size, passing the
@@ -290,6 +326,7 @@ ALTER TABLE public.ml_observability_spans ENABLE ROW LEVEL SECURITY;
 
 REVOKE ALL ON FUNCTION public.ml_agent_latency_stats(interval, text, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.ml_delete_old_spans(interval, integer, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION public.ml_trace_summary(text) FROM PUBLIC;
 
 DO $roles$
 BEGIN
@@ -302,6 +339,7 @@ BEGIN
             FROM anon;
         REVOKE ALL ON FUNCTION public.ml_delete_old_spans(interval, integer, timestamptz)
             FROM anon;
+        REVOKE ALL ON FUNCTION public.ml_trace_summary(text) FROM anon;
     END IF;
 
     -- authenticated: a read-only policy exists, but no grant by default
@@ -313,6 +351,7 @@ BEGIN
             FROM authenticated;
         REVOKE ALL ON FUNCTION public.ml_delete_old_spans(interval, integer, timestamptz)
             FROM authenticated;
+        REVOKE ALL ON FUNCTION public.ml_trace_summary(text) FROM authenticated;
         DROP POLICY IF EXISTS ml_obs_spans_authenticated_read ON public.ml_observability_spans;
         CREATE POLICY ml_obs_spans_authenticated_read ON public.ml_observability_spans
             AS PERMISSIVE FOR SELECT TO authenticated USING (true);
@@ -327,6 +366,7 @@ BEGIN
             TO service_role;
         GRANT EXECUTE ON FUNCTION public.ml_delete_old_spans(interval, integer, timestamptz)
             TO service_role;
+        GRANT EXECUTE ON FUNCTION public.ml_trace_summary(text) TO service_role;
         DROP POLICY IF EXISTS ml_obs_spans_service_role_all ON public.ml_observability_spans;
         CREATE POLICY ml_obs_spans_service_role_all ON public.ml_observability_spans
             AS PERMISSIVE FOR ALL TO service_role USING (true) WITH CHECK (true);

@@ -12,17 +12,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from src.agents.ml_foundation.observability_connector.models import check_trace_id, utc_now
+from src.agents.ml_foundation.observability_connector.models import (
+    SpanStatus,
+    check_trace_id,
+    utc_now,
+)
 from src.agents.ml_foundation.observability_connector.time_window import parse_time_window
 
 __all__ = [
     "Clock",
     "Window",
     "check_agent_name",
+    "check_agent_tier",
     "check_int",
     "check_limit",
     "check_retention",
     "check_seconds",
+    "check_status",
     "check_trace_id",
     "current_time",
     "resolve_window",
@@ -84,6 +90,26 @@ def check_agent_name(agent_name: str | None) -> str | None:
     if agent_name is not None and (not isinstance(agent_name, str) or not agent_name):
         raise ValueError(f"agent_name must be a non-empty string or None, got {agent_name!r}")
     return agent_name
+
+
+def check_status(status: SpanStatus | str | None) -> str | None:
+    """A span status value (`started`, `completed`, `error`) or None."""
+    if status is None:
+        return None
+    try:
+        return SpanStatus(status).value
+    except ValueError:
+        accepted = ", ".join(s.value for s in SpanStatus)
+        raise ValueError(f"status must be one of {accepted} or None, got {status!r}") from None
+
+
+def check_agent_tier(agent_tier: int | None) -> int | None:
+    """A tier number 0-5 (an agent registry priority) or None."""
+    if agent_tier is not None and (
+        isinstance(agent_tier, bool) or not isinstance(agent_tier, int) or not 0 <= agent_tier <= 5
+    ):
+        raise ValueError(f"agent_tier must be an integer from 0 to 5 or None, got {agent_tier!r}")
+    return agent_tier
 
 
 def check_retention(days: int, batch_size: int) -> timedelta:

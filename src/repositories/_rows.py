@@ -20,12 +20,14 @@ from pydantic_core import to_json
 from src.agents.ml_foundation.observability_connector.models import (
     LatencyStats,
     ObservabilitySpan,
+    TraceSummary,
     storable,
 )
 
 __all__ = [
     "SPAN_COLUMNS",
     "STATS_COLUMNS",
+    "SUMMARY_COLUMNS",
     "format_utc",
     "parse_utc",
     "span_from_row",
@@ -33,6 +35,7 @@ __all__ = [
     "span_to_postgres_row",
     "span_to_sqlite_row",
     "stats_from_row",
+    "summary_from_row",
 ]
 
 SPAN_COLUMNS: tuple[str, ...] = (
@@ -63,6 +66,11 @@ SPAN_COLUMNS: tuple[str, ...] = (
 
 STATS_COLUMNS: tuple[str, ...] = tuple(LatencyStats.model_fields)
 """Columns of a statistics row, in the order the SQL of every backend returns them."""
+
+SUMMARY_COLUMNS: tuple[str, ...] = tuple(
+    name for name in TraceSummary.model_fields if name != "trace_id"
+)
+"""Columns of a trace-summary row, in the order the SQL of every backend returns them."""
 
 _TIME_COLUMNS = frozenset({"start_time", "end_time"})
 _JSON_COLUMNS = frozenset({"attributes", "events"})
@@ -248,3 +256,12 @@ def span_from_row(row: Sequence[Any]) -> ObservabilitySpan:
 
 def stats_from_row(row: Sequence[Any]) -> LatencyStats:
     return LatencyStats.model_validate(dict(zip(STATS_COLUMNS, row, strict=True)))
+
+
+def summary_from_row(trace_id: str, row: Sequence[Any]) -> TraceSummary:
+    """A trace summary from a row in `SUMMARY_COLUMNS` order (either backend's encoding)."""
+    values: dict[str, Any] = dict(zip(SUMMARY_COLUMNS, row, strict=True))
+    for name in _TIME_COLUMNS:
+        if values[name] is not None:
+            values[name] = parse_utc(values[name])
+    return TraceSummary(trace_id=trace_id, **values)

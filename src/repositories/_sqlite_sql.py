@@ -22,6 +22,7 @@ __all__ = [
     "MIGRATIONS",
     "SELECT_BY_TRACE",
     "SELECT_BY_WINDOW",
+    "TRACE_SUMMARY",
 ]
 
 _HEX16 = "length({c}) = 16 AND {c} NOT GLOB '*[^0-9a-f]*' AND {c} <> '0000000000000000'"
@@ -83,12 +84,25 @@ SELECT_BY_WINDOW = (
     f"SELECT {_COLUMNS} FROM {TABLE_NAME} "
     "WHERE start_time >= :start AND start_time <= :end "
     "AND (:agent IS NULL OR agent_name = :agent) "
+    "AND (:status IS NULL OR status = :status) "
+    "AND (:tier IS NULL OR agent_tier = :tier) "
     "ORDER BY start_time DESC, trace_id DESC, span_id DESC LIMIT :limit"
 )
 
 SELECT_BY_TRACE = (
     f"SELECT {_COLUMNS} FROM {TABLE_NAME} WHERE trace_id = ? ORDER BY start_time, span_id"
 )
+
+TRACE_SUMMARY = f"""
+SELECT COUNT(*), COUNT(DISTINCT agent_name), COALESCE(SUM(status = 'error'), 0),
+       MIN(start_time), MAX(COALESCE(end_time, start_time)),
+       COALESCE(SUM(span_kind = 'llm'), 0),
+       COALESCE(SUM(CASE WHEN span_kind = 'llm' THEN input_tokens END), 0),
+       COALESCE(SUM(CASE WHEN span_kind = 'llm' THEN output_tokens END), 0),
+       COALESCE(SUM(CASE WHEN span_kind = 'llm' THEN total_tokens END), 0)
+FROM {TABLE_NAME} WHERE trace_id = ?
+"""
+"""Columns in `_rows.SUMMARY_COLUMNS` order; text timestamps compare as times (fixed width)."""
 
 DELETE_OLD_BATCH = (
     f"DELETE FROM {TABLE_NAME} WHERE rowid IN ("

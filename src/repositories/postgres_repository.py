@@ -23,21 +23,31 @@ from psycopg import AsyncConnection
 from src.agents.ml_foundation.observability_connector.models import (
     LatencyStats,
     ObservabilitySpan,
+    SpanStatus,
+    TraceSummary,
 )
 from src.repositories._arguments import (
     Clock,
     check_agent_name,
+    check_agent_tier,
     check_int,
     check_limit,
     check_retention,
     check_seconds,
+    check_status,
     check_trace_id,
     current_time,
     resolve_window,
     utc_now,
 )
 from src.repositories._postgres_pools import PoolRunner
-from src.repositories._rows import SPAN_COLUMNS, span_from_row, span_to_postgres_row, stats_from_row
+from src.repositories._rows import (
+    SPAN_COLUMNS,
+    span_from_row,
+    span_to_postgres_row,
+    stats_from_row,
+    summary_from_row,
+)
 from src.repositories.span_store import TABLE_NAME
 
 __all__ = ["SCHEMA_PATH", "SETUP_LOCK_KEY", "PostgresSpanRepository"]
@@ -66,12 +76,15 @@ _INSERT_STAGED = (
 _SELECT_WINDOW = (
     f"SELECT {_COLUMNS} FROM {_TABLE} WHERE start_time >= %(start)s AND start_time <= %(end)s "
     "AND (%(agent)s::text IS NULL OR agent_name = %(agent)s::text) "
+    "AND (%(status)s::text IS NULL OR status = %(status)s::text) "
+    "AND (%(tier)s::smallint IS NULL OR agent_tier = %(tier)s::smallint) "
     'ORDER BY start_time DESC, trace_id COLLATE "C" DESC, span_id COLLATE "C" DESC '
     "LIMIT %(limit)s"
 )
 _SELECT_TRACE = (
     f'SELECT {_COLUMNS} FROM {_TABLE} WHERE trace_id = %s ORDER BY start_time, span_id COLLATE "C"'
 )
+_TRACE_SUMMARY = "SELECT * FROM public.ml_trace_summary(%s::text)"
 _LATENCY_STATS = (
     "SELECT * FROM public.ml_agent_latency_stats(%s::interval, %s::text, %s::timestamptz)"
 )
@@ -167,13 +180,21 @@ class PostgresSpanRepository:
         return await self._pools.run("insert batch", copy_in)
 
     async def get_spans_by_time_window(
-        self, window: str, agent_name: str | None = None, limit: int = 1000
+        self,
+        window: str,
+        agent_name: str | None = None,
+        limit: int = 1000,
+        *,
+        status: SpanStatus | str | None = None,
+        agent_tier: int | None = None,
     ) -> list[ObservabilitySpan]:
         resolved = resolve_window(window, self._clock)
         params = {
             "start": resolved.start,
             "end": resolved.end,
             "agent": check_agent_name(agent_name),
+            "status": check_status(status),
+            "tier": check_agent_tier(agent_tier),
             "limit": check_limit(limit),
         }
         rows = await self._pools.run("select spans by window", _fetch(_SELECT_WINDOW, params))
@@ -183,6 +204,11 @@ class PostgresSpanRepository:
         params = (check_trace_id(trace_id),)
         rows = await self._pools.run("select spans by trace", _fetch(_SELECT_TRACE, params))
         return [span_from_row(row) for row in rows]
+
+    async def get_trace_summary(self, trace_id: str) -> TraceSummary:
+        params = (check_trace_id(trace_id),)
+        (row,) = await self._pools.run("trace summary", _fetch(_TRACE_SUMMARY, params))
+        return summary_from_row(trace_id, row)
 
     async def get_latency_stats(
         self, window: str, agent_name: str | None = None

@@ -12,6 +12,8 @@ from typing import Protocol, runtime_checkable
 from src.agents.ml_foundation.observability_connector.models import (
     LatencyStats,
     ObservabilitySpan,
+    SpanStatus,
+    TraceSummary,
 )
 
 TABLE_NAME = "ml_observability_spans"
@@ -36,12 +38,23 @@ class SpanRepository(Protocol):
         """Store many spans; return how many were new (re-sent spans are not duplicated)."""
 
     async def get_spans_by_time_window(
-        self, window: str, agent_name: str | None = None, limit: int = 1000
+        self,
+        window: str,
+        agent_name: str | None = None,
+        limit: int = 1000,
+        *,
+        status: SpanStatus | str | None = None,
+        agent_tier: int | None = None,
     ) -> list[ObservabilitySpan]:
-        """Spans whose start_time is inside the window, newest first."""
+        """Spans whose start_time is inside the window, newest first; every filter given
+        (agent, status, tier) applies, in the query, before `limit`."""
 
     async def get_spans_by_trace(self, trace_id: str) -> list[ObservabilitySpan]:
         """All spans of one trace, oldest first."""
+
+    async def get_trace_summary(self, trace_id: str) -> TraceSummary:
+        """One trace's counts, first start, last end and llm tokens, aggregated by the backend
+        (zero counts for a trace with no spans)."""
 
     async def get_latency_stats(
         self, window: str, agent_name: str | None = None

@@ -21,21 +21,31 @@ from typing import TypeVar
 from src.agents.ml_foundation.observability_connector.models import (
     LatencyStats,
     ObservabilitySpan,
+    SpanStatus,
+    TraceSummary,
 )
 from src.repositories import _sqlite_sql as sql
 from src.repositories._arguments import (
     Clock,
     Window,
     check_agent_name,
+    check_agent_tier,
     check_limit,
     check_retention,
     check_seconds,
+    check_status,
     check_trace_id,
     current_time,
     resolve_window,
     utc_now,
 )
-from src.repositories._rows import format_utc, span_from_row, span_to_sqlite_row, stats_from_row
+from src.repositories._rows import (
+    format_utc,
+    span_from_row,
+    span_to_sqlite_row,
+    stats_from_row,
+    summary_from_row,
+)
 from src.repositories.span_store import RepositoryError
 
 __all__ = ["SqliteSpanRepository"]
@@ -179,11 +189,19 @@ class SqliteSpanRepository:
         return self._call("insert", insert)
 
     async def get_spans_by_time_window(
-        self, window: str, agent_name: str | None = None, limit: int = 1000
+        self,
+        window: str,
+        agent_name: str | None = None,
+        limit: int = 1000,
+        *,
+        status: SpanStatus | str | None = None,
+        agent_tier: int | None = None,
     ) -> list[ObservabilitySpan]:
         params = {
             **_window_params(resolve_window(window, self._clock)),
             "agent": check_agent_name(agent_name),
+            "status": check_status(status),
+            "tier": check_agent_tier(agent_tier),
             "limit": check_limit(limit),
         }
         rows = await self._run(
@@ -197,6 +215,13 @@ class SqliteSpanRepository:
             "select", lambda conn: conn.execute(sql.SELECT_BY_TRACE, params).fetchall()
         )
         return [span_from_row(row) for row in rows]
+
+    async def get_trace_summary(self, trace_id: str) -> TraceSummary:
+        params = (check_trace_id(trace_id),)
+        row = await self._run(
+            "trace summary", lambda conn: conn.execute(sql.TRACE_SUMMARY, params).fetchone()
+        )
+        return summary_from_row(trace_id, row)
 
     async def get_latency_stats(
         self, window: str, agent_name: str | None = None

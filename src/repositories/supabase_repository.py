@@ -14,7 +14,9 @@ and `return=minimal`; `count=exact` makes PostgREST report the rows really inser
 
 The client's own retries are off (they sleep up to 7 s on a GET and never retry a POST): the
 emission pipeline retries, spools and replays. httpx clients belong to one event loop, so each
-loop that uses the repository gets its own client.
+loop that uses the repository gets its own client. A caller's own client may be the async
+`AsyncClient` or the synchronous `Client` (E2I's `get_supabase_client()`); a synchronous one is
+driven from a worker thread, so its blocking requests never hold up the event loop.
 """
 
 from __future__ import annotations
@@ -26,19 +28,23 @@ from typing import Any
 import httpx
 from postgrest.exceptions import APIError
 from pydantic import SecretStr
-from supabase import AsyncClient, AsyncClientOptions, acreate_client
+from supabase import AsyncClient, AsyncClientOptions, Client, acreate_client
 
 from src.agents.ml_foundation.observability_connector.models import (
     LatencyStats,
     ObservabilitySpan,
+    SpanStatus,
+    TraceSummary,
 )
 from src.repositories._arguments import (
     Clock,
     check_agent_name,
+    check_agent_tier,
     check_int,
     check_limit,
     check_retention,
     check_seconds,
+    check_status,
     check_trace_id,
     current_time,
     resolve_window,
@@ -47,9 +53,11 @@ from src.repositories._arguments import (
 from src.repositories._rows import (
     SPAN_COLUMNS,
     STATS_COLUMNS,
+    SUMMARY_COLUMNS,
     span_from_row,
     span_to_json_row,
     stats_from_row,
+    summary_from_row,
 )
 from src.repositories.span_store import TABLE_NAME, RepositoryError
 from src.repositories.supabase_errors import (
@@ -77,6 +85,7 @@ CONFLICT_KEY = "trace_id,span_id"
 SELECT_COLUMNS = ",".join(SPAN_COLUMNS)
 STATS_FUNCTION = "ml_agent_latency_stats"
 RETENTION_FUNCTION = "ml_delete_old_spans"
+SUMMARY_FUNCTION = "ml_trace_summary"
 
 
 class SupabaseSpanRepository:
@@ -89,7 +98,7 @@ class SupabaseSpanRepository:
         *,
         clock: Clock | None = None,
         timeout: float = 10.0,
-        client: AsyncClient | None = None,
+        client: AsyncClient | Client | None = None,
         rows_per_request: int = MAX_ROWS_PER_REQUEST,
     ) -> None:
         """`clock` returns timezone-aware "now" for windows; `client` replaces the clients
@@ -158,18 +167,29 @@ class SupabaseSpanRepository:
         return inserted
 
     async def get_spans_by_time_window(
-        self, window: str, agent_name: str | None = None, limit: int = 1000
+        self,
+        window: str,
+        agent_name: str | None = None,
+        limit: int = 1000,
+        *,
+        status: SpanStatus | str | None = None,
+        agent_tier: int | None = None,
     ) -> list[ObservabilitySpan]:
         check_limit(limit)
-        check_agent_name(agent_name)
+        filters = {
+            "agent_name": check_agent_name(agent_name),
+            "status": check_status(status),
+            "agent_tier": check_agent_tier(agent_tier),
+        }
         span = resolve_window(window, self._clock)
 
         def query(c: AsyncClient) -> Any:
             builder = c.table(TABLE_NAME).select(SELECT_COLUMNS)
             builder = builder.gte("start_time", span.start.isoformat())
             builder = builder.lte("start_time", span.end.isoformat())
-            if agent_name is not None:
-                builder = builder.eq("agent_name", agent_name)
+            for column, value in filters.items():
+                if value is not None:
+                    builder = builder.eq(column, value)
             builder = builder.order("start_time", desc=True).order("trace_id", desc=True)
             return builder.order("span_id", desc=True).limit(limit).execute()
 
@@ -190,6 +210,14 @@ class SupabaseSpanRepository:
             ),
         )
         return [_span(row) for row in response.data]
+
+    async def get_trace_summary(self, trace_id: str) -> TraceSummary:
+        args = {"p_trace_id": check_trace_id(trace_id)}
+        response = await self._run(
+            f"call {SUMMARY_FUNCTION}", lambda c: c.rpc(SUMMARY_FUNCTION, args).execute()
+        )
+        (row,) = response.data
+        return summary_from_row(trace_id, [row[column] for column in SUMMARY_COLUMNS])
 
     async def get_latency_stats(
         self, window: str, agent_name: str | None = None
@@ -242,7 +270,7 @@ class SupabaseSpanRepository:
             "p_now": span.end.isoformat(),
         }
 
-    async def _client(self) -> AsyncClient:
+    async def _client(self) -> AsyncClient | Client:
         if self._closed:
             raise RepositoryError("the Supabase span repository is closed")
         if self._injected is not None:
@@ -276,7 +304,10 @@ class SupabaseSpanRepository:
         """Send one request; every failure becomes a `SupabaseRequestError` without the key."""
         key = self._key.get_secret_value()
         try:
-            return await request(await self._client())
+            client = await self._client()
+            if isinstance(client, Client):
+                return await asyncio.to_thread(request, client)
+            return await request(client)
         except SupabaseRequestError as exc:
             raise exc.for_operation(operation, key) from None
         except APIError as exc:

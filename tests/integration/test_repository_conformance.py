@@ -21,6 +21,7 @@ from src.agents.ml_foundation.observability_connector.models import (
     SpanEvent,
     SpanKind,
     SpanStatus,
+    TraceSummary,
 )
 from src.agents.ml_foundation.observability_connector.time_window import ACCEPTED_WINDOWS
 from src.repositories.observability_span import (
@@ -277,6 +278,71 @@ async def test_get_spans_by_trace__several_traces__one_trace_oldest_first(reposi
     assert await repository.get_spans_by_trace("1" * 32) == []
 
 
+async def test_get_spans_by_time_window__status_and_tier_filters__applied_before_limit(
+    repository,
+):
+    errors = [make_span(m, status=SpanStatus.ERROR, agent_tier=2) for m in (9, 5, 7)]
+    completed = [make_span(m, agent_tier=2) for m in (1, 2)]
+    tier_four = [
+        make_span(3, agent="drift_monitor", agent_tier=4),
+        make_span(4, agent="drift_monitor", agent_tier=4, status=SpanStatus.ERROR),
+    ]
+    open_span = make_span(6, duration_ms=None, agent_tier=0)
+    await repository.insert_spans_batch([*errors, *completed, *tier_four, open_span])
+
+    got_errors = await repository.get_spans_by_time_window("1h", status="error", limit=3)
+    assert stored_ids(got_errors) == [tier_four[1].span_id, errors[1].span_id, errors[2].span_id]
+    assert await repository.get_spans_by_time_window("1h", status=SpanStatus.STARTED) == [open_span]
+    tier_two = await repository.get_spans_by_time_window("1h", agent_tier=2)
+    assert stored_ids(tier_two) == [
+        s.span_id for s in sorted([*errors, *completed], key=lambda s: s.start_time, reverse=True)
+    ]
+    both = await repository.get_spans_by_time_window(
+        "1h", "drift_monitor", status="completed", agent_tier=4
+    )
+    assert both == [tier_four[0]]
+    assert await repository.get_spans_by_time_window("1h", agent_tier=5) == []
+
+
+async def test_get_trace_summary__mixed_spans__counts_first_start_last_end_llm_tokens(
+    repository,
+):
+    root = make_span(10, agent="orchestrator", duration_ms=9000.0)
+    llm = make_span(9, span_kind=SpanKind.LLM, input_tokens=120, output_tokens=30)
+    llm_error = make_span(
+        8, span_kind=SpanKind.LLM, status=SpanStatus.ERROR, input_tokens=7, total_tokens=9
+    )
+    agent_tokens = make_span(7, agent="causal_impact", input_tokens=1000, output_tokens=1000)
+    still_open = make_span(0.5, agent="causal_impact", duration_ms=None)
+    other_trace = make_span(3, trace_id=TRACE_B, span_kind=SpanKind.LLM, input_tokens=5)
+    await repository.insert_spans_batch(
+        [root, llm, llm_error, agent_tokens, still_open, other_trace]
+    )
+
+    summary = await repository.get_trace_summary(TRACE_A)
+
+    assert summary == TraceSummary(
+        trace_id=TRACE_A,
+        span_count=5,
+        agent_count=3,
+        error_count=1,
+        start_time=root.start_time,
+        end_time=still_open.start_time,
+        llm_calls=2,
+        input_tokens=127,
+        output_tokens=30,
+        total_tokens=150 + 9,
+    )
+    assert summary.total_duration_ms == pytest.approx(9.5 * 60_000)
+    assert summary.model_dump()["total_duration_ms"] == summary.total_duration_ms
+
+
+async def test_get_trace_summary__unknown_trace__zero_counts_no_times(repository):
+    await repository.insert_span(make_span())
+    assert await repository.get_trace_summary(TRACE_B) == TraceSummary(trace_id=TRACE_B)
+    assert (await repository.get_trace_summary(TRACE_B)).total_duration_ms == 0.0
+
+
 # -- statistics ---------------------------------------------------------------------------------
 
 
@@ -399,10 +465,26 @@ async def test_windows__invalid_string__value_error_naming_accepted_forms(reposi
         (lambda r: r.get_spans_by_time_window("1h", agent_name=""), "agent_name"),
         (lambda r: r.get_latency_stats("1h", agent_name=""), "agent_name"),
         (lambda r: r.get_spans_by_trace("not-a-trace"), "trace_id"),
+        (lambda r: r.get_trace_summary("not-a-trace"), "trace_id"),
+        (lambda r: r.get_spans_by_time_window("1h", status="success"), "status"),
+        (lambda r: r.get_spans_by_time_window("1h", agent_tier=6), "agent_tier"),
+        (lambda r: r.get_spans_by_time_window("1h", agent_tier="2"), "agent_tier"),
         (lambda r: r.delete_old_spans(days=-1), "days"),
         (lambda r: r.delete_old_spans(days=30, batch_size=0), "batch_size"),
     ],
-    ids=["limit0", "limit_bool", "agent_window", "agent_stats", "trace", "days", "batch"],
+    ids=[
+        "limit0",
+        "limit_bool",
+        "agent_window",
+        "agent_stats",
+        "trace",
+        "summary_trace",
+        "status",
+        "tier_range",
+        "tier_text",
+        "days",
+        "batch",
+    ],
 )
 async def test_arguments__invalid__value_error_naming_the_argument(repository, call, argument):
     with pytest.raises(ValueError, match=argument):

@@ -33,6 +33,8 @@ INSERT = sql.SQL("INSERT INTO {table} ({columns}) VALUES ({values})").format(
     values=sql.SQL(", ").join(sql.Placeholder() * len(SPAN_COLUMNS)),
 )
 
+FUNCTIONS = "('ml_agent_latency_stats', 'ml_delete_old_spans', 'ml_trace_summary')"
+
 CATALOG = """
 SELECT 'column', a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' '
        || a.attnotnull || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), '')
@@ -53,7 +55,8 @@ FROM pg_policies WHERE schemaname = 'public' AND tablename = 'ml_observability_s
 UNION ALL
 SELECT 'function', p.oid::regprocedure::text || ' ' || pg_get_functiondef(p.oid) || ' '
        || coalesce(p.proacl::text, '<default>') || ' ' || coalesce(obj_description(p.oid), '')
-FROM pg_proc p WHERE p.proname IN ('ml_agent_latency_stats', 'ml_delete_old_spans')
+FROM pg_proc p
+WHERE p.proname IN ('ml_agent_latency_stats', 'ml_delete_old_spans', 'ml_trace_summary')
 UNION ALL
 SELECT 'relation', c.oid::text || ' ' || c.relname || ' ' || c.relkind::text || ' '
        || c.relrowsecurity || ' ' || coalesce(c.relacl::text, '<default>') || ' '
@@ -150,17 +153,19 @@ async def test_schema__plain_postgres_without_supabase_roles__applies_twice_with
         ).fetchone()
         grantees = conn.execute(  # grantee 0 is PUBLIC
             "SELECT p.proname, a.grantee::regrole::text FROM pg_proc p, aclexplode(p.proacl) a "
-            "WHERE p.proname IN ('ml_agent_latency_stats', 'ml_delete_old_spans') "
-            "AND a.grantee <> 0 ORDER BY 1"
+            f"WHERE p.proname IN {FUNCTIONS} AND a.grantee <> 0 ORDER BY 1"
         ).fetchall()
         (public,) = conn.execute(
             "SELECT count(*) FROM pg_proc p, aclexplode(p.proacl) a "
-            "WHERE p.proname IN ('ml_agent_latency_stats', 'ml_delete_old_spans') "
-            "AND a.grantee = 0"
+            f"WHERE p.proname IN {FUNCTIONS} AND a.grantee = 0"
         ).fetchone()
     assert rls is True
     assert public == 0
-    assert grantees == [("ml_agent_latency_stats", "postgres"), ("ml_delete_old_spans", "postgres")]
+    assert grantees == [
+        ("ml_agent_latency_stats", "postgres"),
+        ("ml_delete_old_spans", "postgres"),
+        ("ml_trace_summary", "postgres"),
+    ]
 
 
 def test_schema__seed_era_table__gains_new_columns_and_unique_key(pg_dsn):
@@ -194,8 +199,9 @@ def test_schema__seed_era_table__gains_new_columns_and_unique_key(pg_dsn):
         "SELECT * FROM public.v_agent_latency_summary",
         "SELECT * FROM public.ml_agent_latency_stats(interval '1 hour')",
         "SELECT public.ml_delete_old_spans(interval '1 day', 10)",
+        "SELECT * FROM public.ml_trace_summary('0af7651916cd43dd8448eb211c80319c')",
     ],
-    ids=["select", "view", "stats_function", "retention_function"],
+    ids=["select", "view", "stats_function", "retention_function", "summary_function"],
 )
 def test_anon__select_view_and_functions__permission_denied_42501(pg_dsn, supabase_roles, query):
     apply_file(pg_dsn)
@@ -232,10 +238,14 @@ def test_service_role__inserts_reads_and_calls_functions__through_its_policy(
         read = as_role(conn, role, f"SELECT span_id FROM public.{TABLE_NAME} ORDER BY start_time")
         stats = as_role(conn, role, "SELECT agent_name, count FROM public.v_agent_latency_summary")
         deleted = as_role(conn, role, "SELECT public.ml_delete_old_spans(interval '30 days', 10)")
+        summary = as_role(
+            conn, role, "SELECT span_count FROM public.ml_trace_summary(%s)", (span.trace_id,)
+        )
 
         assert read == [(old.span_id,), (span.span_id,)]
         assert stats == [("gap_analyzer", 1)]
         assert deleted == [(1,)]
+        assert summary == [(1,)]
 
         conn.execute(f"DROP POLICY ml_obs_spans_service_role_all ON public.{TABLE_NAME}")
         assert as_role(conn, role, f"SELECT span_id FROM public.{TABLE_NAME}") == []

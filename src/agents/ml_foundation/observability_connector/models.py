@@ -25,7 +25,14 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    computed_field,
+    field_validator,
+    model_validator,
+)
 
 from .problems import ProblemCounter
 
@@ -409,3 +416,32 @@ class EmissionResult(BaseModel):
     per_sink: dict[str, int] = Field(default_factory=dict)
     circuit_state: str = "closed"
     flushed: bool = False
+
+
+class TraceSummary(BaseModel):
+    """One trace's totals, aggregated by the storage backend (`get_trace_summary`).
+
+    Tokens and `llm_calls` count `llm` spans only, as in `LatencyStats`, so a parent span never
+    double-counts its children. `end_time` is the last end (the start, for a span still open).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    trace_id: str
+    span_count: int = Field(default=0, ge=0)
+    agent_count: int = Field(default=0, ge=0)
+    error_count: int = Field(default=0, ge=0)
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    llm_calls: int = Field(default=0, ge=0)
+    input_tokens: int = Field(default=0, ge=0)
+    output_tokens: int = Field(default=0, ge=0)
+    total_tokens: int = Field(default=0, ge=0)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def total_duration_ms(self) -> float:
+        """First start to last end, in milliseconds (0.0 for a trace with no spans)."""
+        if self.start_time is None or self.end_time is None:
+            return 0.0
+        return (self.end_time - self.start_time).total_seconds() * 1000.0
