@@ -22,4 +22,5 @@ pytest_plugins = [
     "tests.fixtures.postgrest_double",
     "tests.fixtures.redis",
     "tests.fixtures.opik_server",
+    "tests.fixtures.outside_reads",
 ]

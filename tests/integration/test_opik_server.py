@@ -6,22 +6,22 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.fixtures.opik_server import (
+    OPIK_DATA_DIR,
     PING_PATH,
-    SHARED_OPIK_DIR,
     SPANS_BATCH_PATH,
     TRACE_SCORES_PATH,
+    VALIDATED_ENDPOINTS,
     OpikSchema,
     OpikTestServer,
     load_openapi,
 )
 
-SAMPLE = SHARED_OPIK_DIR / "samples" / "sdk-2.2.122-complete-trace.json"
+SAMPLE = OPIK_DATA_DIR / "samples" / "sdk-2.2.122-complete-trace.json"
 V7_ID = "01a212a1-f5ec-7b3a-9703-08c0d512093b"
 V4_ID = "6f1c1a52-3d4e-4b7a-9c1d-2f0e8a7b6c5d"
 
@@ -111,6 +111,26 @@ def test_opik_server__fail_with__status_body_and_headers(opik_server: OpikTestSe
     assert opik_server.received_spans() == []
 
 
-def test_load_openapi__missing_file__clear_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"shared/opik/openapi\.yaml"):
-        load_openapi(tmp_path / "openapi.yaml")
+def test_openapi_subset__validated_endpoints__are_the_subsets_request_schemas() -> None:
+    paths = load_openapi()["paths"]
+    for (method, path), schema_name in VALIDATED_ENDPOINTS.items():
+        operation = paths[path.removeprefix("/api")][method.lower()]
+        ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        assert ref == f"#/components/schemas/{schema_name}"
+
+
+def _refs(node: object) -> Iterator[str]:
+    if isinstance(node, dict):
+        if "$ref" in node:
+            yield node["$ref"]
+        for value in node.values():
+            yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
+
+
+def test_openapi_subset__every_ref__resolves_inside_the_subset() -> None:
+    document = load_openapi()
+    names = {ref.removeprefix("#/components/schemas/") for ref in _refs(document)}
+    assert names and names <= set(document["components"]["schemas"])

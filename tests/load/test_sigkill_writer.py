@@ -1,5 +1,5 @@
 """A writer process killed with SIGKILL mid-run loses at most what it held only in memory, and
-everything it had spooled is replayed by the next process (bound: /work/notes/sigkill_bound.md).
+everything it had spooled is replayed by the next process.
 
 Spans held only in memory at any instant: the queue (<= max_queue_size), the batch the worker is
 writing (<= max_batch_size) and an overflow batch being written to the spool (<= max_batch_size).

@@ -660,7 +660,7 @@ def test_batch_processor__unvalidated_span_with_sampler__kept_not_raised(process
     ("sinks", "message"),
     [
         ([ListSink("same"), ListSink("same")], "unique"),
-        ([ListSink("../escape")], "name"),
+        ([ListSink("../escape")], "name"),  # outside-path-ok: a sink name to reject
         ([ListSink("")], "name"),
         ([ListSink("db\n")], "name"),  # would become a spool directory name
     ],
