@@ -1,8 +1,9 @@
-"""`ObservabilitySpanRepository` called the way E2I's modules call it (`../shared/e2i/README.md`
-§6, copied into these tests as calls): constructed with no arguments (the configured default
-backend: SQLite, or PostgreSQL through `E2I_OBS_DATABASE_URL`) or with `supabase_client=` (the
-real supabase client, async and sync, against the PostgREST test double), keyword arguments,
-dashed UUID trace ids, real wall-clock time. Every read goes back to the store.
+"""`ObservabilitySpanRepository` called the way E2I's modules call it (E2I's integration notes,
+§6 "Repository and agent", copied into these tests as calls): constructed with no arguments
+(the configured default backend: SQLite, or PostgreSQL through `E2I_OBS_DATABASE_URL`) or with
+`supabase_client=` (the real supabase client, async and sync, against the PostgREST test
+double), keyword arguments, dashed UUID trace ids, real wall-clock time. Every read goes back to
+the store.
 """
 
 from __future__ import annotations
