@@ -12,7 +12,9 @@ belongs to the loop that opened it: a forked child (which gets a fresh loop) ope
 leaves the parent's untouched, since finishing it would end the parent's sessions.
 
 Every psycopg failure leaves here as `RepositoryError` naming the operation and the server
-(host:port/db), never the DSN's password.
+(host:port/db), never the DSN's password; a data or integrity error (SQLSTATE class 22 or 23,
+e.g. 22003 for a number out of range) as `RepositoryDataError`, which the pipeline never
+retries.
 """
 
 from __future__ import annotations
@@ -29,7 +31,11 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from src.agents.ml_foundation.observability_connector.loop_thread import LoopThread
-from src.repositories.span_store import RepositoryError
+from src.repositories.span_store import (
+    RepositoryDataError,
+    RepositoryError,
+    is_data_error_sqlstate,
+)
 
 __all__ = ["PoolRunner", "describe_target"]
 
@@ -123,7 +129,8 @@ class PoolRunner:
                 f"{self._timeout:g} s ({cause})"
             ) from None
         except psycopg.Error as exc:
-            raise RepositoryError(
+            error = RepositoryDataError if _is_data_error(exc) else RepositoryError
+            raise error(
                 f"PostgreSQL {operation} on {self._target} failed: {self._describe(exc)}"
             ) from None
 
@@ -185,3 +192,9 @@ class PoolRunner:
             text = text.replace(self._password, "**********")
         state = f" [SQLSTATE {exc.sqlstate}]" if exc.sqlstate else ""
         return f"{type(exc).__name__}{state}: {text}"
+
+
+def _is_data_error(exc: psycopg.Error) -> bool:
+    """Refused for its values: psycopg's DataError / IntegrityError, or SQLSTATE class 22 / 23."""
+    data = isinstance(exc, psycopg.DataError | psycopg.IntegrityError)
+    return data or is_data_error_sqlstate(exc.sqlstate)

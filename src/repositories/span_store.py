@@ -22,8 +22,30 @@ TABLE_NAME = "ml_observability_spans"
 class RepositoryError(RuntimeError):
     """A storage operation failed (connection lost, timeout, server error).
 
-    The emission pipeline treats it as a retryable sink failure: retry, spool, replay.
+    The emission pipeline treats it as a transient sink failure (spool, try again later)
+    unless `permanent` is True: the data itself was refused (SQLSTATE class 22, data
+    exception, or 23, integrity violation; a value the driver cannot send), so the same batch
+    would fail the same way for ever. The pipeline then splits the batch until the refused
+    spans are found, sets those aside with the reason and delivers the rest.
     """
+
+    permanent: bool = False
+    """True when retrying the same data can never succeed."""
+
+
+class RepositoryDataError(RepositoryError):
+    """The storage refused the data itself (see `RepositoryError.permanent`)."""
+
+    permanent = True
+
+
+DATA_ERROR_SQLSTATE_CLASSES = ("22", "23")
+"""SQLSTATE classes of errors caused by the values sent: data exception, integrity violation."""
+
+
+def is_data_error_sqlstate(sqlstate: str | None) -> bool:
+    """True for a SQLSTATE in class 22 (e.g. 22003 numeric out of range) or 23."""
+    return bool(sqlstate) and sqlstate[:2] in DATA_ERROR_SQLSTATE_CLASSES  # type: ignore[index]
 
 
 @runtime_checkable

@@ -46,7 +46,7 @@ from src.repositories._rows import (
     stats_from_row,
     summary_from_row,
 )
-from src.repositories.span_store import RepositoryError
+from src.repositories.span_store import RepositoryDataError, RepositoryError
 
 __all__ = ["SqliteSpanRepository"]
 
@@ -57,6 +57,11 @@ WAL_AUTOCHECKPOINT_PAGES = 10_000
 SQLite's default (1000) checkpoints every few 100-span batches (each dirties ~150-250 pages
 across the indexes), and each checkpoint syncs both files: 10,000 took ingestion from 0.38 to
 ~0.47 of the bare floor. Durability is unchanged (WAL + synchronous=NORMAL)."""
+
+
+_DATA_ERRORS = (OverflowError, sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError)
+"""A value SQLite cannot bind (an int past 2**63: OverflowError; an unsupported type:
+InterfaceError) or a constraint it refuses: `RepositoryDataError`, never retried."""
 
 
 def _window_params(window: Window) -> dict[str, str]:
@@ -134,6 +139,8 @@ class SqliteSpanRepository:
                 if self._conn is None:
                     self._conn = self._connect()
                 return work(self._conn)
+            except _DATA_ERRORS as exc:  # the values themselves: retrying cannot help
+                raise RepositoryDataError(f"sqlite {operation} on {self._path}: {exc}") from exc
             except (sqlite3.Error, OSError) as exc:  # OSError: the directory cannot be made
                 hint = " (call setup() first)" if "no such table" in str(exc) else ""
                 raise RepositoryError(

@@ -7,9 +7,12 @@
         └── SupabaseSchemaError       table or function missing (404)       not retryable
 
 `retryable` is True for timeouts, transport errors, 5xx, 408 and 429; other 4xx (bad key,
-missing grant, rejected payload) will fail the same way again. The emission pipeline retries
-any `RepositoryError` and then spools, so a non-retryable error still loses nothing; callers
-that want to stop early (the CLI, `setup()`) read `retryable`.
+missing grant, rejected payload) will fail the same way again. Callers that want to stop early
+(the CLI, `setup()`) read `retryable`. The emission pipeline spools every `RepositoryError`
+for a later try, except those with `permanent` set: the payload itself was refused (a SQLSTATE
+of class 22 or 23 in PostgREST's body, e.g. 22003 out of range, 23502 not null; or HTTP 413).
+Those batches are split until the refused spans are found. A bad key or a missing table is
+not permanent in that sense: it refuses every batch alike, so the spans wait in the spool.
 
 The HTTP status is read in an httpx response hook, because postgrest's `APIError` keeps only
 PostgREST's JSON body; an `APIError` (e.g. from an injected client) is mapped by its code.
@@ -23,7 +26,7 @@ from typing import Self
 import httpx
 from postgrest.exceptions import APIError
 
-from src.repositories.span_store import TABLE_NAME, RepositoryError
+from src.repositories.span_store import TABLE_NAME, RepositoryError, is_data_error_sqlstate
 
 __all__ = [
     "SupabaseConnectionError",
@@ -72,6 +75,7 @@ class SupabaseRequestError(RepositoryError):
         self.message = message
         self.operation = operation
         self.retryable = _is_retryable(status, code) if retryable is None else retryable
+        self.permanent = _is_permanent(status, code)
         if status is None and code in _TRANSPORT_WORDS:
             shown = _TRANSPORT_WORDS[code]
         else:
@@ -131,6 +135,10 @@ def _is_retryable(status: int | None, code: str | None) -> bool:
     if status is not None:
         return status >= 500 or status in (408, 429)
     return not (code or "").startswith(_NOT_RETRYABLE_SQLSTATE_CLASSES)
+
+
+def _is_permanent(status: int | None, code: str | None) -> bool:
+    return status == 413 or is_data_error_sqlstate(code)
 
 
 def _error_class(status: int | None, code: str | None) -> type[SupabaseRequestError]:

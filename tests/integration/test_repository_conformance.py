@@ -226,6 +226,22 @@ async def test_insert_spans_batch__resent_and_repeated_spans__counts_only_new(re
     assert len(stored) == 8 and set(stored_ids(stored)) == set(stored_ids([*first, *newer]))
 
 
+async def test_insert_spans_batch__value_the_store_cannot_hold__permanent_error_nothing_kept(
+    repository,
+):
+    """Issue 11 item 1: PostgreSQL's out-of-range error (SQLSTATE 22003) was treated as
+    retryable, so its batch sat at the head of the spool for ever. A value no store holds is
+    refused at entry now; one that still gets through is a *permanent* `RepositoryError` (the
+    pipeline then isolates it), and the batch is all or nothing."""
+    good = make_span()
+    poison = make_span().model_copy(update={"input_tokens": 10**30})  # unvalidated, on purpose
+    with pytest.raises(RepositoryError) as caught:
+        await repository.insert_spans_batch([good, poison])
+    assert caught.value.permanent is True
+    assert await repository.get_spans_by_trace(TRACE_A) == []
+    assert await repository.insert_spans_batch([good]) == 1
+
+
 def stored_ids(spans: list[ObservabilitySpan]) -> list[str]:
     return [s.span_id for s in spans]
 

@@ -9,12 +9,23 @@ built in `async def main()`). Use the same sink (its `setup()` and `close()`) fo
 repository's whole life. After `fork()` the child gets a fresh loop, but the repository's own
 connections are not fork-safe: give a forked child its own repository.
 
-Failures the processor should retry (RepositoryError, OSError, timeouts) become
-`RetryableSinkError`, chained to the cause. A repository whose insert blocks anyway (SQLite)
-may offer `insert_spans_batch_blocking(spans) -> int`: `write()` then calls it directly on the
-caller's thread, saving two thread hops per batch (its own busy timeout bounds the wait).
-`write()` returns how many spans were new; re-sent spans are ignored by the repository (unique
-on trace_id + span_id), so replay is harmless.
+Failures worth another try later (RepositoryError, OSError, timeouts) become
+`RetryableSinkError`, chained to the cause. Data the database refuses for what it is (a
+`RepositoryError` with `permanent` set: SQLSTATE class 22 or 23, a value SQLite cannot bind) or
+that cannot even be encoded (ValueError, TypeError, OverflowError while building rows) becomes
+`PermanentSinkError`: the processor then splits the batch to find the refused spans. A closed
+sink, or one whose `setup()` has not succeeded yet, raises `SinkUnavailableError` (spool now).
+
+Setup: `prepare()` is what the batch processor calls on its own thread before the first batch,
+so creating a connector never waits on the database; `write()` runs `setup()` first until it
+has succeeded once. `setup_attempted` is set after the first attempt, either way (readers that
+need the table may wait on it).
+
+A repository whose insert blocks anyway (SQLite) may offer
+`insert_spans_batch_blocking(spans) -> int`: `write()` then calls it directly on the caller's
+thread, saving two thread hops per batch (its own busy timeout bounds the wait). `write()`
+returns how many spans were new; re-sent spans are ignored by the repository (unique on
+trace_id + span_id), so replay is harmless.
 """
 
 from __future__ import annotations
@@ -28,11 +39,12 @@ from src.repositories.span_store import RepositoryError, SpanRepository
 
 from .loop_thread import LoopThread
 from .models import ObservabilitySpan
-from .sinks import RetryableSinkError
+from .sinks import PermanentSinkError, RetryableSinkError, SinkUnavailableError
 
 __all__ = ["DatabaseSink"]
 
 T = TypeVar("T")
+_ENCODING_ERRORS = (ValueError, TypeError, OverflowError)
 
 
 class DatabaseSink:
@@ -53,27 +65,44 @@ class DatabaseSink:
         self._loop_thread = LoopThread(f"obs-{name}-loop")
         self._lock = threading.Lock()  # one repository call at a time; close() waits its turn
         self._closed = False
+        self._ready = False
+        self.setup_attempted = threading.Event()
+        """Set once `setup()` has run, whether it succeeded or not."""
 
     def __repr__(self) -> str:
         return f"DatabaseSink(name={self.name!r}, repository={type(self.repository).__name__})"
 
     def setup(self) -> None:
         """Run `repository.setup()` on the sink's loop (so its connections belong to it)."""
-        self._run(self.repository.setup)
+        try:
+            self._run(self.repository.setup)
+            self._ready = True
+        finally:
+            self.setup_attempted.set()
+
+    def prepare(self) -> None:
+        """`setup()` unless done; called by the batch processor on its worker. A failure is
+        raised (the processor logs it and spools); `write()` tries again."""
+        self._ensure_ready()
 
     def write(self, batch: Sequence[ObservabilitySpan]) -> int:
         """Insert the batch; return how many spans were new."""
+        self._ensure_ready()
         spans = list(batch)
         blocking = getattr(self.repository, "insert_spans_batch_blocking", None)
-        if blocking is None:
-            return self._run(lambda: self.repository.insert_spans_batch(spans))
-        with self._lock:
-            if self._closed:
-                raise RuntimeError(f"database sink {self.name!r} is closed")
-            try:
-                return int(blocking(spans))
-            except (RepositoryError, OSError) as exc:
-                raise self._retryable(exc) from exc
+        try:
+            if blocking is None:
+                return self._run(lambda: self.repository.insert_spans_batch(spans))
+            with self._lock:
+                self._check_open()
+                try:
+                    return int(blocking(spans))
+                except (RepositoryError, OSError) as exc:
+                    raise self._translated(exc) from exc
+        except _ENCODING_ERRORS as exc:
+            raise PermanentSinkError(
+                f"database sink {self.name!r}: cannot encode: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def close(self) -> None:
         """Close the repository on the sink's loop, then the loop. Safe to call twice."""
@@ -86,14 +115,32 @@ class DatabaseSink:
                 self._closed = True
                 self._loop_thread.stop(self.timeout)
 
+    def _ensure_ready(self) -> None:
+        if self._ready:
+            return
+        try:
+            self.setup()
+        except SinkUnavailableError:
+            raise
+        except Exception as exc:  # broad on purpose: whatever setup hit, the spans wait
+            raise SinkUnavailableError(
+                f"database sink {self.name!r}: setup failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SinkUnavailableError(f"database sink {self.name!r} is closed")
+
     def _run(self, call: Callable[[], Awaitable[T]]) -> T:
         with self._lock:
-            if self._closed:
-                raise RuntimeError(f"database sink {self.name!r} is closed")
+            self._check_open()
             try:
                 return self._loop_thread.run(call, timeout=self.timeout)
             except (RepositoryError, OSError, TimeoutError) as exc:
-                raise self._retryable(exc) from exc
+                raise self._translated(exc) from exc
 
-    def _retryable(self, exc: Exception) -> RetryableSinkError:
-        return RetryableSinkError(f"database sink {self.name!r}: {type(exc).__name__}: {exc}")
+    def _translated(self, exc: Exception) -> RetryableSinkError | PermanentSinkError:
+        text = f"database sink {self.name!r}: {type(exc).__name__}: {exc}"
+        if getattr(exc, "permanent", False):
+            return PermanentSinkError(text)
+        return RetryableSinkError(text)
