@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_MODE ?= full
 
-.PHONY: install system-deps test lint demo bench bench-smoke clean
+.PHONY: install phoenix system-deps test lint demo bench bench-smoke clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,17 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Arize Phoenix, the real OpenTelemetry backend the OTLP tests export to, in a virtualenv of its
+# own (its pins clash with ours); tests/fixtures/phoenix.py starts it.
+PHOENIX_VENV ?= .venv-phoenix
+PHOENIX_VERSION ?= 20.26.1
+$(PHOENIX_VENV)/.installed:
+	$(PYTHON) -m venv $(PHOENIX_VENV)
+	$(PHOENIX_VENV)/bin/python -m pip install -q 'arize-phoenix==$(PHOENIX_VERSION)'
+	touch $@
+
+phoenix: $(PHOENIX_VENV)/.installed
 
 # What the tests start themselves: PostgreSQL and Redis servers, headless Chromium (Debian).
 system-deps:
@@ -31,7 +42,7 @@ system-deps:
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
 
-test: install system-deps lint
+test: install system-deps phoenix lint
 	$(VENV)/bin/pytest -q
 
 demo: install
@@ -44,4 +55,4 @@ bench-smoke:
 	$(MAKE) bench BENCH_MODE=smoke
 
 clean:
-	rm -rf $(VENV) .e2i_obs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(PHOENIX_VENV) .e2i_obs .pytest_cache .ruff_cache
