@@ -110,7 +110,7 @@ def _storage_description(config: ObservabilityConfig) -> tuple[str, Path | None]
         except ValueError:
             where = "the configured DSN"
         return f"PostgreSQL database {where}", None
-    return f"Supabase project {storage.supabase_url}", None
+    return f"Supabase project {mask_url(storage.supabase_url or '(no url)')}", None
 
 
 async def _run(

@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 from src.agents.ml_foundation.observability_connector.config import (
     ENV_CONFIG_PATH,
@@ -25,6 +24,7 @@ from src.agents.ml_foundation.observability_connector.config import (
     load_config,
 )
 from src.agents.ml_foundation.observability_connector.delivery import redact
+from src.agents.ml_foundation.observability_connector.redaction import mask_credentials
 from src.repositories.span_store import RepositoryError, SpanRepository
 
 __all__ = [
@@ -52,26 +52,9 @@ class CliError(Exception):
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by `***` (user, host, port and path kept).
-
-    Anything else that might hold a secret (user info without a password, `password=...` in
-    the query or in a key=value DSN) is masked by `redact`.
-    """
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-        port = parts.port  # raises ValueError for a port that is not a number in range
-    except ValueError:
-        return redact(url)
-    if not password:
-        return redact(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{parts.username or ''}:***@{host}"
-    if port is not None:
-        netloc += f":{port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, redact(parts.query), parts.fragment))
+    """The URL with its password replaced by `***` (user, host, port and path kept); a
+    secret-named query parameter or libpq `password=...` is masked too."""
+    return mask_credentials(url)
 
 
 def describe_store(config: ObservabilityConfig) -> str:
@@ -81,7 +64,7 @@ def describe_store(config: ObservabilityConfig) -> str:
         return f"sqlite:///{storage.sqlite_path}"
     if storage.backend == "postgres":
         return mask_url(storage.url.get_secret_value()) if storage.url else "postgres (no url)"
-    return f"supabase {storage.supabase_url or '(no url)'}"
+    return f"supabase {mask_credentials(storage.supabase_url or '(no url)')}"
 
 
 @dataclass(frozen=True, slots=True)

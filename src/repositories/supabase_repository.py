@@ -36,6 +36,7 @@ from src.agents.ml_foundation.observability_connector.models import (
     SpanStatus,
     TraceSummary,
 )
+from src.agents.ml_foundation.observability_connector.redaction import mask_credentials
 from src.repositories._arguments import (
     Clock,
     check_agent_name,
@@ -105,7 +106,8 @@ class SupabaseSpanRepository:
         this repository would create (then it is the caller's to close)."""
         if not isinstance(url, str) or not url.startswith(("https://", "http://")):
             raise ValueError(
-                f"supabase_url must be the project URL (https://<ref>.supabase.co), got {url!r}"
+                "supabase_url must be the project URL (https://<ref>.supabase.co), "
+                f"got {mask_credentials(url) if isinstance(url, str) else url!r}"
             )
         secret = key if isinstance(key, SecretStr) else SecretStr(key or "")
         if not secret.get_secret_value():

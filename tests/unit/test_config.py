@@ -153,17 +153,19 @@ def test_load_config__invalid_yaml__error_names_file_and_line(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("variable", "value", "section", "key"),
+    ("variable", "value", "section", "key", "in_file"),
     [
-        ("OPIK_URL_OVERRIDE", "http://127.0.0.1:5173/api/", "opik", "url_override"),
-        ("OPIK_WORKSPACE", "e2i-team", "opik", "workspace"),
-        ("OPIK_PROJECT_NAME", "e2i-staging", "opik", "project_name"),
-        ("E2I_OBS_ENVIRONMENT", "production", "sampling", "environment"),
+        ("OPIK_URL_OVERRIDE", "http://127.0.0.1:5173/api/", "opik", "url_override", "from-file"),
+        ("OPIK_WORKSPACE", "e2i-team", "opik", "workspace", "from-file"),
+        ("OPIK_PROJECT_NAME", "e2i-staging", "opik", "project_name", "from-file"),
+        ("E2I_OBS_ENVIRONMENT", "production", "sampling", "environment", "staging"),
     ],
 )
-def test_load_config__plain_env_override__beats_file(tmp_path, variable, value, section, key):
-    path = _write(tmp_path, f"{section}:\n  {key}: from-file\n")
-    assert getattr(getattr(load_config(path, env={}), section), key) == "from-file"
+def test_load_config__plain_env_override__beats_file(
+    tmp_path, variable, value, section, key, in_file
+):
+    path = _write(tmp_path, f"{section}:\n  {key}: {in_file}\n")
+    assert getattr(getattr(load_config(path, env={}), section), key) == in_file
     assert getattr(getattr(load_config(path, env={variable: value}), section), key) == value
 
 
@@ -335,3 +337,92 @@ def test_load_config__redis_url_without_scheme__error_at_load_naming_accepted_fo
     with pytest.raises(ConfigError, match=r"cache\.redis_url.*redis://host:6379/0") as caught:
         load_config(env={"REDIS_URL": "secretpw@localhost:6379"})
     assert "secretpw" not in str(caught.value)
+
+
+# --- issue 11: URL credentials, clear file errors, accepted-but-wrong values ---------------
+
+URL_PASSWORD = "url-pass-c0ffee"
+
+
+@pytest.mark.parametrize(
+    ("env", "section", "key"),
+    [
+        ({"OPIK_URL_OVERRIDE": f"http://alice:{URL_PASSWORD}@opik.local:5173/api"}, "opik",
+         "url_override"),
+        ({"SUPABASE_URL": f"https://svc:{URL_PASSWORD}@abcd.supabase.co", "SUPABASE_KEY": "k"},
+         "storage", "supabase_url"),
+    ],
+)  # fmt: skip
+def test_config__url_setting_with_user_password__masked_in_repr_str_redacted_dump(
+    env, section, key
+):
+    """Issue 11 (7): a user:password inside OPIK_URL_OVERRIDE showed in repr, str, redacted()
+    and model_dump; the attribute keeps the real URL for the client that needs it."""
+    config = load_config(env=env)
+    assert URL_PASSWORD in getattr(getattr(config, section), key)
+    dumped = config.model_dump()
+    shown = (repr(config), str(config), str(getattr(config, section)), str(dumped))
+    for text in (*shown, json.dumps(config.redacted()), config.model_dump_json()):
+        assert URL_PASSWORD not in text
+    assert dumped[section][key].startswith(("http://alice:***@", "https://svc:***@"))
+
+
+@pytest.mark.parametrize("value", ["Production", "prod", "PROD", " production "])
+def test_load_config__environment_production_any_case__production_sampling(value):
+    """Issue 11 (9): `Production` or `prod` kept 100% sampling."""
+    from src.agents.ml_foundation.observability_connector.sampling import Sampler
+
+    config = load_config(env={"E2I_OBS_ENVIRONMENT": value})
+    assert config.sampling.environment == "production"
+    assert Sampler(config.sampling).rate == config.sampling.production_rate == 0.1
+
+
+def test_load_config__unknown_environment__error_names_accepted_values():
+    message = _config_error(env={"E2I_OBS_ENVIRONMENT": "prodution"})
+    assert "sampling.environment" in message and "'prodution'" in message
+    assert "production, prod" in message and "development" in message
+
+
+def test_load_config__non_utf8_file__config_error_not_decode_traceback(tmp_path):
+    """Issue 11 (8): a Latin-1 file raised UnicodeDecodeError."""
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("opik:\n  project_name: caf\xe9\n".encode("latin-1"))
+    message = _config_error(path, env={})
+    assert str(path) in message and "not UTF-8" in message and "0xe9" in message
+
+
+def test_load_config__directory_as_file__says_it_is_a_directory(tmp_path):
+    """Issue 11 (8): `--config /tmp` said "does not exist"."""
+    message = _config_error(tmp_path, env={})
+    assert f"{tmp_path} is a directory" in message
+
+
+@pytest.mark.parametrize("port", ["abc", "99999"])
+def test_load_config__file_postgres_url_bad_port__error_at_load_password_masked(tmp_path, port):
+    """Issue 11 (8): a bad port in the file's URL waited 10 s at the first connection."""
+    url = f"postgresql://e2i:{PG_PASSWORD}@127.0.0.1:{port}/e2i"
+    path = _write(tmp_path, f"storage:\n  backend: postgres\n  url: {url}\n")
+    message = _config_error(path, env={})
+    assert "storage.url" in message and "invalid port" in message
+    _assert_no_secret(message)
+
+
+def test_load_config__file_storage_url_with_default_backend__error_says_what_to_do(tmp_path):
+    """Issue 11 (8): `storage.url` with the default (sqlite) backend was silently ignored."""
+    path = _write(tmp_path, f"storage:\n  url: postgresql://e2i:{PG_PASSWORD}@db/e2i\n")
+    message = _config_error(path, env={})
+    assert "storage.url" in message and "set storage.backend: postgres" in message
+    _assert_no_secret(message)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"E2I_OBS_DATABASE_URL": "sqlite:///other.db"},
+        {"SUPABASE_URL": "https://abcd.supabase.co", "SUPABASE_KEY": SUPABASE_KEY},
+    ],
+)
+def test_load_config__env_store_over_file_postgres_url__env_wins_without_error(tmp_path, env):
+    path = _write(tmp_path, "storage:\n  backend: postgres\n  url: postgresql://u@db/e2i\n")
+    config = load_config(path, env=env)
+    assert config.storage.backend in ("sqlite", "supabase") and config.storage.url is None

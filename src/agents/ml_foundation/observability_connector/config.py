@@ -17,15 +17,26 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+)
 
 from .config_formats import nearest, normalize
+from .redaction import mask_credentials
 from .time_window import parse_time_window
 
 logger = logging.getLogger(__name__)
@@ -50,7 +61,24 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
+    """A frozen config section. Secrets are `SecretStr`; any other text that is a URL with a
+    user:password (OPIK_URL_OVERRIDE, supabase_url, ...) shows masked in `repr`, `str` and
+    `model_dump` (so in `redacted()` too); the attribute itself holds the real value."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, mask_credentials(value) if isinstance(value, str) else value
+
+    @model_serializer(mode="wrap")
+    def _masked(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for key, value in data.items():
+                if isinstance(value, str):
+                    data[key] = mask_credentials(value)
+        return data
 
 
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -102,9 +130,20 @@ class OpikSettings(_Section):
         return f"{parts.scheme}://{netloc}{path}"
 
 
+ENVIRONMENTS: dict[str, tuple[str, ...]] = {
+    "production": ("production", "prod"),
+    "staging": ("staging", "stage"),
+    "development": ("development", "dev", "local"),
+    "test": ("test", "testing"),
+}
+"""Accepted `sampling.environment` values (any case), each mapped to its canonical name."""
+_ENVIRONMENT_ALIASES = {alias: name for name, aliases in ENVIRONMENTS.items() for alias in aliases}
+
+
 class SamplingSettings(_Section):
     environment: str = "development"
-    """`production` uses production_rate; anything else uses default_rate."""
+    """`production` (or `prod`, any case) uses production_rate; the other accepted values
+    (ENVIRONMENTS) use default_rate. Stored as the canonical name."""
     default_rate: float = Field(default=1.0, ge=0.0, le=1.0)
     production_rate: float = Field(default=0.1, ge=0.0, le=1.0)
     always_sample_errors: bool = True
@@ -122,6 +161,17 @@ class SamplingSettings(_Section):
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"rate for agent {agent!r} must be within 0.0-1.0, got {rate!r}")
         return v
+
+    @field_validator("environment", mode="before")
+    @classmethod
+    def _canonical_environment(cls, v: Any) -> Any:
+        if not isinstance(v, str):
+            return v  # pydantic's own type error
+        name = _ENVIRONMENT_ALIASES.get(v.strip().lower())
+        if name is None:
+            accepted = ", ".join(alias for aliases in ENVIRONMENTS.values() for alias in aliases)
+            raise ValueError(f"unknown environment {v!r}; accepted (any case): {accepted}")
+        return name
 
 
 class BatchingSettings(_Section):
@@ -189,6 +239,44 @@ class StorageSettings(_Section):
     supabase_authenticated_read: bool = False
     """Grant the `authenticated` role read-only access (row-level security policy)."""
     timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        """Checked at load, not at the first connection: a URL the postgres backend would not
+        use, or cannot use, is an error here (a bad port used to cost a 10 s wait)."""
+        if v is None:
+            return v
+        backend = info.data.get("backend", "postgres")
+        if backend != "postgres":
+            raise ValueError(
+                f"storage.url is only used by storage.backend 'postgres', but the backend is "
+                f"{backend!r}; set storage.backend: postgres, or remove storage.url"
+            )
+        problem = postgres_url_problem(v.get_secret_value())
+        if problem:
+            raise ValueError(problem)
+        return v
+
+
+def postgres_url_problem(url: str) -> str | None:
+    """Why `url` is not a usable PostgreSQL URL (password masked), or None. A libpq key=value
+    string (`host=... dbname=...`) is left to the driver."""
+    if "://" not in url:
+        return None
+    if not url.startswith(("postgresql://", "postgres://")):
+        return (
+            f"unsupported URL scheme in {mask_credentials(url)!r}; "
+            "accepted: postgresql://user:password@host:5432/dbname"
+        )
+    try:
+        _ = urlsplit(url).port  # ValueError for a port that is not a number in range
+    except ValueError:
+        return (
+            f"invalid port in {mask_credentials(url)!r}; "
+            "expected postgresql://user:password@host:5432/dbname"
+        )
+    return None
 
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -344,6 +432,7 @@ def _env_overrides(
         )
     if env.get(ENV_SUPABASE_URL) and env.get(ENV_SUPABASE_KEY):
         put("storage", "backend", "supabase")
+        put("storage", "url", None)  # the environment chose the store: the file's DSN is moot
         put("storage", "supabase_url", env[ENV_SUPABASE_URL])
         put("storage", "supabase_key", env[ENV_SUPABASE_KEY])
     url = env.get(ENV_DATABASE_URL)
@@ -355,33 +444,19 @@ def _env_overrides(
             )
         if url.startswith("sqlite:///"):
             put("storage", "backend", "sqlite")
+            put("storage", "url", None)
             put("storage", "sqlite_path", url.removeprefix("sqlite:///"))
         elif url.startswith(("postgresql://", "postgres://")):
-            try:
-                _ = urlsplit(url).port  # ValueError for a port that is not a number in range
-            except ValueError:
-                raise ConfigError(
-                    f"{ENV_DATABASE_URL}: invalid port in {_mask_url(url)!r}; "
-                    "expected postgresql://user:password@host:5432/dbname"
-                ) from None
+            if problem := postgres_url_problem(url):
+                raise ConfigError(f"{ENV_DATABASE_URL}: {problem}")
             put("storage", "backend", "postgres")
             put("storage", "url", url)
         else:
             raise ConfigError(
-                f"{ENV_DATABASE_URL}: unsupported URL scheme in {_mask_url(url)!r}; "
+                f"{ENV_DATABASE_URL}: unsupported URL scheme in {mask_credentials(url)!r}; "
                 "accepted: sqlite:///path or postgresql://user@host/db"
             )
     return out
-
-
-_URL_USERINFO = re.compile(r"://[^/@\s'\"]*@")
-
-
-def _mask_url(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.rpartition("@")[2]  # last '@': a password may hold a raw '@'
-    return scheme + sep + rest
 
 
 def _describe_yaml_error(exc: yaml.YAMLError) -> str:
@@ -393,6 +468,21 @@ def _describe_yaml_error(exc: yaml.YAMLError) -> str:
             where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
             parts.append(f"{text}{where}")
     return ": ".join(parts) or type(exc).__name__
+
+
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text, or a ConfigError saying why not (no traceback)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "save the file as UTF-8"
+        ) from None
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -444,7 +534,7 @@ def _format_error(
         if any(s in key for s in ("key", "url", "password")):
             shown = "**********"
         else:  # a DSN given where a section was expected must not show its password
-            shown = _URL_USERINFO.sub("://***@", repr(value))
+            shown = mask_credentials(repr(value))
         lines.append(f"  {key} = {shown}: {e['msg']}")
     return "\n".join(lines)
 
@@ -463,9 +553,11 @@ def load_config(
     explicit = path if path is not None else env.get(ENV_CONFIG_PATH)
     file_path = Path(explicit) if explicit else DEFAULT_CONFIG_PATH
     data: dict[str, Any] = {}
+    if file_path.is_dir():
+        raise ConfigError(f"configuration file {file_path} is a directory; give a YAML file")
     if file_path.is_file():
         try:
-            loaded = yaml.safe_load(file_path.read_text(encoding="utf-8"))
+            loaded = yaml.safe_load(_read_text(file_path))
         except yaml.YAMLError as exc:
             raise ConfigError(f"{file_path}: not valid YAML: {_describe_yaml_error(exc)}") from None
         if loaded is None:
