@@ -246,6 +246,61 @@ $fn$;
 COMMENT ON FUNCTION public.ml_trace_summary(text) IS
     'One trace: span, agent and error counts, first start, last end, llm calls and tokens.';
 
+-- Window figures over EVERY span (optionally one agent's) with p_now - p_window <= start_time
+-- <= p_now: the seed's QualityMetrics fields. successful = status 'completed', failed = status
+-- 'error' (a span still 'started' counts in total_spans only). The p95 is percentile_cont over
+-- all durations of the window, not an average of the agents' p95s; spans without a duration
+-- are left out of the latencies, which are NULL when no span has one. Always one row.
+CREATE OR REPLACE FUNCTION public.ml_window_summary(
+    p_window interval,
+    p_agent  text DEFAULT NULL,
+    p_now    timestamptz DEFAULT now()
+)
+RETURNS TABLE (
+    total_spans      bigint,
+    successful_spans bigint,
+    failed_spans     bigint,
+    avg_latency_ms   double precision,
+    p95_latency_ms   double precision
+)
+LANGUAGE sql
+STABLE
+SET search_path = ''
+AS $fn$
+    SELECT
+        count(*),
+        count(*) FILTER (WHERE s.status = 'completed'),
+        count(*) FILTER (WHERE s.status = 'error'),
+        avg(s.duration_ms),
+        percentile_cont(0.95) WITHIN GROUP (ORDER BY s.duration_ms)
+    FROM public.ml_observability_spans AS s
+    WHERE s.start_time >= p_now - p_window
+      AND s.start_time <= p_now
+      AND (p_agent IS NULL OR s.agent_name = p_agent)
+$fn$;
+
+COMMENT ON FUNCTION public.ml_window_summary(interval, text, timestamptz) IS
+    'One row for start_time in [p_now - p_window, p_now]: total, successful (completed) and '
+    'failed (error) spans, mean and p95 (percentile_cont) duration over all of them.';
+
+-- Retention dry run: how many spans ml_delete_old_spans would delete for the same arguments.
+CREATE OR REPLACE FUNCTION public.ml_count_old_spans(
+    p_older_than interval,
+    p_now        timestamptz DEFAULT now()
+)
+RETURNS bigint
+LANGUAGE sql
+STABLE
+SET search_path = ''
+AS $fn$
+    SELECT count(*)
+    FROM public.ml_observability_spans AS s
+    WHERE s.start_time < p_now - p_older_than
+$fn$;
+
+COMMENT ON FUNCTION public.ml_count_old_spans(interval, timestamptz) IS
+    'Spans with start_time < p_now - p_older_than (what retention would delete; deletes none).';
+
 -- Retention: delete ONE batch, at most p_batch_size of the oldest spans that started before
 -- p_now - p_older_than, and return how many were deleted. Callers loop, one call per
 -- transaction (or per rpc request), until a call returns fewer than p_batch_size, passing the
@@ -327,6 +382,8 @@ ALTER TABLE public.ml_observability_spans ENABLE ROW LEVEL SECURITY;
 REVOKE ALL ON FUNCTION public.ml_agent_latency_stats(interval, text, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.ml_delete_old_spans(interval, integer, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.ml_trace_summary(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION public.ml_window_summary(interval, text, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION public.ml_count_old_spans(interval, timestamptz) FROM PUBLIC;
 
 DO $roles$
 BEGIN
@@ -340,6 +397,9 @@ BEGIN
         REVOKE ALL ON FUNCTION public.ml_delete_old_spans(interval, integer, timestamptz)
             FROM anon;
         REVOKE ALL ON FUNCTION public.ml_trace_summary(text) FROM anon;
+        REVOKE ALL ON FUNCTION public.ml_window_summary(interval, text, timestamptz)
+            FROM anon;
+        REVOKE ALL ON FUNCTION public.ml_count_old_spans(interval, timestamptz) FROM anon;
     END IF;
 
     -- authenticated: a read-only policy exists, but no grant by default
@@ -352,6 +412,9 @@ BEGIN
         REVOKE ALL ON FUNCTION public.ml_delete_old_spans(interval, integer, timestamptz)
             FROM authenticated;
         REVOKE ALL ON FUNCTION public.ml_trace_summary(text) FROM authenticated;
+        REVOKE ALL ON FUNCTION public.ml_window_summary(interval, text, timestamptz)
+            FROM authenticated;
+        REVOKE ALL ON FUNCTION public.ml_count_old_spans(interval, timestamptz) FROM authenticated;
         DROP POLICY IF EXISTS ml_obs_spans_authenticated_read ON public.ml_observability_spans;
         CREATE POLICY ml_obs_spans_authenticated_read ON public.ml_observability_spans
             AS PERMISSIVE FOR SELECT TO authenticated USING (true);
@@ -367,6 +430,10 @@ BEGIN
         GRANT EXECUTE ON FUNCTION public.ml_delete_old_spans(interval, integer, timestamptz)
             TO service_role;
         GRANT EXECUTE ON FUNCTION public.ml_trace_summary(text) TO service_role;
+        GRANT EXECUTE ON FUNCTION public.ml_window_summary(interval, text, timestamptz)
+            TO service_role;
+        GRANT EXECUTE ON FUNCTION public.ml_count_old_spans(interval, timestamptz)
+            TO service_role;
         DROP POLICY IF EXISTS ml_obs_spans_service_role_all ON public.ml_observability_spans;
         CREATE POLICY ml_obs_spans_service_role_all ON public.ml_observability_spans
             AS PERMISSIVE FOR ALL TO service_role USING (true) WITH CHECK (true);

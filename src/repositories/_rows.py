@@ -21,6 +21,7 @@ from src.agents.ml_foundation.observability_connector.models import (
     LatencyStats,
     ObservabilitySpan,
     TraceSummary,
+    WindowSummary,
     storable,
 )
 
@@ -28,6 +29,7 @@ __all__ = [
     "SPAN_COLUMNS",
     "STATS_COLUMNS",
     "SUMMARY_COLUMNS",
+    "WINDOW_SUMMARY_COLUMNS",
     "format_utc",
     "parse_utc",
     "span_from_row",
@@ -36,6 +38,7 @@ __all__ = [
     "span_to_sqlite_row",
     "stats_from_row",
     "summary_from_row",
+    "window_summary_from_row",
 ]
 
 SPAN_COLUMNS: tuple[str, ...] = (
@@ -64,8 +67,13 @@ SPAN_COLUMNS: tuple[str, ...] = (
 )
 """Stored span columns in row order (`created_at` is set by the database and not read)."""
 
-STATS_COLUMNS: tuple[str, ...] = tuple(LatencyStats.model_fields)
-"""Columns of a statistics row, in the order the SQL of every backend returns them."""
+STATS_COLUMNS: tuple[str, ...] = tuple(f for f in LatencyStats.model_fields if f != "time_window")
+"""Columns of a statistics row, in the order the SQL of every backend returns them (the window
+is the caller's argument, not a column)."""
+WINDOW_SUMMARY_COLUMNS: tuple[str, ...] = tuple(
+    f for f in WindowSummary.model_fields if f != "time_window"
+)
+"""Columns of the window summary row (`ml_window_summary`), in order."""
 
 SUMMARY_COLUMNS: tuple[str, ...] = tuple(
     name for name in TraceSummary.model_fields if name != "trace_id"
@@ -254,8 +262,16 @@ def span_from_row(row: Sequence[Any]) -> ObservabilitySpan:
     return ObservabilitySpan.model_validate(values)
 
 
-def stats_from_row(row: Sequence[Any]) -> LatencyStats:
-    return LatencyStats.model_validate(dict(zip(STATS_COLUMNS, row, strict=True)))
+def stats_from_row(row: Sequence[Any], time_window: str | None = None) -> LatencyStats:
+    values = dict(zip(STATS_COLUMNS, row, strict=True))
+    return LatencyStats.model_validate({**values, "time_window": time_window})
+
+
+def window_summary_from_row(row: Sequence[Any], time_window: str) -> WindowSummary:
+    values = dict(zip(WINDOW_SUMMARY_COLUMNS, row, strict=True))
+    for column in ("successful_spans", "failed_spans"):
+        values[column] = values[column] or 0  # SQLite's SUM over no rows is NULL
+    return WindowSummary.model_validate({**values, "time_window": time_window})
 
 
 def summary_from_row(trace_id: str, row: Sequence[Any]) -> TraceSummary:

@@ -16,6 +16,7 @@ from src.repositories._rows import SPAN_COLUMNS
 from src.repositories.span_store import TABLE_NAME
 
 __all__ = [
+    "COUNT_OLD",
     "DELETE_OLD_BATCH",
     "INSERT_SPAN",
     "LATENCY_STATS",
@@ -23,6 +24,7 @@ __all__ = [
     "SELECT_BY_TRACE",
     "SELECT_BY_WINDOW",
     "TRACE_SUMMARY",
+    "WINDOW_SUMMARY",
 ]
 
 _HEX16 = "length({c}) = 16 AND {c} NOT GLOB '*[^0-9a-f]*' AND {c} <> '0000000000000000'"
@@ -110,6 +112,9 @@ DELETE_OLD_BATCH = (
 )
 
 
+COUNT_OLD = f"SELECT COUNT(*) FROM {TABLE_NAME} WHERE start_time < ?"
+
+
 def _percentile(percent: int) -> str:
     """Inclusive-method quantile `percent` over ranks i = 0..m (m = n - 1)."""
     j = f"({percent} * m / 100)"
@@ -162,3 +167,29 @@ SELECT t.agent_name, t.agent_tier, t.count, t.error_count,
 FROM totals AS t LEFT JOIN percentiles AS p ON p.agent_name = t.agent_name
 ORDER BY t.agent_name
 """
+
+WINDOW_SUMMARY = f"""
+WITH scoped AS (
+    SELECT status, duration_ms
+    FROM {TABLE_NAME}
+    WHERE start_time >= :start AND start_time <= :end
+      AND (:agent IS NULL OR agent_name = :agent)
+),
+ranked AS (
+    SELECT duration_ms,
+           ROW_NUMBER() OVER (ORDER BY duration_ms) - 1 AS i,
+           COUNT(*) OVER () - 1 AS m
+    FROM scoped
+    WHERE duration_ms IS NOT NULL
+),
+percentile AS (
+    SELECT {_percentile(95)} FROM ranked
+)
+SELECT COUNT(*),
+       SUM(status = 'completed'),
+       SUM(status = 'error'),
+       AVG(duration_ms),
+       (SELECT p95_ms FROM percentile)
+FROM scoped
+"""
+"""`ml_window_summary` of the PostgreSQL schema: one row, the p95 over every duration."""

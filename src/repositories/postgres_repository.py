@@ -25,6 +25,7 @@ from src.agents.ml_foundation.observability_connector.models import (
     ObservabilitySpan,
     SpanStatus,
     TraceSummary,
+    WindowSummary,
 )
 from src.repositories._arguments import (
     Clock,
@@ -47,6 +48,7 @@ from src.repositories._rows import (
     span_to_postgres_row,
     stats_from_row,
     summary_from_row,
+    window_summary_from_row,
 )
 from src.repositories.span_store import TABLE_NAME
 
@@ -85,6 +87,8 @@ _SELECT_TRACE = (
     f'SELECT {_COLUMNS} FROM {_TABLE} WHERE trace_id = %s ORDER BY start_time, span_id COLLATE "C"'
 )
 _TRACE_SUMMARY = "SELECT * FROM public.ml_trace_summary(%s::text)"
+_WINDOW_SUMMARY = "SELECT * FROM public.ml_window_summary(%s::interval, %s::text, %s::timestamptz)"
+_COUNT_OLD = "SELECT public.ml_count_old_spans(%s::interval, %s::timestamptz)"
 _LATENCY_STATS = (
     "SELECT * FROM public.ml_agent_latency_stats(%s::interval, %s::text, %s::timestamptz)"
 )
@@ -216,7 +220,19 @@ class PostgresSpanRepository:
         resolved = resolve_window(window, self._clock)
         params = (_seconds(resolved.length), check_agent_name(agent_name), resolved.end)
         rows = await self._pools.run("latency stats", _fetch(_LATENCY_STATS, params))
-        return [stats_from_row(row) for row in rows]
+        return [stats_from_row(row, window) for row in rows]
+
+    async def get_window_summary(self, window: str, agent_name: str | None = None) -> WindowSummary:
+        resolved = resolve_window(window, self._clock)
+        params = (_seconds(resolved.length), check_agent_name(agent_name), resolved.end)
+        rows = await self._pools.run("window summary", _fetch(_WINDOW_SUMMARY, params))
+        return window_summary_from_row(rows[0], window)
+
+    async def count_old_spans(self, days: int = 90) -> int:
+        older_than = check_retention(days, 1)
+        params = (_seconds(older_than), current_time(self._clock))
+        rows = await self._pools.run("count old spans", _fetch(_COUNT_OLD, params))
+        return int(rows[0][0])
 
     async def delete_old_spans(self, days: int = 90, batch_size: int = 1000) -> int:
         """One `ml_delete_old_spans` call (one batch, its own transaction) at a time until a

@@ -14,6 +14,7 @@ from src.agents.ml_foundation.observability_connector.models import (
     ObservabilitySpan,
     SpanStatus,
     TraceSummary,
+    WindowSummary,
 )
 
 TABLE_NAME = "ml_observability_spans"
@@ -83,8 +84,14 @@ class SpanRepository(Protocol):
     ) -> list[LatencyStats]:
         """Per-agent statistics over the window, computed by the backend, sorted by agent."""
 
+    async def get_window_summary(self, window: str, agent_name: str | None = None) -> WindowSummary:
+        """Totals and latencies over every span of the window (the p95 over all of them)."""
+
     async def delete_old_spans(self, days: int = 90, batch_size: int = 1000) -> int:
         """Delete spans older than `days` in batches of `batch_size`; return the count."""
+
+    async def count_old_spans(self, days: int = 90) -> int:
+        """How many spans `delete_old_spans(days)` would delete now (retention dry run)."""
 
     async def close(self) -> None:
         """Release connections. Safe to call twice."""

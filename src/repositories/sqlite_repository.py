@@ -23,6 +23,7 @@ from src.agents.ml_foundation.observability_connector.models import (
     ObservabilitySpan,
     SpanStatus,
     TraceSummary,
+    WindowSummary,
 )
 from src.repositories import _sqlite_sql as sql
 from src.repositories._arguments import (
@@ -45,6 +46,7 @@ from src.repositories._rows import (
     span_to_sqlite_row,
     stats_from_row,
     summary_from_row,
+    window_summary_from_row,
 )
 from src.repositories.span_store import RepositoryDataError, RepositoryError
 
@@ -242,7 +244,24 @@ class SqliteSpanRepository:
         rows = await self._run(
             "latency stats", lambda conn: conn.execute(sql.LATENCY_STATS, params).fetchall()
         )
-        return [stats_from_row(row) for row in rows]
+        return [stats_from_row(row, window) for row in rows]
+
+    async def get_window_summary(self, window: str, agent_name: str | None = None) -> WindowSummary:
+        params = {
+            **_window_params(resolve_window(window, self._clock)),
+            "agent": check_agent_name(agent_name),
+        }
+        row = await self._run(
+            "window summary", lambda conn: conn.execute(sql.WINDOW_SUMMARY, params).fetchone()
+        )
+        return window_summary_from_row(row, window)
+
+    async def count_old_spans(self, days: int = 90) -> int:
+        cutoff = format_utc(current_time(self._clock) - check_retention(days, 1))
+        (count,) = await self._run(
+            "count old spans", lambda conn: conn.execute(sql.COUNT_OLD, (cutoff,)).fetchone()
+        )
+        return int(count)
 
     async def delete_old_spans(self, days: int = 90, batch_size: int = 1000) -> int:
         cutoff = format_utc(current_time(self._clock) - check_retention(days, batch_size))

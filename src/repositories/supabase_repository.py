@@ -35,6 +35,7 @@ from src.agents.ml_foundation.observability_connector.models import (
     ObservabilitySpan,
     SpanStatus,
     TraceSummary,
+    WindowSummary,
 )
 from src.agents.ml_foundation.observability_connector.redaction import mask_credentials
 from src.repositories._arguments import (
@@ -55,10 +56,12 @@ from src.repositories._rows import (
     SPAN_COLUMNS,
     STATS_COLUMNS,
     SUMMARY_COLUMNS,
+    WINDOW_SUMMARY_COLUMNS,
     span_from_row,
     span_to_json_row,
     stats_from_row,
     summary_from_row,
+    window_summary_from_row,
 )
 from src.repositories.span_store import TABLE_NAME, RepositoryError
 from src.repositories.supabase_errors import (
@@ -87,6 +90,8 @@ SELECT_COLUMNS = ",".join(SPAN_COLUMNS)
 STATS_FUNCTION = "ml_agent_latency_stats"
 RETENTION_FUNCTION = "ml_delete_old_spans"
 SUMMARY_FUNCTION = "ml_trace_summary"
+WINDOW_SUMMARY_FUNCTION = "ml_window_summary"
+COUNT_OLD_FUNCTION = "ml_count_old_spans"
 
 
 class SupabaseSpanRepository:
@@ -229,7 +234,27 @@ class SupabaseSpanRepository:
             f"call {STATS_FUNCTION}", lambda c: c.rpc(STATS_FUNCTION, args).execute()
         )
         # The function sorts by agent (COLLATE "C"); json_agg keeps its order.
-        return [stats_from_row([row[c] for c in STATS_COLUMNS]) for row in response.data]
+        return [stats_from_row([row[c] for c in STATS_COLUMNS], window) for row in response.data]
+
+    async def get_window_summary(self, window: str, agent_name: str | None = None) -> WindowSummary:
+        args = self._stats_args(window, agent_name)
+        response = await self._run(
+            f"call {WINDOW_SUMMARY_FUNCTION}",
+            lambda c: c.rpc(WINDOW_SUMMARY_FUNCTION, args).execute(),
+        )
+        (row,) = response.data  # the function always returns one row
+        return window_summary_from_row([row[c] for c in WINDOW_SUMMARY_COLUMNS], window)
+
+    async def count_old_spans(self, days: int = 90) -> int:
+        check_retention(days, 1)
+        args = {  # the same interval as delete_old_spans, so a dry run counts what it deletes
+            "p_older_than": f"{days} days",
+            "p_now": current_time(self._clock).isoformat(),
+        }
+        response = await self._run(
+            f"call {COUNT_OLD_FUNCTION}", lambda c: c.rpc(COUNT_OLD_FUNCTION, args).execute()
+        )
+        return int(response.data or 0)
 
     async def delete_old_spans(self, days: int = 90, batch_size: int = 1000) -> int:
         """One `rpc` per batch (each its own transaction, well inside `statement_timeout`)

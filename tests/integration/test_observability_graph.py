@@ -169,6 +169,7 @@ def expected_metrics(
         agents[name] = {
             "agent_name": name,
             "agent_tier": None,
+            "time_window": window,
             "count": len(spans),
             "error_count": errors,
             "error_rate": errors / len(spans),
@@ -185,6 +186,8 @@ def expected_metrics(
         }
     total = sum(a["count"] for a in agents.values())
     errors = sum(a["error_count"] for a in agents.values())
+    window_spans = [s for spans in by_agent.values() for s in spans]
+    durations = sorted(s.duration_ms for s in window_spans if s.duration_ms is not None)
     return QualityMetrics.model_validate(
         {
             "time_window": window,
@@ -192,6 +195,10 @@ def expected_metrics(
             "window_end": NOW,
             "agent_name": agent,
             "total_spans": total,
+            "successful_spans": sum(s.status is SpanStatus.COMPLETED for s in window_spans),
+            "failed_spans": errors,
+            "avg_latency_ms": statistics.fmean(durations),
+            "p95_latency_ms": statistics.quantiles(durations, n=100, method="inclusive")[94],
             "error_count": errors,
             "error_rate": errors / total if total else 0.0,
             "spans_per_minute": total / minutes,

@@ -22,6 +22,10 @@ from src.agents.ml_foundation.observability_connector.models import (
     SpanKind,
     SpanStatus,
     TraceSummary,
+    WindowSummary,
+)
+from src.agents.ml_foundation.observability_connector.nodes.metrics_aggregator import (
+    MetricsService,
 )
 from src.agents.ml_foundation.observability_connector.time_window import ACCEPTED_WINDOWS
 from src.repositories.observability_span import (
@@ -112,7 +116,9 @@ def make_span(
     )
 
 
-def expected_stats(spans: list[ObservabilitySpan], minutes: float) -> LatencyStats:
+def expected_stats(
+    spans: list[ObservabilitySpan], minutes: float, window: str = "1h"
+) -> LatencyStats:
     durations = sorted(s.duration_ms for s in spans if s.duration_ms is not None)
     llm = [s for s in spans if s.span_kind is SpanKind.LLM]
     errors = sum(s.is_error for s in spans)
@@ -125,6 +131,7 @@ def expected_stats(spans: list[ObservabilitySpan], minutes: float) -> LatencySta
     return LatencyStats(
         agent_name=spans[0].agent_name,
         agent_tier=max(tiers) if tiers else None,
+        time_window=window,
         count=len(spans),
         error_count=errors,
         error_rate=errors / len(spans),
@@ -414,6 +421,7 @@ async def test_get_latency_stats__errors_and_tokens__llm_spans_only_count_tokens
 
     (stats,) = await repository.get_latency_stats("15m", agent_name="gap_analyzer")
 
+    assert stats.time_window == "15m"
     assert (stats.count, stats.error_count, stats.error_rate) == (5, 2, 0.4)
     assert (stats.llm_calls, stats.input_tokens, stats.output_tokens) == (3, 150, 25)
     assert stats.total_tokens == 120 + 60
@@ -434,7 +442,85 @@ async def test_get_latency_stats__agent_filter_and_empty_window__only_that_agent
     assert [s.agent_name for s in await repository.get_latency_stats("7d")] == ["a", "b"]
 
 
+def expected_summary(spans: list[ObservabilitySpan], window: str) -> WindowSummary:
+    """The seed's figures computed by hand: p95 over ALL durations of the window."""
+    durations = sorted(s.duration_ms for s in spans if s.duration_ms is not None)
+    if len(durations) >= 2:
+        p95 = statistics.quantiles(durations, n=100, method="inclusive")[94]
+    else:
+        p95 = durations[0] if durations else None
+    return WindowSummary(
+        time_window=window,
+        total_spans=len(spans),
+        successful_spans=sum(s.status is SpanStatus.COMPLETED for s in spans),
+        failed_spans=sum(s.status is SpanStatus.ERROR for s in spans),
+        avg_latency_ms=statistics.fmean(durations) if durations else None,
+        p95_latency_ms=p95,
+    )
+
+
+def assert_summary_close(got: WindowSummary, want: WindowSummary) -> None:
+    got_d, want_d = got.model_dump(), want.model_dump()
+    for key in ("avg_latency_ms", "p95_latency_ms"):
+        assert got_d.pop(key) == pytest.approx(want_d.pop(key), rel=1e-9), key
+    assert got_d == want_d
+
+
+async def test_get_window_summary__random_data__seed_fields_equal_hand_computed(repository):
+    by_agent = random_spans(seed=23)
+    by_agent["gap_analyzer"].append(make_span(2, agent="gap_analyzer", duration_ms=None))
+    inside = [s for spans in by_agent.values() for s in spans]
+    await repository.insert_spans_batch([*inside, make_span(61, agent="single", duration_ms=1e6)])
+
+    summary = await repository.get_window_summary("1h")
+
+    assert_summary_close(summary, expected_summary(inside, "1h"))
+    assert summary.total_spans == summary.successful_spans + summary.failed_spans + 1  # started
+    stats = await repository.get_latency_stats("1h")
+    mean_of_p95s = statistics.fmean(s.p95_ms for s in stats if s.p95_ms is not None)
+    assert summary.p95_latency_ms != pytest.approx(mean_of_p95s, rel=1e-3)  # over ALL spans
+    only = await repository.get_window_summary("1h", agent_name="causal_impact")
+    assert_summary_close(only, expected_summary(by_agent["causal_impact"], "1h"))
+
+
+async def test_get_window_summary__empty_window__zeros_and_no_latency(repository):
+    await repository.insert_span(make_span(120))
+    summary = await repository.get_window_summary("1h")
+    assert summary == WindowSummary(time_window="1h")
+
+
+async def test_metrics_service__seed_fields__from_the_backend_summary(repository, clock):
+    spans = [
+        make_span(1, duration_ms=10.0),
+        make_span(2, duration_ms=20.0, status=SpanStatus.ERROR),
+        make_span(3, agent="orchestrator", duration_ms=400.0),
+        make_span(4, agent="orchestrator", duration_ms=None),
+    ]
+    await repository.insert_spans_batch(spans)
+
+    metrics = await MetricsService(repository, clock=clock).get_quality_metrics("1h")
+
+    want = expected_summary(spans, "1h")
+    seed = (metrics.total_spans, metrics.successful_spans, metrics.failed_spans)
+    assert seed == (4, 2, 1)
+    assert metrics.avg_latency_ms == pytest.approx(want.avg_latency_ms)
+    assert metrics.p95_latency_ms == pytest.approx(want.p95_latency_ms)  # 362.0
+    assert metrics.p95_latency_ms == pytest.approx(362.0)
+    assert {s.time_window for s in metrics.agents.values()} == {"1h"}
+
+
 # -- retention ------------------------------------------------------------------------------------
+
+
+async def test_count_old_spans__dry_run__counts_what_delete_removes(repository):
+    day = 24 * 60
+    await repository.insert_spans_batch(
+        [make_span(30 * day + 1 + i, trace_id=TRACE_B) for i in range(6)] + [make_span(30 * day)]
+    )
+    assert await repository.count_old_spans(days=30) == 6
+    assert len(await repository.get_spans_by_time_window("60d")) == 7  # nothing deleted
+    assert await repository.delete_old_spans(days=30, batch_size=4) == 6
+    assert await repository.count_old_spans(days=30) == 0
 
 
 @pytest.mark.parametrize(("old_count", "batch_size"), [(25, 7), (20, 10), (3, 1000)])
@@ -487,6 +573,9 @@ async def test_windows__invalid_string__value_error_naming_accepted_forms(reposi
         (lambda r: r.get_spans_by_time_window("1h", agent_tier="2"), "agent_tier"),
         (lambda r: r.delete_old_spans(days=-1), "days"),
         (lambda r: r.delete_old_spans(days=30, batch_size=0), "batch_size"),
+        (lambda r: r.get_window_summary("1h", agent_name=""), "agent_name"),
+        (lambda r: r.get_window_summary("1w"), "time window"),
+        (lambda r: r.count_old_spans(days=-1), "days"),
     ],
     ids=[
         "limit0",
@@ -500,6 +589,9 @@ async def test_windows__invalid_string__value_error_naming_accepted_forms(reposi
         "tier_text",
         "days",
         "batch",
+        "agent_summary",
+        "window_summary",
+        "count_days",
     ],
 )
 async def test_arguments__invalid__value_error_naming_the_argument(repository, call, argument):

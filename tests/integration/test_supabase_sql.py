@@ -62,8 +62,17 @@ def insert_as(conn: psycopg.Connection, role: str, span) -> None:
         ("SELECT * FROM public.v_agent_latency_summary", ()),
         (STATS, (NOW,)),
         (RETENTION, (NOW,)),
+        ("SELECT * FROM public.ml_window_summary('1 hour', NULL, %s)", (NOW,)),
+        ("SELECT public.ml_count_old_spans('30 days', %s)", (NOW,)),
     ],
-    ids=["select", "view", "stats_function", "retention_function"],
+    ids=[
+        "select",
+        "view",
+        "stats_function",
+        "retention_function",
+        "summary_function",
+        "count_old_function",
+    ],
 )
 def test_anon__reads_or_calls_functions__permission_denied_42501(db, query, params):
     with pytest.raises(errors.InsufficientPrivilege) as caught:
@@ -154,7 +163,7 @@ async def test_stats_function__as_service_role__same_stats_as_the_postgres_repos
 
     rows = as_role(db, "service_role", STATS, (NOW,))
 
-    assert [stats_from_row(row) for row in rows] == expected
+    assert [stats_from_row(row, "1h") for row in rows] == expected
     assert len(expected) == len(by_agent)
 
 

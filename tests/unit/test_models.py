@@ -18,6 +18,7 @@ from src.agents.ml_foundation.observability_connector.models import (
     SpanEvent,
     SpanKind,
     SpanStatus,
+    WindowSummary,
     check_span_id,
     check_trace_id,
     limit_depth,
@@ -259,6 +260,22 @@ def test_observability_span__tier_out_of_range__rejected():
 
 # --- QualityMetrics.from_agent_stats ------------------------------------------------------
 
+
+def test_quality_metrics__with_window_summary__seed_fields_from_it():
+    summary = WindowSummary(
+        time_window="1h",
+        total_spans=3,
+        successful_spans=1,
+        failed_spans=1,
+        avg_latency_ms=20.0,
+        p95_latency_ms=29.0,
+    )
+    stats = [_stats("a", 3, 1, (0, 0))]
+    metrics = QualityMetrics.from_agent_stats("1h", WINDOW_START, WINDOW_END, stats, None, summary)
+    seed = (metrics.successful_spans, metrics.failed_spans)
+    assert (*seed, metrics.avg_latency_ms, metrics.p95_latency_ms) == (1, 1, 20.0, 29.0)
+
+
 WINDOW_END = datetime(2025, 1, 2, 12, 0, tzinfo=UTC)
 WINDOW_START = WINDOW_END - timedelta(hours=1)
 
@@ -285,6 +302,8 @@ def test_quality_metrics__from_agent_stats__totals_rates_and_agents_rolled_up():
         window_end=WINDOW_END,
         agent_name=None,
         total_spans=120,
+        successful_spans=108,  # without a window summary: total minus errors
+        failed_spans=12,
         error_count=12,
         error_rate=0.1,
         spans_per_minute=2.0,

@@ -2,7 +2,10 @@
 
 `ObservabilitySpan` is the one record every path produces (callback handler, `trace_agent`,
 `trace_llm_call`, the span_emitter node) and every sink consumes (database, Opik).
-`LatencyStats` is one agent's window statistics; `QualityMetrics` is the whole window.
+`LatencyStats` is one agent's window statistics; `WindowSummary` the window's own figures over
+all its spans (the p95 of every duration, not an average of the agents' p95s); `QualityMetrics`
+is the whole window, with the seed's fields (`successful_spans`, `failed_spans`,
+`avg_latency_ms`, `p95_latency_ms`) beside ours.
 
 Datetimes must be timezone-aware: a naive datetime is rejected, because guessing its zone
 silently shifts every percentile window by the host's UTC offset.
@@ -343,6 +346,8 @@ class LatencyStats(BaseModel):
 
     agent_name: str
     agent_tier: int | None = None
+    time_window: str | None = None
+    """The window these figures cover (e.g. `24h`); repositories always set it."""
     count: int = Field(ge=0)
     error_count: int = Field(default=0, ge=0)
     error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
@@ -358,6 +363,25 @@ class LatencyStats(BaseModel):
     spans_per_minute: float = Field(default=0.0, ge=0.0)
 
 
+class WindowSummary(BaseModel):
+    """Figures over every span of a window (optionally one agent's), computed by the backend.
+
+    `successful_spans` have status `completed`, `failed_spans` status `error` (a span still
+    `started` counts in `total_spans` only). Latencies are over the spans with a duration:
+    `avg_latency_ms` their mean, `p95_latency_ms` their 95th percentile (`percentile_cont`,
+    i.e. `statistics.quantiles(..., n=100, method="inclusive")[94]`); None when there are none.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    time_window: str
+    total_spans: int = Field(default=0, ge=0)
+    successful_spans: int = Field(default=0, ge=0)
+    failed_spans: int = Field(default=0, ge=0)
+    avg_latency_ms: float | None = None
+    p95_latency_ms: float | None = None
+
+
 class QualityMetrics(BaseModel):
     """Everything the metrics_aggregator node writes into graph state for one window."""
 
@@ -368,6 +392,15 @@ class QualityMetrics(BaseModel):
     window_end: datetime
     agent_name: str | None = None
     total_spans: int = Field(default=0, ge=0)
+    successful_spans: int = Field(default=0, ge=0)
+    """The seed's field: spans with status `completed` (see `WindowSummary`)."""
+    failed_spans: int = Field(default=0, ge=0)
+    """The seed's field: spans with status `error` (the same number as `error_count`)."""
+    avg_latency_ms: float | None = None
+    """The seed's field: mean duration over all spans of the window."""
+    p95_latency_ms: float | None = None
+    """The seed's field: 95th percentile over all spans of the window (not an average of the
+    agents' p95s)."""
     error_count: int = Field(default=0, ge=0)
     error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     spans_per_minute: float = Field(default=0.0, ge=0.0)
@@ -384,8 +417,12 @@ class QualityMetrics(BaseModel):
         window_end: datetime,
         stats: list[LatencyStats],
         agent_name: str | None = None,
+        summary: WindowSummary | None = None,
     ) -> QualityMetrics:
-        """Roll per-agent statistics up into window totals."""
+        """Roll per-agent statistics up into window totals; the seed's fields come from
+        `summary` (the repository's `get_window_summary`). Without one, `successful_spans` is
+        total minus errors and the window latencies are None: a p95 over all spans cannot be
+        derived from per-agent figures."""
         total = sum(s.count for s in stats)
         errors = sum(s.error_count for s in stats)
         minutes = max((window_end - window_start).total_seconds() / 60.0, 1e-9)
@@ -395,6 +432,10 @@ class QualityMetrics(BaseModel):
             window_end=window_end,
             agent_name=agent_name,
             total_spans=total,
+            successful_spans=summary.successful_spans if summary else total - errors,
+            failed_spans=summary.failed_spans if summary else errors,
+            avg_latency_ms=summary.avg_latency_ms if summary else None,
+            p95_latency_ms=summary.p95_latency_ms if summary else None,
             error_count=errors,
             error_rate=(errors / total) if total else 0.0,
             spans_per_minute=total / minutes,

@@ -1,15 +1,18 @@
 """Window metrics for graph state: `MetricsService` and the metrics_aggregator node.
 
 The service is the one place metrics come from (this node, the CLI, the agent facade): it
-validates the window before anything else, asks the repository for per-agent statistics
-(aggregated in SQL by the backend, never by loading spans), rolls them up with
-`QualityMetrics.from_agent_stats`, and keeps the result in the metrics cache. The node only
+validates the window before anything else, asks the repository for per-agent statistics and
+for the window's own summary (the seed's fields: a p95 over all spans cannot be derived from
+per-agent figures), both aggregated in SQL by the backend, never by loading spans, and asked
+concurrently; rolls them up with `QualityMetrics.from_agent_stats`, and keeps the result in the
+metrics cache. The node only
 translates between graph state and the service, and turns failures into `errors` messages,
 because a bad window from a parent graph must not crash that graph.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
@@ -67,8 +70,17 @@ class MetricsService:
         end = self._clock()
         if end.tzinfo is None or end.utcoffset() is None:
             raise ValueError(f"the metrics clock must return an aware datetime, got {end!r}")
-        stats = await self.repository.get_latency_stats(window, agent_name)
-        metrics = QualityMetrics.from_agent_stats(window, end - length, end, stats, agent_name)
+        stats, summary = await asyncio.gather(
+            self.repository.get_latency_stats(window, agent_name),
+            self.repository.get_window_summary(window, agent_name),
+            return_exceptions=True,  # both settle: no orphaned failure logged later
+        )
+        for outcome in (stats, summary):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        metrics = QualityMetrics.from_agent_stats(
+            window, end - length, end, stats, agent_name, summary
+        )
         if self.cache is not None:
             self.cache.set(window, agent_name, metrics)
         return metrics
