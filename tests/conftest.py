@@ -23,4 +23,5 @@ pytest_plugins = [
     "tests.fixtures.redis",
     "tests.fixtures.opik_server",
     "tests.fixtures.outside_reads",
+    "tests.fixtures.e2i_connector",
 ]

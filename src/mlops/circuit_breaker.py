@@ -11,6 +11,9 @@ opens it again for another full timeout.
 
 A probe that never reports back (its caller crashed) does not wedge the breaker: after another
 reset timeout a new probe is granted. Time comes from the injected monotonic `clock`.
+
+E2I's names work too (RAG evaluation guards its own Opik calls with the connector's breaker):
+`allow_request()` is `allow()`, and `is_closed` / `is_open` / `is_half_open` read `state`.
 """
 
 from __future__ import annotations
@@ -114,6 +117,23 @@ class CircuitBreaker:
                     return True
             self._rejected += 1
             return False
+
+    def allow_request(self) -> bool:
+        """E2I's name for `allow()`."""
+        return self.allow()
+
+    @property
+    def is_closed(self) -> bool:
+        return self.state == CLOSED
+
+    @property
+    def is_open(self) -> bool:
+        """True while calls are refused (a breaker whose timeout passed is half-open instead)."""
+        return self.state == OPEN
+
+    @property
+    def is_half_open(self) -> bool:
+        return self.state == HALF_OPEN
 
     def record_success(self) -> None:
         """The call worked: reset the failure count; a successful probe closes the breaker."""

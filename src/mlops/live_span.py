@@ -33,9 +33,15 @@ from src.agents.ml_foundation.observability_connector.nodes.context_manager impo
 )
 from src.agents.ml_foundation.observability_connector.usage import ProblemCounter
 
-from .opik_mapping import TRACEBACK_ATTRIBUTE, json_safe
+from .opik_mapping import (
+    INPUT_ATTRIBUTE,
+    OUTPUT_ATTRIBUTE,
+    TAGS_ATTRIBUTE,
+    TRACEBACK_ATTRIBUTE,
+    json_safe,
+)
 
-__all__ = ["LiveSpan", "SpanScope", "current_live_span"]
+__all__ = ["LiveSpan", "SpanScope", "current_live_span", "span_payload"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +59,14 @@ def current_live_span() -> LiveSpan | None:
     return _CURRENT_LIVE.get()
 
 
+def span_payload(value: Any) -> Any:
+    """What `set_input` / `set_output` store: a JSON-safe copy of the caller's value.
+
+    The one place a span's input/output is shaped before it is stored; redaction and size
+    limits (config `spans.*`) apply to the stored attributes on the way to every sink."""
+    return json_safe(value)
+
+
 def _check_key(key: Any, what: str) -> str:
     if not isinstance(key, str) or not key:
         raise ValueError(f"{what} must be a non-empty string, got {key!r}")
@@ -60,7 +74,13 @@ def _check_key(key: Any, what: str) -> str:
 
 
 class LiveSpan:
-    """The mutable span inside a `trace_agent` / `trace_llm_call` block."""
+    """The mutable span inside a `trace_agent` / `trace_llm_call` block.
+
+    Also E2I's `SpanContext`: `metadata` is the attributes dict itself (what a caller writes
+    into it is stored), `set_input` / `set_output` / tags are stored as the attributes `input`,
+    `output` and `tags` (and become Opik's fields of those names), `name`, `status`,
+    `end_time` and `duration_ms` are readable after the block, `to_dict()` is E2I's shape.
+    """
 
     def __init__(
         self,
@@ -88,7 +108,10 @@ class LiveSpan:
         self.input_tokens: int | None = None
         self.output_tokens: int | None = None
         self.total_tokens: int | None = None
-        self.status = SpanStatus.COMPLETED
+        self.status = SpanStatus.STARTED
+        """`started` inside the block; `completed` or `error` once it has ended."""
+        self.end_time: datetime | None = None
+        self.duration_ms: float | None = None
         self.error_type: str | None = None
         self.error_message: str | None = None
         self._clock = clock
@@ -101,14 +124,64 @@ class LiveSpan:
     def trace_id(self) -> str:
         return self.context.trace_id
 
+    @property
+    def name(self) -> str:
+        """`<agent_name>.<operation_name>`, as E2I names its spans."""
+        return f"{self.agent_name}.{self.operation_name}"
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The span's attributes (the same dict): keys written here are stored."""
+        return self.attributes
+
+    @property
+    def input_data(self) -> Any:
+        return self.attributes.get(INPUT_ATTRIBUTE)
+
+    @property
+    def output_data(self) -> Any:
+        return self.attributes.get(OUTPUT_ATTRIBUTE)
+
+    @property
+    def tags(self) -> list[str]:
+        return list(self.attributes.get(TAGS_ATTRIBUTE) or [])
+
     def set_attribute(self, key: str, value: Any) -> None:
         self.attributes[_check_key(key, "attribute key")] = value
 
-    def add_event(self, name: str, attrs: Mapping[str, Any] | None = None) -> None:
+    def set_input(self, input_data: Any) -> None:
+        """The operation's input (replaces an earlier one); stored as attribute `input`."""
+        self.attributes[INPUT_ATTRIBUTE] = span_payload(input_data)
+
+    def set_output(self, output_data: Any) -> None:
+        """The operation's result (replaces an earlier one); stored as attribute `output`."""
+        self.attributes[OUTPUT_ATTRIBUTE] = span_payload(output_data)
+
+    @staticmethod
+    def check_tags(tags: Any) -> list[str]:
+        """`tags` as a list; anything but a list/tuple/set of non-empty strings is a ValueError."""
+        if isinstance(tags, str) or not isinstance(tags, list | tuple | set | frozenset):
+            raise ValueError(f"tags must be a list of strings, got {tags!r}")
+        for tag in tags:
+            if not isinstance(tag, str) or not tag:
+                raise ValueError(f"each tag must be a non-empty string, got {tag!r} in {tags!r}")
+        return list(tags)
+
+    def add_tags(self, tags: Any) -> None:
+        """Add tags (duplicates kept once, in order); stored as the attribute `tags`."""
+        if tags is None:
+            return
+        current = self.tags
+        current.extend(t for t in dict.fromkeys(self.check_tags(tags)) if t not in current)
+        self.attributes[TAGS_ATTRIBUTE] = current
+
+    def add_event(self, name: str, attributes: Mapping[str, Any] | None = None) -> None:
         """Record a point-in-time event (stored with the span in the database)."""
         _check_key(name, "event name")
         self.events.append(
-            SpanEvent(name=name, timestamp=self._clock(), attributes=json_safe(dict(attrs or {})))
+            SpanEvent(
+                name=name, timestamp=self._clock(), attributes=json_safe(dict(attributes or {}))
+            )
         )
 
     def set_tokens(
@@ -143,7 +216,11 @@ class LiveSpan:
             self.attributes[TRACEBACK_ATTRIBUTE] = text[-TRACEBACK_MAX_CHARS:]
 
     def finish(self, end_time: datetime) -> ObservabilitySpan:
-        """The finished, validated span."""
+        """The finished, validated span; `status`, `end_time`, `duration_ms` are set here."""
+        if self.status is SpanStatus.STARTED:
+            self.status = SpanStatus.COMPLETED
+        self.end_time = max(end_time, self.start_time)
+        self.duration_ms = (self.end_time - self.start_time).total_seconds() * 1000.0
         return ObservabilitySpan(
             span_id=self.span_id,
             trace_id=self.trace_id,
@@ -152,7 +229,7 @@ class LiveSpan:
             agent_name=self.agent_name,
             span_kind=self.span_kind,
             start_time=self.start_time,
-            end_time=max(end_time, self.start_time),
+            end_time=self.end_time,
             status=self.status,
             error_type=self.error_type,
             error_message=self.error_message,
@@ -166,10 +243,34 @@ class LiveSpan:
             tracestate=format_tracestate(self.context.tracestate) or None,
         )
 
+    def to_dict(self) -> dict[str, Any]:
+        """E2I's dictionary of the span (ids, names, times, status, attributes, input, output)."""
+        return {
+            "span_id": self.span_id,
+            "trace_id": self.trace_id,
+            "parent_span_id": self.parent_span_id,
+            "name": self.name,
+            "operation_name": self.operation_name,
+            "agent_name": self.agent_name,
+            "span_kind": self.span_kind.value,
+            "started_at": self.start_time.isoformat(),
+            "ended_at": self.end_time.isoformat() if self.end_time else None,
+            "duration_ms": self.duration_ms,
+            "status": self.status.value,
+            "error_type": self.error_type,
+            "error_message": self.error_message,
+            "attributes": json_safe(self.attributes),
+            "events": [e.model_dump(mode="json") for e in self.events],
+            "tags": self.tags,
+            "input": self.input_data,
+            "output": self.output_data,
+        }
+
     def __repr__(self) -> str:
         return (
-            f"LiveSpan(agent_name={self.agent_name!r}, operation_name={self.operation_name!r}, "
-            f"trace_id={self.trace_id!r}, span_id={self.span_id!r})"
+            f"{type(self).__name__}(agent_name={self.agent_name!r}, "
+            f"operation_name={self.operation_name!r}, trace_id={self.trace_id!r}, "
+            f"span_id={self.span_id!r})"
         )
 
 

@@ -12,18 +12,21 @@
 Nothing happens at import: the first `get_opik_connector()` builds it (thread-safe, once);
 `reset_opik_connector()` closes it (tests, or a forked worker that wants its own). Every class
 stays usable without this module: pass your own processor, sink and repository.
+
+E2I's forms work as its modules call them: `get_opik_connector(config=None, force_new=False)`
+with `config` an `OpikConfig` or an `ObservabilityConfig` (see `opik_config.resolve_config`),
+and `OpikConnector()` / `OpikConnector(config=..., circuit_breaker_config=...)`, which return
+this same default. `force_new=True` builds a new default from `config` and closes the old one
+(its queued spans are delivered first).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from src.agents.ml_foundation.observability_connector.config import (
-    ObservabilityConfig,
-    load_config,
-)
+from src.agents.ml_foundation.observability_connector.config import ObservabilityConfig
 
 if TYPE_CHECKING:
     from .opik_connector import OpikConnector
@@ -99,19 +102,29 @@ def build_opik_connector(config: ObservabilityConfig) -> OpikConnector:
     )
 
 
-def get_opik_connector(config: ObservabilityConfig | None = None) -> OpikConnector:
+def get_opik_connector(
+    config: Any = None, force_new: bool = False, *, circuit_breaker_config: Any = None
+) -> OpikConnector:
     """The process default, built on first call from `config` (default: `load_config()`).
 
-    Later calls return the same connector; their `config` is ignored.
+    Later calls return the same connector and ignore their arguments, unless `force_new` or
+    the default was closed (then a new one is built).
     """
     global _default
     connector = _default
-    if connector is not None:
+    if connector is not None and connector.is_enabled and not force_new:
         return connector
+    from .opik_config import resolve_config
+
+    old = None
     with _lock:
-        if _default is None:
-            _default = build_opik_connector(config if config is not None else load_config())
-        return _default
+        if _default is None or not _default.is_enabled or force_new:
+            old = _default
+            _default = build_opik_connector(resolve_config(config, circuit_breaker_config))
+        connector = _default
+    if old is not None:
+        old.close()
+    return connector
 
 
 def reset_opik_connector(timeout: float | None = None) -> None:

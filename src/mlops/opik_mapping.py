@@ -10,6 +10,12 @@ Spans are created complete in one POST (no later PATCH that could overtake the c
 `last_updated_at` is the span's end (or start): deterministic, so a replay is byte-identical.
 Prompt/response text travels in the attributes `llm.prompt` / `llm.response` and becomes Opik
 `input`/`output` only when capture is on; otherwise it is not sent at all.
+
+What a caller gives explicitly (E2I's `input_data=`, `set_output`, `tags=`, `set_cost`) travels
+in the attributes `input`, `output`, `tags` and `llm.cost_usd` and becomes Opik's `input`,
+`output`, `tags` (after the agent name, each tag once) and `total_estimated_cost`; the root
+span's become the trace's. A value that is not an object is sent as `{"value": ...}` (Opik's
+schema wants an object). These attributes are not repeated in Opik's `metadata`.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import math
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from src.agents.ml_foundation.observability_connector.config import CaptureSettings
@@ -35,13 +42,19 @@ from src.agents.ml_foundation.observability_connector.nodes.context_manager impo
 from src.agents.ml_foundation.observability_connector.usage import sanitize_text
 
 __all__ = [
+    "COST_ATTRIBUTE",
+    "FEEDBACK_SPAN_PREFIX",
+    "INPUT_ATTRIBUTE",
     "METRIC_SPAN_PREFIX",
+    "OUTPUT_ATTRIBUTE",
     "PROMPT_ATTRIBUTE",
     "PROMPT_TRUNCATED_ATTRIBUTE",
     "PROVIDER_ATTRIBUTES",
     "RESPONSE_ATTRIBUTE",
     "RESPONSE_TRUNCATED_ATTRIBUTE",
+    "TAGS_ATTRIBUTE",
     "TRACEBACK_ATTRIBUTE",
+    "SpanType",
     "json_safe",
     "opik_span_fields",
     "opik_trace_fields",
@@ -54,10 +67,27 @@ RESPONSE_TRUNCATED_ATTRIBUTE = f"{RESPONSE_ATTRIBUTE}_truncated"
 TRACEBACK_ATTRIBUTE = "error.traceback"
 PROVIDER_ATTRIBUTES = ("llm.provider", "provider", "ls_provider")
 TTFT_ATTRIBUTE = "ttft_ms"
+INPUT_ATTRIBUTE = "input"
+OUTPUT_ATTRIBUTE = "output"
+TAGS_ATTRIBUTE = "tags"
+COST_ATTRIBUTE = "llm.cost_usd"
+"""USD cost of an LLM call as the caller set it (`LLMSpanContext.set_cost`)."""
 METRIC_SPAN_PREFIX = "metric."
 """Operation-name prefix of `log_metric`'s stand-alone spans: never preferred as a trace root."""
+FEEDBACK_SPAN_PREFIX = "feedback."
+"""Operation-name prefix of `log_feedback`'s stand-alone spans: never preferred as a root."""
 
-_SPAN_TYPE = {SpanKind.LLM: "llm", SpanKind.TOOL: "tool"}  # agent/chain -> "general"
+
+class SpanType(StrEnum):
+    """Opik's span types (E2I imports them from the connector)."""
+
+    GENERAL = "general"
+    TOOL = "tool"
+    LLM = "llm"
+    GUARDRAIL = "guardrail"
+
+
+_SPAN_TYPE = {SpanKind.LLM: SpanType.LLM, SpanKind.TOOL: SpanType.TOOL}  # else GENERAL
 _INT32_MAX = MAX_TOKEN_COUNT
 _MAX_DEPTH = MAX_ATTRIBUTE_DEPTH
 
@@ -77,6 +107,27 @@ def json_safe(value: Any, _depth: int = 0) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     return str(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _tags(agent_name: str, extra: Any) -> list[str]:
+    """The agent name, then the caller's tags; each once (Opik wants unique items)."""
+    tags = [agent_name]
+    if isinstance(extra, list | tuple):
+        tags.extend(t for t in extra if isinstance(t, str) and t and t not in tags)
+    return list(dict.fromkeys(tags))
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """An explicit input/output as the JSON object Opik accepts ({} when absent)."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        return dict(json_safe(value))
+    return {"value": json_safe(value)}
 
 
 def _utc(moment: datetime) -> datetime:
@@ -140,19 +191,28 @@ def opik_span_fields(
         "project_name": project_name,
         "trace_id": opik_trace_uuid(span.trace_id),
         "name": span.operation_name,
-        "type": _SPAN_TYPE.get(span.span_kind, "general"),
+        "type": _SPAN_TYPE.get(span.span_kind, SpanType.GENERAL).value,
         "start_time": _utc(span.start_time),
-        "tags": [span.agent_name],
+        "tags": _tags(span.agent_name, attributes.pop(TAGS_ATTRIBUTE, None)),
         "last_updated_at": _utc(span.end_time or span.start_time),
     }
     if span.parent_span_id is not None:
         fields["parent_span_id"] = opik_span_uuid_for(span.trace_id, span.parent_span_id)
     if span.end_time is not None:
         fields["end_time"] = _utc(span.end_time)
+    given_input = _object(attributes.pop(INPUT_ATTRIBUTE, None))
+    given_output = _object(attributes.pop(OUTPUT_ATTRIBUTE, None))
     if capture.prompts and prompt is not None:
-        fields["input"] = {"prompt": sanitize_text(prompt, capture.max_chars)[0]}
+        given_input = {"prompt": sanitize_text(prompt, capture.max_chars)[0], **given_input}
     if capture.prompts and response is not None:
-        fields["output"] = {"response": sanitize_text(response, capture.max_chars)[0]}
+        given_output = {"response": sanitize_text(response, capture.max_chars)[0], **given_output}
+    if given_input:
+        fields["input"] = given_input
+    if given_output:
+        fields["output"] = given_output
+    cost = attributes.pop(COST_ATTRIBUTE, None)
+    if _is_number(cost) and cost >= 0:
+        fields["total_estimated_cost"] = float(cost)
     usage = _usage(span)
     if usage:
         fields["usage"] = usage
@@ -162,7 +222,7 @@ def opik_span_fields(
     if isinstance(provider, str):
         fields["provider"] = provider
     ttft = attributes.get(TTFT_ATTRIBUTE)
-    if isinstance(ttft, int | float) and not isinstance(ttft, bool) and math.isfinite(ttft):
+    if _is_number(ttft):
         fields["ttft"] = float(ttft)
     if span.is_error:
         fields["error_info"] = _error_info(span, attributes)
@@ -180,11 +240,12 @@ def opik_trace_fields(
     earliest start, so the root-named trace sent later (stamped with the root's end) wins in
     Opik. The database keeps the full truth either way.
 
-    A parentless `metric.<name>` span (`log_metric` with a `trace_id` outside that trace's
-    block) is not taken as the root: with no other parentless span it only names the
-    placeholder, so the real root, in this batch or a later one, still names the trace. Such a
-    metric may come after the root ended, so a placeholder's `last_updated_at` is the trace
-    id's own time (a UUIDv7 trace id carries the trace's start) when that is earlier.
+    A parentless `metric.<name>` / `feedback.<type>` span (`log_metric` / `log_feedback` with
+    a `trace_id` outside that trace's block) is not taken as the root: with no other parentless
+    span it only names the placeholder, so the real root, in this batch or a later one, still
+    names the trace. Such a score may come after the root ended, so a placeholder's
+    `last_updated_at` is the trace id's own time (a UUIDv7 trace id carries the trace's start)
+    when that is earlier.
     """
     if not spans:
         raise ValueError("opik_trace_fields needs at least one span")
@@ -195,7 +256,7 @@ def opik_trace_fields(
         fields: dict[str, Any] = {
             "name": root.operation_name,
             "start_time": _utc(root.start_time),
-            "tags": [root.agent_name],
+            "tags": _tags(root.agent_name, root.attributes.get(TAGS_ATTRIBUTE)),
             "last_updated_at": _utc(root.end_time or root.start_time),
             "metadata": {
                 "agent_name": root.agent_name,
@@ -207,6 +268,10 @@ def opik_trace_fields(
         }
         if root.end_time is not None:
             fields["end_time"] = _utc(root.end_time)
+        for field, key in (("input", INPUT_ATTRIBUTE), ("output", OUTPUT_ATTRIBUTE)):
+            given = _object(root.attributes.get(key))
+            if given:
+                fields[field] = given
         if root.thread_id:
             fields["thread_id"] = root.thread_id
         if root.is_error:
@@ -238,7 +303,7 @@ def opik_trace_fields(
 
 
 def _is_metric_span(span: ObservabilitySpan) -> bool:
-    return span.operation_name.startswith(METRIC_SPAN_PREFIX)
+    return span.operation_name.startswith((METRIC_SPAN_PREFIX, FEEDBACK_SPAN_PREFIX))
 
 
 def _trace_id_time(trace_id: str) -> datetime:

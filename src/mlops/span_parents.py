@@ -56,9 +56,13 @@ class SpanParents:
             while len(self._recent) > self._max:
                 self._recent.popitem(last=False)
 
-    def resolve(self, trace_id: str | None, parent_span_id: str | None) -> ParentChoice:
+    def resolve(
+        self, trace_id: str | None, parent_span_id: str | None, *, new_trace: bool = False
+    ) -> ParentChoice:
         """The context the new span starts under and its parent span id.
 
+        - `new_trace` (E2I's `force_new_trace=True`): a root span, in `trace_id` when given,
+          else in a new trace; the current span and `parent_span_id` are not used;
         - no ids: child of the current span, or a new trace;
         - only `trace_id`: child of the current span if it is in that trace, else a root span
           in that trace;
@@ -67,6 +71,9 @@ class SpanParents:
           process or the callback handler) a new trace starts, the requested parent is kept in
           `orphan_parent_span_id` and counted: tracing never raises into the agent.
         """
+        if new_trace:
+            base = TraceContext(trace_id, new_span_id(), SAMPLED_FLAG) if trace_id else None
+            return ParentChoice(base, None)
         ctx = current_context()
         if parent_span_id is None:
             if trace_id is None or (ctx is not None and ctx.trace_id == trace_id):

@@ -190,8 +190,8 @@ def test_trace_agent__registry__fills_agent_tier() -> None:
     [
         ({"agent_name": ""}, "agent_name"),
         ({"operation": "  "}, "operation"),
-        ({"trace_id": "abc"}, "trace_id"),
-        ({"parent_span_id": "XYZ"}, "parent_span_id"),
+        ({"tags": "tier_2"}, "tags"),
+        ({"tags": ["ok", 3]}, "tag"),
     ],
 )
 def test_trace_agent__bad_arguments__value_error_names_field(
@@ -245,13 +245,11 @@ async def test_trace_llm_call__unknown_parent_inside_current_trace__joins_that_t
     assert SPAN_PROBLEMS.count == problems_before
 
 
-def test_trace_llm_call_sync__malformed_parent_span_id__value_error_before_call() -> None:
+def test_trace_llm_call_sync__empty_model__value_error_before_call() -> None:
     connector, processor = _connector()
     calls: list[int] = []
-    with pytest.raises(ValueError, match="parent_span_id"):
-        connector.trace_llm_call_sync(
-            "m", "p", lambda: calls.append(1), parent_span_id="00F067AA0BA902B7"
-        )
+    with pytest.raises(ValueError, match="model"):
+        connector.trace_llm_call_sync("", "p", lambda: calls.append(1))
     assert calls == [] and processor.spans == []
 
 

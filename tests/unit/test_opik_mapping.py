@@ -202,3 +202,39 @@ def test_json_safe__metadata_5000_deep__cut_with_the_marker_not_str() -> None:
     for _ in range(MAX_ATTRIBUTE_DEPTH):
         safe = safe["meta"] if "meta" in safe else safe["child"]
     assert safe == DEPTH_MARKER
+
+
+def test_opik_span_fields__tags_input_output_cost__opik_fields_not_metadata() -> None:
+    span = _span(
+        attributes={
+            "tags": ["orchestrator", "tier_2", "tier_2"],
+            "input": {"q": "x"},
+            "output": ["not", "an", "object"],
+            "llm.cost_usd": 0.01,
+            "brand": "Kisqali",
+        }
+    )
+    fields = opik_span_fields(span, "p", CaptureSettings())
+    assert fields["tags"] == ["orchestrator", "tier_2"]
+    assert fields["input"] == {"q": "x"}
+    assert fields["output"] == {"value": ["not", "an", "object"]}
+    assert fields["total_estimated_cost"] == 0.01
+    assert fields["metadata"]["attributes"] == {"brand": "Kisqali"}
+
+
+def test_opik_span_fields__captured_prompt_and_given_input__both_sent() -> None:
+    span = _span(attributes={"input": {"q": "x"}, "llm.prompt": "Why?"})
+    fields = opik_span_fields(span, "p", CaptureSettings(prompts=True))
+    assert fields["input"] == {"prompt": "Why?", "q": "x"}
+
+
+def test_opik_trace_fields__root_input_output_tags__on_the_trace() -> None:
+    root = _span(attributes={"tags": ["x"], "input": {"a": 1}, "output": {"b": 2}})
+    feedback = _span(trace_id=root.trace_id, operation_name="feedback.quality")
+    fields, rooted = opik_trace_fields([feedback, root], "p")
+    assert rooted and fields["name"] == "op"
+    assert (fields["tags"], fields["input"], fields["output"]) == (
+        ["orchestrator", "x"],
+        {"a": 1},
+        {"b": 2},
+    )
