@@ -92,6 +92,25 @@ def test_opik_server__negative_feedback_value__accepted(opik_server: OpikTestSer
     assert response.status_code == 204
 
 
+@pytest.mark.parametrize(
+    ("score", "expected"),
+    [
+        ({"id": V7_ID, "name": "quality", "value": 0.9}, "'source' is a required property"),
+        ({"id": V7_ID, "name": "", "value": 0.9, "source": "sdk"}, "should be non-empty"),
+        ({"id": V7_ID, "name": "q", "value": 2e9, "source": "sdk"}, "is greater than"),
+        ({"id": V7_ID, "name": "q", "value": 1, "source": "user"}, "is not one of"),
+        ({"id": V4_ID, "name": "q", "value": 1, "source": "sdk"}, "is not a UUID version 7"),
+    ],
+)
+def test_opik_server__invalid_trace_feedback_score__schema_error(
+    bare_server: OpikTestServer, score: dict[str, object], expected: str
+) -> None:
+    """What `log_feedback` / `log_metric` send (PUT traces/feedback-scores) is validated."""
+    response = _post(bare_server, "PUT", TRACE_SCORES_PATH, {"scores": [score]})
+    assert response.status_code == 422
+    assert any(expected in e for e in bare_server.schema_errors), bare_server.schema_errors
+
+
 def test_opik_server__refuse_then_recover__same_port(opik_server: OpikTestServer) -> None:
     port = opik_server.port
     opik_server.refuse_connections()
