@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -25,17 +25,16 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
-    SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
     field_validator,
-    model_serializer,
 )
 
 from .config_formats import nearest, normalize
+from .config_otlp import OtlpSettings, otlp_env_overrides
+from .config_section import Section as _Section
 from .redaction import mask_credentials
 from .time_window import parse_time_window
 
@@ -58,27 +57,6 @@ DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[4] / "config" / "observab
 
 class ConfigError(ValueError):
     """The configuration file or an environment override is invalid."""
-
-
-class _Section(BaseModel):
-    """A frozen config section. Secrets are `SecretStr`; any other text that is a URL with a
-    user:password (OPIK_URL_OVERRIDE, supabase_url, ...) shows masked in `repr`, `str` and
-    `model_dump` (so in `redacted()` too); the attribute itself holds the real value."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
-        for name, value in super().__repr_args__():
-            yield name, mask_credentials(value) if isinstance(value, str) else value
-
-    @model_serializer(mode="wrap")
-    def _masked(self, handler: SerializerFunctionWrapHandler) -> Any:
-        data = handler(self)
-        if isinstance(data, dict):
-            for key, value in data.items():
-                if isinstance(value, str):
-                    data[key] = mask_credentials(value)
-        return data
 
 
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -374,6 +352,7 @@ class ObservabilityConfig(_Section):
     cache: CacheSettings = CacheSettings()
     capture: CaptureSettings = CaptureSettings()
     spans: SpansSettings = SpansSettings()
+    otlp: OtlpSettings = OtlpSettings()
     default_agent_tier: int | None = Field(default=None, ge=0, le=5)
 
     def redacted(self) -> dict[str, Any]:
@@ -417,6 +396,12 @@ def _env_overrides(
         put("opik", "project_name", env[ENV_OPIK_PROJECT])
     if env.get(ENV_ENVIRONMENT):
         put("sampling", "environment", env[ENV_ENVIRONMENT])
+    try:
+        otlp = otlp_env_overrides(env)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    for key, value in otlp.items():
+        put("otlp", key, value)
     if env.get(env_redis):
         put("cache", "backend", "redis")
         put("cache", "redis_url", env[env_redis])
