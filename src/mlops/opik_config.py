@@ -41,7 +41,6 @@ from src.agents.ml_foundation.observability_connector.config import (
 from src.agents.ml_foundation.observability_connector.sampling import Sampler
 
 __all__ = [
-    "DEFAULT_LOCAL_URL",
     "ENV_OPIK_ALWAYS_SAMPLE_ERRORS",
     "ENV_OPIK_ENABLED",
     "ENV_OPIK_ENDPOINT",
@@ -57,11 +56,9 @@ ENV_OPIK_SAMPLE_RATE = "OPIK_SAMPLE_RATE"
 """Fraction of traces kept, 0..1."""
 ENV_OPIK_ALWAYS_SAMPLE_ERRORS = "OPIK_ALWAYS_SAMPLE_ERRORS"
 ENV_OPIK_USE_LOCAL = "OPIK_USE_LOCAL"
-"""`true`: a self-hosted Opik at `DEFAULT_LOCAL_URL` unless a URL is given."""
+"""`true`: a self-hosted Opik (`opik.use_local`), at the URL given or `opik.local_endpoint`."""
 ENV_OPIK_ENDPOINT = "OPIK_ENDPOINT"
 """E2I's name for the Opik URL; `OPIK_URL_OVERRIDE` (the SDK's) wins when both are set."""
-DEFAULT_LOCAL_URL = "http://localhost:5173/api/"
-"""Where a self-hosted Opik listens by default (the opik SDK's `use_local` URL)."""
 
 _MASK = "**********"
 _TRUE = ("true", "1", "yes", "on")
@@ -156,13 +153,12 @@ class OpikConfig:
     def from_observability(cls, config: ObservabilityConfig) -> OpikConfig:
         """The view of a full configuration; `sample_rate` is the rate in force (by environment)."""
         opik = config.opik
-        url = opik.url_override
         return cls(
             api_key=opik.api_key,
             workspace=opik.workspace,
             project_name=opik.project_name,
-            url=url,
-            use_local=bool(getattr(opik, "use_local", False)),
+            url=opik.effective_url,
+            use_local=opik.use_local,
             enabled=opik.enabled,
             sample_rate=Sampler(config.sampling).rate,
             always_sample_errors=config.sampling.always_sample_errors,
@@ -170,11 +166,15 @@ class OpikConfig:
         )
 
     def opik_overrides(self) -> dict[str, Any]:
-        """This view as `opik` section values (None fields are left to the file/environment)."""
-        values: dict[str, Any] = {"enabled": self.enabled, "project_name": self.project_name}
-        url = self.url or (DEFAULT_LOCAL_URL if self.use_local else None)
-        if url:
-            values["url_override"] = url
+        """This view as `opik` section values (None fields are left to the file/environment).
+        With `use_local`, `url` is the self-hosted Opik's address (`local_endpoint`)."""
+        values: dict[str, Any] = {
+            "enabled": self.enabled,
+            "project_name": self.project_name,
+            "use_local": self.use_local,
+        }
+        if self.url:
+            values["local_endpoint" if self.use_local else "url_override"] = self.url
         if self.workspace:
             values["workspace"] = self.workspace
         if self.api_key is not None:

@@ -115,7 +115,10 @@ def test_resolve_config__opik_config__overrides_opik_and_sampling_only() -> None
     given = OpikConfig(project_name="rag-eval", sample_rate=0.5, use_local=True, source=base)
     resolved = resolve_config(given)
     assert resolved.opik.project_name == "rag-eval"
-    assert resolved.opik.url_override == "http://localhost:5173/api/"
+    assert resolved.opik.use_local and resolved.opik.effective_url == "http://localhost:5173/api"
+    local = resolve_config(OpikConfig(url="http://opik.lan:8080", use_local=True, source=base))
+    assert local.opik.effective_url == "http://opik.lan:8080/api"
+    assert OpikConfig.from_observability(local).url == "http://opik.lan:8080/api"
     assert resolved.opik.api_key.get_secret_value() == "from-file"  # None left the file's key
     assert (resolved.sampling.default_rate, resolved.sampling.production_rate) == (0.5, 0.5)
     assert resolved.storage == base.storage
