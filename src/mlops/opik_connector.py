@@ -149,6 +149,14 @@ class OpikConnector:
         )
         self._closed = False
 
+    def __copy__(self) -> OpikConnector:
+        """A connector is a process resource (queue, worker, connections): copies are itself.
+        (Without this, `copy` would call `__new__` with no processor: the process default.)"""
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> OpikConnector:
+        return self
+
     # -- state -----------------------------------------------------------------------------
     @property
     def is_enabled(self) -> bool:

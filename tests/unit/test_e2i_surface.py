@@ -166,6 +166,14 @@ def test_opik_connector__breaker_config__shapes_standalone_breaker() -> None:
     assert connector.circuit_breaker.is_open
 
 
+def test_opik_connector__copied__the_same_connector_not_the_default() -> None:
+    import copy
+
+    connector, _ = _connector()
+    assert copy.copy(connector) is connector
+    assert copy.deepcopy({"c": connector})["c"] is connector
+
+
 def test_opik_connector__closed__not_enabled() -> None:
     connector, _ = _connector()
     connector.close()
