@@ -1,6 +1,6 @@
 """`ObservabilityConnectorAgent`: the one object other agents hold.
 
-    async with ObservabilityConnectorAgent() as obs:          # config/observability.yaml + env
+    async with ObservabilityConnectorAgent() as obs:          # the process-default connector
         handler = obs.callback_handler("gap_analyzer")        # zero-code LLM/node/tool spans
         await graph.ainvoke(inputs, config={"callbacks": [handler]})
         state = await obs.graph.ainvoke({"operation": "query_metrics", "time_window": "1h"})
@@ -9,6 +9,11 @@
 It wires nothing itself: `build_opik_connector(config)` builds repository -> sinks -> batch
 processor -> connector (with the metrics cache invalidated per written batch); this class adds
 the compiled graph, the callback-handler factory and the self-monitor on top.
+
+Built with no arguments (as E2I's factories build every agent), it adopts the process-default
+connector (`get_opik_connector()`), so E2I's other callers and this agent feed one pipeline;
+closing it then only flushes, since the default belongs to the process. It also makes E2I's
+request contexts (`create_observability_context`, `create_child_context`).
 """
 
 from __future__ import annotations
@@ -17,13 +22,14 @@ import asyncio
 from typing import Any
 
 from src.mlops.opik_connector import OpikConnector
-from src.mlops.opik_default import build_opik_connector
+from src.mlops.opik_default import build_opik_connector, get_opik_connector
 
 from .callback import ObservabilityCallbackHandler
-from .config import ObservabilityConfig, load_config
+from .config import ObservabilityConfig
 from .graph import build_observability_graph
 from .models import QualityMetrics
 from .nodes.context_manager import InvalidContextCounter
+from .observability_context import create_child_context, create_observability_context
 from .self_monitor import HealthSnapshot, SelfMonitor
 
 
@@ -36,12 +42,14 @@ class ObservabilityConnectorAgent:
         *,
         connector: OpikConnector | None = None,
     ) -> None:
-        """Build everything from `config` (default `load_config()`), or adopt `connector`."""
+        """Build everything from `config`, or adopt `connector`; with neither, share the
+        process-default connector (`get_opik_connector()`), which `close()` then only flushes."""
+        self._owns_connector = config is not None or connector is not None
         if connector is None:
-            config = config if config is not None else load_config()
-            connector = build_opik_connector(config)
+            connector = build_opik_connector(config) if config is not None else get_opik_connector()
         self.connector = connector
-        self.config = config if config is not None else connector.config
+        # `connector.config` is E2I's OpikConfig view; `settings` is the full configuration.
+        self.config = config if config is not None else connector.settings
         self.processor = connector.processor
         self.repository = connector.repository
         self.metrics_service = connector.metrics_service
@@ -83,6 +91,22 @@ class ObservabilityConnectorAgent:
             raise RuntimeError("this connector was built without a metrics service")
         return await self.metrics_service.get_quality_metrics(window, agent_name)
 
+    def create_observability_context(
+        self,
+        request_id: str,
+        experiment_id: str | None = None,
+        user_id: str | None = None,
+        sample_rate: float = 1.0,
+    ) -> dict[str, Any]:
+        """A new trace for one request (E2I's context dict; see `observability_context`)."""
+        return create_observability_context(request_id, experiment_id, user_id, sample_rate)
+
+    def create_child_context(
+        self, parent_context: dict[str, Any], operation_name: str | None = None
+    ) -> dict[str, Any]:
+        """The same trace, a new span id, `parent_span_id` = the parent's span id."""
+        return create_child_context(parent_context, operation_name)
+
     def health(self) -> HealthSnapshot:
         return self.monitor.health()
 
@@ -90,7 +114,10 @@ class ObservabilityConnectorAgent:
         return self.connector.flush(timeout)
 
     def close(self, timeout: float | None = None) -> bool:
-        """Flush, stop the worker (unsent spans go to the spool), release connections."""
+        """Flush, stop the worker (unsent spans go to the spool), release connections; for the
+        shared process-default connector, only flush."""
+        if not self._owns_connector:
+            return self.connector.flush(timeout)
         return self.connector.close(timeout)
 
     async def aclose(self, timeout: float | None = None) -> bool:

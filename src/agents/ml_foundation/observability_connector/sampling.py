@@ -9,16 +9,42 @@ because a missing error is worse than a partial trace.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 from .config import SamplingSettings
 from .models import TRACE_ID_RE, ObservabilitySpan
 
-__all__ = ["PRODUCTION_ENVIRONMENT", "Sampler"]
+__all__ = ["PRODUCTION_ENVIRONMENT", "Sampler", "check_sample_rate", "ratio_bound", "trace_sampled"]
 
 PRODUCTION_ENVIRONMENT = "production"
 _RANDOM_BITS = 56
 _RANDOM_MASK = (1 << _RANDOM_BITS) - 1
+
+
+def check_sample_rate(rate: float, field: str = "sample_rate") -> float:
+    """`rate` as a float in 0.0-1.0; anything else (a bool, NaN, 1.5, "0.1") is a ValueError."""
+    number = isinstance(rate, int | float) and not isinstance(rate, bool)
+    if not number or not math.isfinite(rate) or not 0.0 <= rate <= 1.0:
+        raise ValueError(f"{field} must be a number from 0.0 to 1.0, got {rate!r}")
+    return float(rate)
+
+
+def ratio_bound(rate: float) -> int:
+    """The threshold a trace id's low 56 bits are compared with to keep a `rate` of traces."""
+    return round(rate * (1 << _RANDOM_BITS))
+
+
+def _below(trace_id: str, bound: int) -> bool:
+    if not isinstance(trace_id, str) or not TRACE_ID_RE.fullmatch(trace_id):
+        raise ValueError(f"trace_id must be 32 lowercase hex characters, got {trace_id!r}")
+    return (int(trace_id, 16) & _RANDOM_MASK) < bound
+
+
+def trace_sampled(trace_id: str, rate: float) -> bool:
+    """The same keep/drop decision `Sampler` makes for this trace at this rate, so a context
+    created with `sample_rate` agrees with every process sampling that trace at that rate."""
+    return _below(trace_id, ratio_bound(check_sample_rate(rate)))
 
 
 class Sampler:
@@ -30,7 +56,7 @@ class Sampler:
         self.rate: float = settings.production_rate if production else settings.default_rate
         """Fraction of traces kept: production_rate in production, default_rate elsewhere."""
         self.always_sample_errors = settings.always_sample_errors
-        self._bound = round(self.rate * (1 << _RANDOM_BITS))
+        self._bound = ratio_bound(self.rate)
 
     def __repr__(self) -> str:
         return (
@@ -40,9 +66,7 @@ class Sampler:
 
     def should_keep_trace(self, trace_id: str) -> bool:
         """The ratio decision for a 32-hex trace id (ValueError for anything else)."""
-        if not isinstance(trace_id, str) or not TRACE_ID_RE.fullmatch(trace_id):
-            raise ValueError(f"trace_id must be 32 lowercase hex characters, got {trace_id!r}")
-        return (int(trace_id, 16) & _RANDOM_MASK) < self._bound
+        return _below(trace_id, self._bound)
 
     def should_keep(self, span: ObservabilitySpan) -> bool:
         """Keep the span? Same answer for every span of a trace, except errors (always kept)."""
