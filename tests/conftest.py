@@ -24,4 +24,6 @@ pytest_plugins = [
     "tests.fixtures.opik_server",
     "tests.fixtures.outside_reads",
     "tests.fixtures.e2i_connector",
+    "tests.fixtures.otlp_receiver",
+    "tests.fixtures.phoenix",
 ]

@@ -2,6 +2,7 @@
 
     repository  = create_span_repository(config)          (SQLite / Postgres / Supabase)
     sinks       = [DatabaseSink(repository)] + [OpikSink(...)] when opik.enabled
+                  + [OtlpSink(...)] when an OTLP endpoint is configured (otlp.active)
     cache       = create_metrics_cache(config.cache)           (memory, or Redis)
     processor   = BatchProcessor(sinks, config.batching, config.storage.spool_dir,
                                  sampler=Sampler(config.sampling),
@@ -48,6 +49,7 @@ def build_opik_connector(config: ObservabilityConfig) -> OpikConnector:
     from src.agents.ml_foundation.observability_connector.nodes.metrics_aggregator import (
         MetricsService,
     )
+    from src.agents.ml_foundation.observability_connector.otlp.join import set_otel_join
     from src.agents.ml_foundation.observability_connector.registry import load_agent_registry
     from src.agents.ml_foundation.observability_connector.sampling import Sampler
     from src.repositories.observability_span import create_span_repository
@@ -74,6 +76,17 @@ def build_opik_connector(config: ObservabilityConfig) -> OpikConnector:
         client = build_opik_client(config.opik)
         opik_sink = OpikSink(client, config.opik.project_name, breaker, capture=config.capture)
         sinks.append(opik_sink)
+    otlp_sink = None
+    if config.otlp.active:
+        from src.agents.ml_foundation.observability_connector.otlp.sink import (
+            OtlpSink,
+            connector_version,
+        )
+
+        breaker = CircuitBreaker.from_settings(config.circuit_breaker)
+        otlp_sink = OtlpSink(config.otlp, breaker, service_version=connector_version())
+        sinks.append(otlp_sink)
+    set_otel_join(config.otlp.join_otel_trace)
     cache = create_metrics_cache(config.cache)
     processor = BatchProcessor(
         sinks,  # type: ignore[arg-type]
@@ -86,6 +99,8 @@ def build_opik_connector(config: ObservabilityConfig) -> OpikConnector:
     def release() -> None:
         if opik_sink is not None:
             opik_sink.close()
+        if otlp_sink is not None:
+            otlp_sink.close()
         db_sink.close()
         close_cache = getattr(cache, "close", None)
         if close_cache is not None:

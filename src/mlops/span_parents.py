@@ -15,9 +15,9 @@ from typing import NamedTuple
 from src.agents.ml_foundation.observability_connector.nodes.context_manager import (
     SAMPLED_FLAG,
     TraceContext,
-    current_context,
     new_span_id,
 )
+from src.agents.ml_foundation.observability_connector.otlp.join import ambient_context
 from src.agents.ml_foundation.observability_connector.usage import ProblemCounter
 
 from .live_span import SPAN_PROBLEMS
@@ -74,7 +74,7 @@ class SpanParents:
         if new_trace:
             base = TraceContext(trace_id, new_span_id(), SAMPLED_FLAG) if trace_id else None
             return ParentChoice(base, None)
-        ctx = current_context()
+        ctx = ambient_context()
         if parent_span_id is None:
             if trace_id is None or (ctx is not None and ctx.trace_id == trace_id):
                 return ParentChoice(ctx, ctx.span_id if ctx is not None else None)

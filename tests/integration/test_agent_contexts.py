@@ -1,5 +1,5 @@
 """`ObservabilityConnectorAgent` built and called the way E2I's tier-0 pipeline does it
-(`../shared/e2i/README.md` §6): a factory imports the package with `importlib`, takes the class
+(E2I's integration notes, §6): a factory imports the package with `importlib`, takes the class
 with `getattr` and calls it with no arguments, then asks for request contexts with keywords and
 hands child contexts to stages, which trace under them. The process-default connector writes to
 SQLite in tmp_path (Opik off); spans are read back from that file.

@@ -27,7 +27,8 @@ from uuid import UUID
 from langgraph.errors import GraphBubbleUp, GraphInterrupt
 
 from .models import ObservabilitySpan, SpanEvent, SpanKind, SpanStatus
-from .nodes.context_manager import current_context, format_tracestate
+from .nodes.context_manager import format_tracestate
+from .otlp.join import ambient_context
 from .usage import TokenUsage, sanitize_text
 
 __all__ = [
@@ -125,7 +126,7 @@ def open_record(
     root (or a run whose parent we never saw or evicted) joins the current W3C context, if
     any, else starts a new trace; a true root chain (no parent_run_id) is the `agent` span."""
     if parent is None:
-        ctx = current_context()
+        ctx = ambient_context()
         trace_id = ctx.trace_id if ctx else _new_trace_id()
         anchor = ctx.span_id if ctx else None
         tracestate = format_tracestate(ctx.tracestate) if ctx and ctx.tracestate else None
