@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -27,6 +26,7 @@ from src.agents.ml_foundation.observability_connector.models import (
     TraceSummary,
     WindowSummary,
 )
+from src.agents.ml_foundation.observability_connector.resources import schema_file
 from src.repositories._arguments import (
     Clock,
     check_agent_name,
@@ -52,11 +52,10 @@ from src.repositories._rows import (
 )
 from src.repositories.span_store import TABLE_NAME
 
-__all__ = ["SCHEMA_PATH", "SETUP_LOCK_KEY", "PostgresSpanRepository"]
+__all__ = ["SETUP_LOCK_KEY", "PostgresSpanRepository"]
 
 Connection = AsyncConnection[Any]
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "database" / "ml" / "mlops_tables.sql"
 SETUP_LOCK_KEY = 0x0E21_0B5E_5C4E_3A01
 """pg_advisory_xact_lock key serialising concurrent `setup()` calls (any constant bigint)."""
 
@@ -146,7 +145,7 @@ class PostgresSpanRepository:
 
     async def setup(self) -> None:
         """Apply `database/ml/mlops_tables.sql` in one transaction under an advisory lock."""
-        schema = SCHEMA_PATH.read_text(encoding="utf-8")
+        schema = schema_file().read_text(encoding="utf-8")
 
         async def apply(conn: Connection) -> None:
             async with conn.transaction():

@@ -21,8 +21,9 @@ from src.agents.ml_foundation.observability_connector.models import (
     SpanKind,
     SpanStatus,
 )
+from src.agents.ml_foundation.observability_connector.resources import schema_file
 from src.repositories._rows import SPAN_COLUMNS, span_to_postgres_row
-from src.repositories.postgres_repository import SCHEMA_PATH, PostgresSpanRepository
+from src.repositories.postgres_repository import PostgresSpanRepository
 from src.repositories.span_store import TABLE_NAME
 
 pytestmark = pytest.mark.postgres
@@ -78,7 +79,7 @@ def catalog(dsn: str) -> list[tuple[str, str]]:
 def apply_file(dsn: str) -> None:
     """What `psql --single-transaction -f database/ml/mlops_tables.sql` does."""
     with psycopg.connect(dsn) as conn:
-        conn.execute(SCHEMA_PATH.read_text(encoding="utf-8"))
+        conn.execute(schema_file().read_text(encoding="utf-8"))
 
 
 async def setup_with_repository(dsn: str) -> None:

@@ -13,13 +13,13 @@ import yaml
 from pydantic import BaseModel
 
 from src.agents.ml_foundation.observability_connector.config import (
-    DEFAULT_CONFIG_PATH,
     ConfigError,
     ObservabilityConfig,
     _section_fields,
     load_config,
 )
 from src.agents.ml_foundation.observability_connector.config_formats import normalize
+from src.agents.ml_foundation.observability_connector.resources import config_file
 
 API_KEY = "opik-key-7f3a9c1e"
 PG_PASSWORD = "pg-pass-b41d2e"
@@ -67,7 +67,7 @@ def test_observability_config__defaults__match_design():
 
 
 def test_load_config__shipped_file_no_env__equals_built_in_defaults():
-    assert DEFAULT_CONFIG_PATH.is_file()
+    assert config_file().is_file()
     assert load_config(env={}) == ObservabilityConfig()
 
 
@@ -84,7 +84,7 @@ def _keys(model: type[BaseModel], prefix: str = "") -> set[str]:
 
 def test_shipped_file__keys__every_setting_listed_and_no_secret_set(caplog):
     """The shipped file is E2I-style; read into our names it sets every key (none unused)."""
-    data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text(encoding="utf-8"))
+    data = yaml.safe_load(config_file().read_text(encoding="utf-8"))
     normalized = normalize(data, _section_fields())
     assert (normalized.errors, normalized.unused) == ([], [])
     keys = {

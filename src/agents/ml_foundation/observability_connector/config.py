@@ -36,6 +36,7 @@ from .config_formats import nearest, normalize
 from .config_otlp import OtlpSettings, otlp_env_overrides
 from .config_section import Section as _Section
 from .redaction import mask_credentials
+from .resources import config_file
 from .time_window import parse_time_window
 
 logger = logging.getLogger(__name__)
@@ -51,8 +52,6 @@ ENV_SUPABASE_URL = "SUPABASE_URL"
 ENV_SUPABASE_KEY = "SUPABASE_KEY"
 ENV_REDIS_URL = "REDIS_URL"
 ENV_ENVIRONMENT = "E2I_OBS_ENVIRONMENT"
-
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[4] / "config" / "observability.yaml"
 
 
 class ConfigError(ValueError):
@@ -531,12 +530,13 @@ def load_config(
 ) -> ObservabilityConfig:
     """Load the YAML file, apply environment overrides, validate.
 
-    `path` defaults to `$E2I_OBS_CONFIG`, then `config/observability.yaml` of this checkout;
+    `path` defaults to `$E2I_OBS_CONFIG`, then `config/observability.yaml` of this checkout
+    or, installed from a wheel, the copy shipped in the package (`resources.config_file`);
     a missing default file means built-in defaults, a missing explicit file is an error.
     """
     env = os.environ if env is None else env
     explicit = path if path is not None else env.get(ENV_CONFIG_PATH)
-    file_path = Path(explicit) if explicit else DEFAULT_CONFIG_PATH
+    file_path = Path(explicit) if explicit else config_file()
     data: dict[str, Any] = {}
     if file_path.is_dir():
         raise ConfigError(f"configuration file {file_path} is a directory; give a YAML file")

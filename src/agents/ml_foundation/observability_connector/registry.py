@@ -18,11 +18,11 @@ from typing import Any
 import yaml
 
 from .config import ConfigError
+from .resources import agent_config_file
 
 logger = logging.getLogger(__name__)
 
 ENV_AGENT_CONFIG = "E2I_OBS_AGENT_CONFIG"
-DEFAULT_AGENT_CONFIG_PATH = Path(__file__).resolve().parents[4] / "config" / "agent_config.yaml"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +121,7 @@ def load_agent_registry(
     """Load `config/agent_config.yaml` (or `$E2I_OBS_AGENT_CONFIG`, or `path`)."""
     env = os.environ if env is None else env
     explicit = path if path is not None else env.get(ENV_AGENT_CONFIG)
-    file_path = Path(explicit) if explicit else DEFAULT_AGENT_CONFIG_PATH
+    file_path = Path(explicit) if explicit else agent_config_file()
     if not file_path.is_file():
         if explicit:
             raise ConfigError(f"agent registry file {file_path} does not exist")
