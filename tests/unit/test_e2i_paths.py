@@ -1,10 +1,11 @@
 """Copied into an E2I checkout, the connector replaces nothing E2I uses for something else.
 
-Facts from E2I's notes (`../shared/e2i/README.md` §7, read 2025; copied here as data): E2I has its
-own `src/repositories/base.py` (a `BaseRepository` about 50 modules import), a real orchestrator
-under `src/agents/orchestrator/`, `config/agent_config.yaml` in its own format (tiers by name with
-a `priority`, agents with a `tier` name), and its own `__init__.py` files along our paths (the
-connector may only add exports to them). The README's table "Dropped into E2I" lists every file.
+Facts from E2I's integration notes (§7 "Files E2I already has", read 2025; copied here as data):
+E2I has its own `src/repositories/base.py` (a `BaseRepository` about 50 modules import), a real
+orchestrator under `src/agents/orchestrator/`, `config/agent_config.yaml` in its own format
+(tiers by name with a `priority`, agents with a `tier` name), and its own `__init__.py` files
+along our paths (the connector may only add exports to them). The README's table "Dropped into
+E2I" lists every file.
 """
 
 from __future__ import annotations
@@ -158,7 +159,14 @@ def test_not_additive__examples__only_export_statements_pass(source, allowed):
 
 README_SECTION = "## Dropped into E2I"
 SHIPPED_ROOTS = ("src", "config", "database", "tests", "benchmarks", ".claude", ".ci")
-PROJECT_FILES = ("README.md", "Makefile", "constraints.txt", "pyproject.toml", "BENCHMARKS.md")
+PROJECT_FILES = (
+    "README.md",
+    "Makefile",
+    "constraints.txt",
+    "pyproject.toml",
+    "setup.py",
+    "BENCHMARKS.md",
+)
 
 
 def readme_table_paths() -> list[str]:

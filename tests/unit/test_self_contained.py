@@ -28,7 +28,8 @@ SELF = Path(__file__).resolve()
 DOTDOT = "." * 2
 
 TEXT_RULES: dict[str, re.Pattern[str]] = {
-    "a parent-relative path": re.compile(r"\.\.[/\\]|[\"']\.\.[\"']|\bos\.pardir\b"),
+    # `../`, an escaped `..\\`, a quoted `..` (not an ellipsis such as `"...\\n"`)
+    "a parent-relative path": re.compile(r"(?<!\.)\.\.(?:/|\\\\)|[\"']\.\.[\"']|\bos\.pardir\b"),
     "an absolute path of a build machine": re.compile(
         r"(?<![\w.~%-])/(?:work|home|Users|root|mnt|srv|opt/build)/"
     ),
@@ -122,6 +123,7 @@ def test_repository__source_text__names_no_path_outside_the_checkout() -> None:
         ("tests/x.py", 'ROOT = Path(__file__).resolve().parents[1]\nP = ROOT.parent / "x"'),
         ("tests/x.py", f'SPEC = "{DOTDOT}/reference/openapi.yaml"'),
         ("tests/x.py", f'SPEC = Path("{DOTDOT}") / "reference"'),
+        ("tests/x.py", f'SPEC = "C:\\\\repo\\\\{DOTDOT}\\\\reference"'),
         ("Makefile", "\tcat /work/reference/notes.md"),
         (".ci/run", f"cd {DOTDOT}/{DOTDOT}"),
     ],
@@ -138,6 +140,7 @@ def test_escapes__paths_outside_the_root__each_found(relative: str, text: str) -
         ("src/a/b/c/d.py", 'C = Path(__file__).resolve().parents[4] / "config"'),
         ("src/x.py", "from ..models import Span  # a relative import, not a path"),
         ("src/x.py", 'URL = "https://example.com/home/page"'),
+        ("tests/x.py", 'SOURCE = "class Agent: ...\\n"'),
         ("tests/x.py", f'NAME = "{DOTDOT}/escape"  # {MARKER}: a name that must be rejected'),
         (".ci/run", 'cd "$(dirname "$0")/' + DOTDOT + '"'),
     ],
