@@ -288,8 +288,8 @@ class OpikConnector:
     ) -> str | None:
         """A completed span `prediction.<model_name>` with the input and output (an audit
         record); a child of the current span when there is one in that trace. Returns the
-        trace id: `trace_id` as given, else the new trace's dashed UUID (its 32 hex is what is
-        stored); None when tracing is off."""
+        trace id: `trace_id` as given (as a str), else the trace's dashed UUID (its 32 hex is
+        what is stored); None when tracing is off."""
         if not self.is_enabled:
             return None
         check_name(model_name, "model_name")
@@ -307,7 +307,8 @@ class OpikConnector:
         )
         async with scope as span:
             span.set_output(output_data)
-        return trace_id if trace_id is not None else str(uuid.UUID(span.trace_id))
+        given = "" if trace_id is None else str(trace_id)
+        return given if given.strip() else str(uuid.UUID(span.trace_id))
 
     # -- plumbing --------------------------------------------------------------------------
     def submit(self, span: ObservabilitySpan) -> None:

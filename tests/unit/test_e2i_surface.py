@@ -174,6 +174,15 @@ def test_opik_connector__copied__the_same_connector_not_the_default() -> None:
     assert copy.deepcopy({"c": connector})["c"] is connector
 
 
+async def test_log_model_prediction__uuid_object_or_blank_id__a_str_trace_id() -> None:
+    connector, processor = _connector()
+    given = uuid.uuid4()
+    assert await connector.log_model_prediction("m", {}, {}, trace_id=given) == str(given)
+    blank = await connector.log_model_prediction("m", {}, {}, trace_id="")
+    assert uuid.UUID(blank).hex == processor.spans[-1].trace_id
+    assert processor.spans[0].trace_id == given.hex
+
+
 def test_opik_connector__closed__not_enabled() -> None:
     connector, _ = _connector()
     connector.close()
