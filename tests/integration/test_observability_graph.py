@@ -218,7 +218,7 @@ def local_context() -> dict[str, Any]:
     return {
         "trace_id": Hex(32),
         "span_id": Hex(16),
-        "trace_flags": 1,
+        "trace_flags": 0x03,  # sampled + random: our UUIDv7 trace ids end in 7 random bytes
         "traceparent": _Traceparent(),
         "tracestate": None,
         "remote": False,
@@ -228,7 +228,7 @@ def local_context() -> dict[str, Any]:
 class _Traceparent:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, str) and bool(
-            re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01", other)
+            re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-03", other)
         )
 
     def __repr__(self) -> str:
@@ -332,7 +332,7 @@ async def test_graph__span_dicts_without_ids__join_the_adopted_remote_trace(
             "operation": "emit",
             "spans": [child],
             "traceparent": TRACEPARENT,
-            "tracestate": "vendor=abc,bad key=1",
+            "tracestate": "vendor=abc, ,tenant@sys=x ",
         }
     )
     assert dumped(state) == {
@@ -342,7 +342,7 @@ async def test_graph__span_dicts_without_ids__join_the_adopted_remote_trace(
             "span_id": REMOTE_PARENT,
             "trace_flags": 1,
             "traceparent": TRACEPARENT,
-            "tracestate": "vendor=abc",
+            "tracestate": "vendor=abc,tenant@sys=x",
             "remote": True,
         },
         "emission_result": EmissionResult(
@@ -352,9 +352,26 @@ async def test_graph__span_dicts_without_ids__join_the_adopted_remote_trace(
     (stored,) = await wiring.repository.get_spans_by_trace(REMOTE_TRACE)
     assert (stored.parent_span_id, stored.tracestate, stored.span_id) == (
         REMOTE_PARENT,
-        "vendor=abc",
+        "vendor=abc,tenant@sys=x",
         Hex(16),
     )
+
+
+async def test_graph__invalid_tracestate__discarded_whole_reported_traceparent_kept(
+    wiring: Wiring,
+) -> None:
+    """W3C Level 2 lets a vendor drop the bad member or the whole header; we drop the whole
+    header (the strict choice), and say so in `errors`. 'Failure to parse tracestate MUST NOT
+    affect the parsing of traceparent.'"""
+    graph = build_observability_graph(wiring.processor, wiring.service)
+    state = await graph.ainvoke(
+        {"operation": "emit", "traceparent": TRACEPARENT, "tracestate": "vendor=abc,bad key=1"}
+    )
+    (error,) = state["errors"]
+    assert error.startswith("context_manager: invalid tracestate 'vendor=abc,bad key=1': ")
+    assert "whole tracestate was discarded, the traceparent kept" in error
+    assert state["trace_context"]["trace_id"] == REMOTE_TRACE
+    assert state["trace_context"]["tracestate"] is None
 
 
 async def test_graph__second_query__served_from_cache_until_a_batch_is_written(

@@ -7,7 +7,8 @@
 Wiring only: the nodes call an emitter and a `MetricsService`. Without explicit collaborators
 the Opik connector (`get_opik_connector()`) is created on the first run that needs it, never
 at build time, so building the graph opens no connection and reads no file. Bad input (a bad
-window, an unknown operation, a malformed traceparent or span) becomes a message in `errors`;
+window, an unknown operation, a malformed traceparent, tracestate or span) becomes a message in
+`errors`;
 the graph does not raise into a parent graph. Input and output schemas keep `spans` from
 being handed back to a parent (see state.py).
 
@@ -39,6 +40,7 @@ from .nodes.context_manager import (
 )
 from .nodes.metrics_aggregator import MetricsService, make_metrics_aggregator_node
 from .nodes.span_emitter import make_span_emitter_node
+from .nodes.trace_headers import KEY_GRAMMAR, MAX_TRACESTATE_MEMBERS, VALUE_GRAMMAR
 from .state import OPERATIONS, ObservabilityInput, ObservabilityOutput, ObservabilityState
 
 __all__ = ["build_observability_graph", "make_context_manager_node"]
@@ -58,14 +60,21 @@ def make_context_manager_node(
         if raw and adopted is None:
             if counter is not None:
                 counter.increment()
-            shown = raw[:_MAX_SHOWN_HEADER] if isinstance(raw, str) else raw
             errors.append(
-                f"context_manager: invalid traceparent {shown!r}: expected "
+                f"context_manager: invalid traceparent {_shown(raw)}: expected "
                 "'00-<32 hex trace-id>-<16 hex parent-id>-<2 hex flags>' (W3C Trace Context); "
                 "started a new trace"
             )
         if adopted is not None:
-            members = tuple(parse_tracestate(state.get("tracestate")))
+            raw_state = state.get("tracestate")
+            members = tuple(parse_tracestate(raw_state))
+            if not members and _lists_members(raw_state):
+                errors.append(
+                    f"context_manager: invalid tracestate {_shown(raw_state)}: expected at most "
+                    f"{MAX_TRACESTATE_MEMBERS} comma-separated key=value members, key: "
+                    f"{KEY_GRAMMAR}; value: {VALUE_GRAMMAR} (W3C Trace Context Level 2); the "
+                    "whole tracestate was discarded, the traceparent kept"
+                )
             ctx = TraceContext(adopted.trace_id, adopted.span_id, adopted.trace_flags, members)
         else:
             ctx = start_child(None)  # an invalid traceparent also voids its tracestate
@@ -89,6 +98,17 @@ def make_context_manager_node(
         return update
 
     return context_manager
+
+
+def _shown(value: object) -> str:
+    return repr(value[:_MAX_SHOWN_HEADER] if isinstance(value, str) else value)
+
+
+def _lists_members(tracestate: object) -> bool:
+    """Whether a tracestate value has any non-empty member (an empty one is valid)."""
+    if not isinstance(tracestate, str):
+        return tracestate is not None
+    return any(member.strip(" \t") for member in tracestate.split(","))
 
 
 def _route_after_context(state: Mapping[str, Any]) -> str:

@@ -1,13 +1,21 @@
-"""W3C Trace Context (level 1), trace/span ids, Opik ids and the current span context.
+"""W3C Trace Context Level 2 propagation, trace/span ids, Opik ids and the current span context.
 
-- `traceparent` is parsed strictly; an invalid header gives `None` (the caller starts a new
-  trace) and never raises, because it arrives from outside and must not break the agent.
-- `tracestate` keeps at most 32 valid list members and travels with the context.
-- Level 1 defines only the `sampled` flag; the other bits are reserved, so a child span and an
-  outgoing header carry `flags & SAMPLED_FLAG` (parsing and `format_traceparent` keep raw bits).
+- `extract(headers)` reads what frameworks hand over (see `trace_headers.header_lines`):
+  repeated `tracestate` lines are combined (RFC 9110 §5.3), more than one `traceparent` line is
+  invalid. An invalid `traceparent` gives `None` (the caller starts a new trace), is counted for
+  the self-monitor and never raises: it arrives from outside and must not break the agent.
+- `TraceContext` validates itself (ids, flags, a Level 2 `tracestate` of at most 32 unique
+  members), so `inject()` can only write valid headers; reserved flag bits are zeroed on the
+  way out (`propagated_flags`), as Level 2 requires, while `sampled` and `random` travel on.
 - New trace ids are UUIDv7 (RFC 9562) written as 32 hex: a valid W3C trace-id that, re-dashed,
-  is also a valid Opik id. Opik needs UUIDv7 span ids too, so `opik_span_uuid` derives one
-  deterministically: a replayed span gets the same Opik id.
+  is also a valid Opik id. Layout (bits 127..0): 48-bit unix ms | version 0111 | 12 random
+  bits | variant 10 | 62 random bits. The version nibble sits in byte 6 and the variant bits
+  at the top of byte 8, so the right-most 7 bytes (bits 55..0) are all inside the 62 bits
+  drawn from `os.urandom`: uniformly random. A trace this module starts therefore carries the
+  Level 2 `random` flag (0x02) next to `sampled`. Trace ids given by a caller (E2I's own) carry
+  only `sampled`: nothing says how their low bytes were made.
+- Opik needs UUIDv7 span ids too, so `opik_span_uuid` derives one deterministically: a
+  replayed span gets the same Opik id.
 - The current span lives in a `ContextVar`, so it follows asyncio tasks and threads started
   with `contextvars.copy_context()`.
 """
@@ -17,50 +25,78 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import os
-import re
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from ..models import check_span_id, check_trace_id
+from .trace_headers import (
+    KNOWN_FLAGS,
+    MAX_TRACESTATE_MEMBERS,
+    RANDOM_FLAG,
+    SAMPLED_FLAG,
+    TRACEPARENT_HEADER,
+    TRACESTATE_HEADER,
+    format_tracestate,
+    header_lines,
+    parse_tracestate,
+    split_traceparent,
+    tracestate_error,
+)
 
-TRACEPARENT_HEADER = "traceparent"
-TRACESTATE_HEADER = "tracestate"
-MAX_TRACESTATE_MEMBERS = 32
-SAMPLED_FLAG = 0x01
+__all__ = [
+    "KNOWN_FLAGS",
+    "MAX_TRACESTATE_MEMBERS",
+    "RANDOM_FLAG",
+    "SAMPLED_FLAG",
+    "TRACEPARENT_HEADER",
+    "TRACESTATE_HEADER",
+    "InvalidContextCounter",
+    "TraceContext",
+    "current_context",
+    "extract",
+    "format_traceparent",
+    "format_tracestate",
+    "inject",
+    "new_span_id",
+    "new_trace_id",
+    "opik_span_uuid",
+    "opik_span_uuid_for",
+    "opik_trace_uuid",
+    "parse_traceparent",
+    "parse_tracestate",
+    "propagated_flags",
+    "reset_current_context",
+    "set_current_context",
+    "start_child",
+    "use_context",
+]
 
-_TRACEPARENT_RE = re.compile(
-    r"^[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?[ \t]*$"
-)
-_KEY_CHARS = r"[_0-9a-z\-\*/]"
-_TRACESTATE_KEY_RE = re.compile(
-    rf"[a-z]{_KEY_CHARS}{{0,255}}|[a-z0-9]{_KEY_CHARS}{{0,240}}@[a-z]{_KEY_CHARS}{{0,13}}"
-)
-# value = 0*255(chr) nblk-chr; chr = %x20 / nblk-chr; nblk-chr = %x21-2B / %x2D-3C / %x3E-7E
-_TRACESTATE_VALUE_RE = re.compile(
-    r"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
-)
-_OWS = " \t"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_UNIX_MS = (1 << 48) - 1
 
 
 @dataclass(frozen=True, slots=True)
 class TraceContext:
-    """The propagated part of a span: W3C ids, flags and vendor tracestate."""
+    """The propagated part of a span: W3C ids, flags and vendor tracestate.
+
+    Checked on construction (a `ValueError` names the field, the value and what is accepted),
+    so every context can be written as valid headers. `tracestate` may be given as any
+    iterable of (key, value) pairs; it is stored as a tuple of tuples.
+    """
 
     trace_id: str
     """32 lowercase hex, not all zeros."""
     span_id: str
     """16 lowercase hex, not all zeros (the W3C parent-id of outgoing calls)."""
     trace_flags: int
-    """8-bit flags; bit 0 is `sampled`."""
+    """8-bit flags as received; bit 0 is `sampled`, bit 1 `random` (Level 2)."""
     tracestate: tuple[tuple[str, str], ...] = ()
-    """Vendor (key, value) list members, in order, at most 32."""
+    """Vendor (key, value) list members, in order: Level 2 keys, unique, at most 32."""
 
     def __post_init__(self) -> None:
         check_trace_id(self.trace_id)
@@ -68,10 +104,32 @@ class TraceContext:
         flags = self.trace_flags
         if isinstance(flags, bool) or not isinstance(flags, int) or not 0 <= flags <= 255:
             raise ValueError(f"trace_flags must be an int in 0..255, got {flags!r}")
+        state = self.tracestate
+        if type(state) is not tuple or any(type(m) is not tuple for m in state):
+            state = _as_members(state)
+            object.__setattr__(self, "tracestate", state)
+        if state:
+            problem = tracestate_error(state)
+            if problem is not None:
+                raise ValueError(f"tracestate: {problem}")
 
     @property
     def sampled(self) -> bool:
         return bool(self.trace_flags & SAMPLED_FLAG)
+
+    @property
+    def random(self) -> bool:
+        """Level 2 `random` flag: the right-most 7 bytes of the trace-id are random."""
+        return bool(self.trace_flags & RANDOM_FLAG)
+
+
+def _as_members(state: object) -> tuple[tuple[str, str], ...]:
+    """`tracestate` given as a list, a Mapping or list-pairs, as the stored tuple of tuples."""
+    if isinstance(state, Mapping):
+        return tuple(state.items())
+    if isinstance(state, str | bytes) or not isinstance(state, Iterable):
+        raise ValueError(f"tracestate must be a sequence of (key, value) pairs, got {state!r:.80}")
+    return tuple(tuple(m) if isinstance(m, list) else m for m in state)
 
 
 class InvalidContextCounter:
@@ -93,45 +151,13 @@ class InvalidContextCounter:
 
 def parse_traceparent(value: str | None) -> TraceContext | None:
     """Parse a `traceparent` header; `None` when absent or invalid (never raises)."""
-    if not isinstance(value, str):
-        return None
-    match = _TRACEPARENT_RE.fullmatch(value)
-    if match is None:
-        return None
-    version, trace_id, span_id, flags, trailing = match.groups()
-    if version == "ff" or (version == "00" and trailing is not None):
-        return None
-    if trace_id == "0" * 32 or span_id == "0" * 16:
-        return None
-    return TraceContext(trace_id, span_id, int(flags, 16))
+    fields = split_traceparent(value)
+    return None if fields is None else TraceContext(*fields)
 
 
 def format_traceparent(ctx: TraceContext) -> str:
-    """Write the context as a version-00 `traceparent`."""
+    """Write the context as a version-00 `traceparent` (flags as stored; `inject` masks them)."""
     return f"00-{ctx.trace_id}-{ctx.span_id}-{ctx.trace_flags:02x}"
-
-
-def parse_tracestate(value: str | None) -> list[tuple[str, str]]:
-    """Parse `tracestate`: invalid members and repeated keys are dropped, at most 32 kept."""
-    members: list[tuple[str, str]] = []
-    if not isinstance(value, str):
-        return members
-    seen: set[str] = set()
-    for raw in value.split(","):
-        member = raw.strip(_OWS)
-        key, sep, val = member.partition("=")
-        if not sep or key in seen:
-            continue
-        if _TRACESTATE_KEY_RE.fullmatch(key) and _TRACESTATE_VALUE_RE.fullmatch(val):
-            seen.add(key)
-            members.append((key, val))
-            if len(members) == MAX_TRACESTATE_MEMBERS:
-                break
-    return members
-
-
-def format_tracestate(members: Iterable[tuple[str, str]]) -> str:
-    return ",".join(f"{key}={val}" for key, val in members)
 
 
 def _uuid7_int(unix_ms: int, rand74: int) -> int:
@@ -143,7 +169,11 @@ def _uuid7_int(unix_ms: int, rand74: int) -> int:
 
 
 def new_trace_id() -> str:
-    """A new W3C trace-id: a random UUIDv7 as 32 lowercase hex (time-ordered, never zero)."""
+    """A new W3C trace-id: a random UUIDv7 as 32 lowercase hex (time-ordered, never zero).
+
+    Its right-most 7 bytes are uniformly random (see the module doc), so a trace started with
+    it may set the Level 2 `random` flag.
+    """
     unix_ms = time.time_ns() // 1_000_000
     rand74 = int.from_bytes(os.urandom(10), "big") >> 6
     return f"{_uuid7_int(unix_ms, rand74):032x}"
@@ -226,15 +256,17 @@ def use_context(ctx: TraceContext | None) -> Iterator[TraceContext | None]:
 
 
 def propagated_flags(trace_flags: int) -> int:
-    """The flags to propagate: W3C level 1 reserves every bit but `sampled` (set them to zero)."""
-    return trace_flags & SAMPLED_FLAG
+    """The flags to propagate: `sampled` and `random` kept, reserved bits zeroed ('Vendors MUST
+    set those to zero')."""
+    return trace_flags & KNOWN_FLAGS
 
 
 def start_child(parent: TraceContext | None) -> TraceContext:
-    """A new span under `parent` (same trace, sampled flag and tracestate; reserved flag bits
-    zeroed), or a new sampled trace."""
+    """A new span under `parent` (same trace, `sampled`/`random` flags and tracestate; reserved
+    bits zeroed), or the root of a new trace: a UUIDv7 trace-id, flagged `sampled` and
+    `random` (its right-most 7 bytes are random, see `new_trace_id`)."""
     if parent is None:
-        return TraceContext(new_trace_id(), new_span_id(), SAMPLED_FLAG)
+        return TraceContext(new_trace_id(), new_span_id(), SAMPLED_FLAG | RANDOM_FLAG)
     flags = propagated_flags(parent.trace_flags)
     return TraceContext(parent.trace_id, new_span_id(), flags, parent.tracestate)
 
@@ -242,35 +274,49 @@ def start_child(parent: TraceContext | None) -> TraceContext:
 def inject(
     headers: MutableMapping[str, str], ctx: TraceContext | None = None
 ) -> MutableMapping[str, str]:
-    """Write `traceparent` (and a non-empty `tracestate`) for `ctx` or the current context;
-    reserved flag bits are zeroed (see `propagated_flags`)."""
+    """Write `traceparent` (and `tracestate` when there are members) for `ctx` or the current
+    context, lowercase names, reserved flag bits zeroed (see `propagated_flags`).
+
+    Any `traceparent`/`tracestate` already in `headers` under another spelling, or a stale
+    `tracestate`, is removed first, so the request carries exactly this context. Without a
+    context `headers` is returned untouched.
+    """
     ctx = ctx if ctx is not None else _CURRENT.get()
-    if ctx is not None:
-        flags = propagated_flags(ctx.trace_flags)
-        outgoing = ctx if flags == ctx.trace_flags else replace(ctx, trace_flags=flags)
-        headers[TRACEPARENT_HEADER] = format_traceparent(outgoing)
-        if ctx.tracestate:
-            headers[TRACESTATE_HEADER] = format_tracestate(ctx.tracestate)
+    if ctx is None:
+        return headers
+    stale = [
+        name
+        for name in headers
+        if isinstance(name, str)
+        and name.lower() in (TRACEPARENT_HEADER, TRACESTATE_HEADER)
+        and name != TRACEPARENT_HEADER
+    ]
+    for name in stale:
+        del headers[name]
+    flags = propagated_flags(ctx.trace_flags)
+    headers[TRACEPARENT_HEADER] = f"00-{ctx.trace_id}-{ctx.span_id}-{flags:02x}"
+    if ctx.tracestate:
+        headers[TRACESTATE_HEADER] = format_tracestate(ctx.tracestate)
     return headers
 
 
-def extract(
-    headers: Mapping[str, str], counter: InvalidContextCounter | None = None
-) -> TraceContext | None:
-    """Read the context from headers (names case-insensitive).
+def extract(headers: object, counter: InvalidContextCounter | None = None) -> TraceContext | None:
+    """Read the remote context from request headers; `None` when there is none to adopt.
 
-    An invalid `traceparent` is counted and gives `None`; its `tracestate` is then ignored.
+    `headers`: a dict or any `Mapping`, a multi-dict whose `items()` yields repeated lines
+    (aiohttp/multidict `CIMultiDict`, Starlette `Headers`, `http.client.HTTPMessage`), or an
+    iterable of (name, value) pairs (ASGI `scope["headers"]`); str or bytes; names
+    case-insensitive. Repeated `tracestate` lines are combined; an invalid `tracestate` is
+    discarded whole and the `traceparent` still used. An invalid `traceparent`, or more than
+    one, is counted on `counter` and gives `None` (its `tracestate` is not parsed): the caller
+    starts a new trace. Only a `headers` object of the wrong shape raises (`TypeError`).
     """
-    found: dict[str, str] = {}
-    for name, value in headers.items():
-        found.setdefault(name.lower(), value)
-    raw = found.get(TRACEPARENT_HEADER)
-    if raw is None:
+    parents, states = header_lines(headers)
+    if not parents:
         return None
-    ctx = parse_traceparent(raw)
-    if ctx is None:
+    fields = split_traceparent(parents[0]) if len(parents) == 1 else None
+    if fields is None:
         if counter is not None:
             counter.increment()
         return None
-    tracestate = tuple(parse_tracestate(found.get(TRACESTATE_HEADER)))
-    return TraceContext(ctx.trace_id, ctx.span_id, ctx.trace_flags, tracestate)
+    return TraceContext(*fields, tuple(parse_tracestate(states)) if states else ())
