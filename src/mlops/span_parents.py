@@ -90,5 +90,8 @@ class SpanParents:
                 "trace_id or current trace was given; started a new trace"
             )
             return ParentChoice(None, None, parent_span_id)
-        flags, state = (ctx.trace_flags, ctx.tracestate) if ctx is not None else (SAMPLED_FLAG, ())
+        # Flags and tracestate belong to a trace: the current one's only carry into that trace
+        # (its `random` flag says nothing about another trace-id's bytes).
+        same = ctx is not None and ctx.trace_id == trace_id
+        flags, state = (ctx.trace_flags, ctx.tracestate) if same and ctx else (SAMPLED_FLAG, ())
         return ParentChoice(TraceContext(trace_id, parent_span_id, flags, state), parent_span_id)

@@ -22,8 +22,10 @@ from src.agents.ml_foundation.observability_connector.models import (
     SpanStatus,
 )
 from src.agents.ml_foundation.observability_connector.nodes.context_manager import (
+    TraceContext,
     current_context,
     new_trace_id,
+    use_context,
 )
 from src.mlops.live_span import SPAN_PROBLEMS, current_live_span
 from src.mlops.opik_connector import OpikConnector
@@ -212,6 +214,23 @@ def test_trace_agent__unknown_parent_without_trace__new_trace_orphan_marked_and_
     assert recorded.trace_id == span.trace_id and recorded.parent_span_id is None
     assert recorded.attributes[ORPHAN_PARENT_ATTRIBUTE] == "1234567890abcdef"
     assert SPAN_PROBLEMS.count == problems_before + 1
+
+
+def test_trace_agent__parent_in_another_trace__current_flags_and_tracestate_not_carried() -> None:
+    """The current span's `random` flag and tracestate describe its own trace: a span placed
+    in another trace (explicit trace_id + parent_span_id) gets only `sampled`."""
+    connector, processor = _connector()
+    current = TraceContext(new_trace_id(), "00f067aa0ba902b7", 0x03, (("congo", "t61"),))
+    other_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    with use_context(current):
+        with connector.trace_agent("a", "op", other_trace, "1234567890abcdef"):
+            inside = current_context()
+        with connector.trace_agent("a", "same", current.trace_id, "1234567890abcdef"):
+            same_trace = current_context()
+    assert inside is not None and same_trace is not None
+    assert (inside.trace_id, inside.trace_flags, inside.tracestate) == (other_trace, 0x01, ())
+    assert (same_trace.trace_flags, same_trace.tracestate) == (0x03, current.tracestate)
+    assert [s.tracestate for s in processor.spans] == [None, "congo=t61"]
 
 
 async def test_trace_llm_call__unknown_parent_without_trace__llm_call_runs_in_new_trace() -> None:
