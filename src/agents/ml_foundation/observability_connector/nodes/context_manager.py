@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import contextvars
+import functools
 import hashlib
 import os
 import threading
@@ -109,7 +110,7 @@ class TraceContext:
             state = _as_members(state)
             object.__setattr__(self, "tracestate", state)
         if state:
-            problem = tracestate_error(state)
+            problem = _tracestate_problem(state)
             if problem is not None:
                 raise ValueError(f"tracestate: {problem}")
 
@@ -121,6 +122,20 @@ class TraceContext:
     def random(self) -> bool:
         """Level 2 `random` flag: the right-most 7 bytes of the trace-id are random."""
         return bool(self.trace_flags & RANDOM_FLAG)
+
+
+@functools.lru_cache(maxsize=256)
+def _checked_tracestate(state: tuple[tuple[str, str], ...]) -> str | None:
+    return tracestate_error(state)
+
+
+def _tracestate_problem(state: tuple[tuple[str, str], ...]) -> str | None:
+    """`tracestate_error`, remembered for recent tuples: every child span of a trace carries
+    its parent's tracestate, so the same members are checked once, not once per span."""
+    try:
+        return _checked_tracestate(state)
+    except TypeError:  # a member holding something unhashable: invalid, say why
+        return tracestate_error(state)
 
 
 def _as_members(state: object) -> tuple[tuple[str, str], ...]:
