@@ -19,6 +19,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from src.agents.ml_foundation.observability_connector.agent import ObservabilityConnectorAgent
 from src.agents.ml_foundation.observability_connector.config import (
@@ -38,6 +39,7 @@ from src.reference_orchestrator.runner import OrchestratorReport, RequestResult,
 
 from .render import metrics_table
 from .session import mask_url
+from .terminal import make_console, printable
 
 __all__ = ["DemoResult", "demo_requests", "run_demo"]
 
@@ -144,7 +146,7 @@ def run_demo(
 ) -> DemoResult:
     """Run the demo and print its report; ValueError naming a bad argument."""
     _check_arguments(requests, concurrency, failure_rate)
-    console = console or Console()
+    console = console or make_console()
     config, opik_note = _demo_opik(config if config is not None else load_config())
     storage, sqlite_path = _storage_description(config)
     settings = OrchestratorSettings()
@@ -177,17 +179,18 @@ def _print_report(
         + ("" if report.flushed else "; [yellow]some spans were not flushed yet (spooled)[/]")
     )
     for problem in report.problems:
-        console.print(f"[yellow]{problem}[/]")
+        console.print(printable(problem), style="yellow", markup=False)
     if report.metrics is not None:
         console.print("Per-agent metrics, read back from the store:")
-        console.print(metrics_table(report.metrics))
+        console.print(metrics_table(report.metrics), crop=False)
     limits = (
         f"p95 > {settings.p95_threshold_ms:,.0f} ms or error rate > "
         f"{settings.error_rate_threshold:.0%}"
     )
     if report.alerts:
         for alert in report.alerts:
-            console.print(f"[red]health[/] {alert.agent_name}: {'; '.join(alert.reasons)}")
+            detail = printable(f"{alert.agent_name}: {'; '.join(alert.reasons)}")
+            console.print(Text.assemble(("health", "red"), " ", detail))
     else:
         console.print(f"health: no agent over the thresholds ({limits})")
     if report.results:

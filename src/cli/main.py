@@ -6,7 +6,7 @@ store healthy (schema, retention, spool replay, connector health).
     e2i-obs traces --window 1h --limit 20
     e2i-obs trace 0af7651916cd43dd8448eb211c80319c
     e2i-obs report --out report.html --window 24h
-    e2i-obs db init | db cleanup --days 90 | spool replay | health [--json]
+    e2i-obs db init | db cleanup --days 90 [--yes] | spool replay | health [--json]
 
 Global options: `--config PATH` (else $E2I_OBS_CONFIG, then config/observability.yaml) and
 `--database-url URL` (else $E2I_OBS_DATABASE_URL). Exit codes: 0 ok, 1 the store or a sink is
@@ -18,13 +18,11 @@ services the agents use.
 from __future__ import annotations
 
 import json
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from src.agents.ml_foundation.observability_connector.models import (
     ObservabilitySpan,
@@ -49,6 +47,7 @@ from .options import (
 from .report import render_report, write_report
 from .report_data import build_report_data
 from .session import CliError, CliSettings, describe_store, run_with_repository, translated_errors
+from .terminal import make_console
 from .traces import build_span_tree, summarize_trace, summarize_traces
 
 __all__ = ["app", "main"]
@@ -71,11 +70,6 @@ WindowOption = Annotated[
     str,
     typer.Option("--window", "-w", callback=check_window, help="Time window: <n>m, <n>h or <n>d."),
 ]
-
-
-def console() -> Console:
-    """Rich console on stdout; wide when not a terminal, so piped tables are not cut."""
-    return Console(width=None if sys.stdout.isatty() else 200, highlight=False)
 
 
 @app.callback()
@@ -122,7 +116,12 @@ def demo(
     from src.cli.demo import run_demo
 
     with translated_errors(config), settings.exported():
-        run_demo(requests=requests, concurrency=concurrency, failure_rate=failure_rate)
+        run_demo(
+            requests=requests,
+            concurrency=concurrency,
+            failure_rate=failure_rate,
+            console=make_console(),
+        )
 
 
 @app.command()
@@ -150,7 +149,7 @@ def metrics(
         who = f" for agent {agent!r}" if agent else ""
         typer.echo(f"no spans{who} in the last {window} in {describe_store(config)}")
         return
-    console().print(render.metrics_table(result))
+    make_console().print(render.metrics_table(result), crop=False)
 
 
 @app.command()
@@ -172,8 +171,8 @@ def traces(
     if not summaries:
         typer.echo(f"no traces in the last {window} in {describe_store(config)}")
         return
-    out = console()
-    out.print(render.traces_table(summaries[:limit], window))
+    out = make_console()
+    out.print(render.traces_table(summaries[:limit], window), crop=False)
     if len(summaries) > limit:
         out.print(f"{len(summaries) - limit} older traces not shown (use --limit).", style="dim")
     if len(spans) >= SPAN_FETCH_LIMIT:
@@ -199,7 +198,7 @@ def trace(
     spans = run_with_repository(config, work)
     if not spans:
         raise CliError(f"no spans of trace {trace_id} in {describe_store(config)}")
-    console().print(render.trace_tree(summarize_trace(spans), build_span_tree(spans)))
+    make_console().print(render.trace_tree(summarize_trace(spans), build_span_tree(spans)))
 
 
 @app.command()
@@ -266,8 +265,9 @@ def health(
     if as_json:
         typer.echo(json.dumps(snapshot.as_dict(), indent=2))
         return
-    console().print(render.health_table(snapshot))
-    console().print(
+    out = make_console()
+    out.print(render.health_table(snapshot))
+    out.print(
         "Counters are this command's own process; the spool on disk is shared with the agents. "
         "An agent's live queue, drops and breaker: ObservabilityConnectorAgent.health()."
     )

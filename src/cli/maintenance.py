@@ -8,17 +8,25 @@ not empty, so a cron job or an operator notices a sink that is still down.
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from src.agents.ml_foundation.observability_connector.processor_stats import ProcessorStats
 from src.repositories.span_store import SpanRepository
 
-from .options import check_non_negative, settings_of
-from .session import CliError, describe_store, run_with_repository, translated_errors
+from .options import check_positive, settings_of
+from .session import (
+    EXIT_USAGE,
+    CliError,
+    describe_store,
+    missing_sqlite_store,
+    run_with_repository,
+    translated_errors,
+)
+from .terminal import make_console
 
 __all__ = ["db_app", "spool_app"]
 
@@ -44,24 +52,41 @@ def db_cleanup(
     days: Annotated[
         int | None,
         typer.Option(
-            callback=check_non_negative,
-            help="Delete spans that started more than this many days ago "
+            callback=check_positive,
+            help="Delete spans that started more than this many days ago, at least 1 "
             "(default: retention.days of the configuration).",
             show_default=False,
         ),
     ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Delete without asking (scripts, cron).")
+    ] = False,
 ) -> None:
-    """Delete old spans in batches (retention.batch_size rows per statement)."""
+    """Delete old spans in batches (retention.batch_size rows per statement).
+
+    Deleting is for good, so it asks first; without a terminal to ask on, `--yes` is required.
+    """
     config = settings_of(ctx).load()
     retention_days = config.retention.days if days is None else days
+    store = describe_store(config)
+    if (missing := missing_sqlite_store(config)) is not None:
+        raise missing  # before asking: there is nothing to delete from
+    if not yes:
+        if not sys.stdin.isatty():
+            raise CliError(
+                f"db cleanup deletes every span older than {retention_days} days from {store} "
+                "for good: pass --yes to confirm (stdin is not a terminal, so it cannot ask)",
+                EXIT_USAGE,
+            )
+        typer.confirm(
+            f"Delete every span older than {retention_days} days from {store}?", abort=True
+        )
 
     async def work(repository: SpanRepository) -> int:
         return await repository.delete_old_spans(retention_days, config.retention.batch_size)
 
     deleted = run_with_repository(config, work)
-    typer.echo(
-        f"deleted {deleted:,} spans older than {retention_days} days from {describe_store(config)}"
-    )
+    typer.echo(f"deleted {deleted:,} spans older than {retention_days} days from {store}")
 
 
 def _spool_table(stats: ProcessorStats) -> Table:
@@ -95,7 +120,7 @@ def spool_replay(ctx: typer.Context) -> None:
             stats: ProcessorStats = processor.stats()  # type: ignore[attr-defined]
         finally:
             connector.close(config.batching.shutdown_timeout_seconds)
-    Console(highlight=False).print(_spool_table(stats))
+    make_console().print(_spool_table(stats))
     typer.echo(f"replayed {stats.replayed:,} spans from {config.storage.spool_dir}")
     waiting = {name: c.spool_bytes for name, c in stats.sinks.items() if c.spool_bytes}
     if waiting:

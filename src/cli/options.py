@@ -13,17 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from typer import rich_utils
 from typer.core import TyperGroup
 
 from src.agents.ml_foundation.observability_connector.time_window import parse_time_window
 
 from .session import EXIT_USAGE, CliError, CliSettings
+from .terminal import no_color, printable
 from .traces import normalize_trace_id
 
 __all__ = [
     "OneLineErrorGroup",
     "check_fraction",
-    "check_non_negative",
     "check_output_file",
     "check_positive",
     "check_trace_id",
@@ -39,7 +40,8 @@ def _exit(code: int, standalone_mode: bool) -> int:
 
 
 class OneLineErrorGroup(TyperGroup):
-    """`TyperGroup` whose usage errors and `CliError`s print as one `Error: ...` line."""
+    """`TyperGroup` whose usage errors and `CliError`s print as one `Error: ...` line (control
+    characters escaped: a message may quote stored text); `NO_COLOR` also plains the help."""
 
     def main(  # type: ignore[override]
         self,
@@ -49,20 +51,26 @@ class OneLineErrorGroup(TyperGroup):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
+        saved_color_system = rich_utils.COLOR_SYSTEM
+        if no_color():
+            rich_utils.COLOR_SYSTEM = None  # typer's help console: no bold either
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except typer.TyperException as exc:  # typer's (vendored) click usage errors
             if type(exc).__name__ == "NoArgsIsHelpError":  # `e2i-obs db`: the help, as is
                 typer.echo(exc.format_message(), err=True)
                 return _exit(EXIT_USAGE, standalone_mode)
-            typer.echo(f"Error: {' '.join(exc.format_message().split())}", err=True)
+            message = printable(" ".join(exc.format_message().split()))
+            typer.echo(f"Error: {message}", err=True)
             return _exit(exc.exit_code, standalone_mode)
         except CliError as exc:
-            typer.echo(f"Error: {exc.message}", err=True)
+            typer.echo(f"Error: {printable(exc.message)}", err=True)
             return _exit(exc.exit_code, standalone_mode)
         except typer.Abort:
             typer.echo("Aborted.", err=True)
             return _exit(1, standalone_mode)
+        finally:
+            rich_utils.COLOR_SYSTEM = saved_color_system
         code = result if isinstance(result, int) else 0
         return _exit(code, standalone_mode)
 
@@ -85,12 +93,6 @@ def check_window(value: str | None) -> str | None:
 def check_positive(value: int | None) -> int | None:
     if value is not None and value < 1:
         raise typer.BadParameter(f"must be a positive integer, got {value}")
-    return value
-
-
-def check_non_negative(value: int | None) -> int | None:
-    if value is not None and value < 0:
-        raise typer.BadParameter(f"must be a non-negative integer (days), got {value}")
     return value
 
 

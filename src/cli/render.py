@@ -1,14 +1,21 @@
 """Rich renderables for the terminal: the metrics table, the traces table, one trace as a tree,
 and the health snapshot. Pure functions of their data (no I/O); user data (agent and operation
 names, error messages) goes in as `Text`, never as markup, so a `[` in a name cannot restyle
-the output.
+the output, and through `printable()`, so a control character in it cannot drive the terminal.
+
+Widths (`FittedTable`): a name longer than `NAME_MAX_CHARS` ends in `…`; ids and numbers are
+never shortened, so one 300-character agent name cannot collapse the numbers beside it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from rich.table import Table
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
+from rich.table import Column, Table
 from rich.text import Text
 from rich.tree import Tree
 
@@ -19,20 +26,94 @@ from src.agents.ml_foundation.observability_connector.models import (
 )
 from src.agents.ml_foundation.observability_connector.self_monitor import HealthSnapshot
 
+from .terminal import printable
 from .traces import SpanNode, TraceSummary
 from .units import fmt_count, fmt_ms, fmt_percent, fmt_time, fmt_tokens
 
-__all__ = ["health_table", "metrics_table", "trace_tree", "traces_table"]
+__all__ = [
+    "NAME_MAX_CHARS",
+    "FittedTable",
+    "health_table",
+    "metrics_table",
+    "trace_tree",
+    "traces_table",
+]
 
 _STATUS_STYLE = {"healthy": "bold green", "degraded": "bold yellow", "unhealthy": "bold red"}
 _MAX_ERROR_CHARS = 120
+NAME_MAX_CHARS = 40
+"""Widest agent / operation name shown; a longer one is cut with an ellipsis."""
+NAME_MIN_CHARS = 12
+"""Names shrink no further than this on a narrow terminal."""
+
+
+def _text(value: object, style: str = "") -> Text:
+    """Stored text as a cell: control characters escaped, never read as markup."""
+    return Text(printable(value), style=style)
+
+
+def _capped(value: object, limit: int = NAME_MAX_CHARS) -> str:
+    text = printable(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _add_name_column(table: Table, header: str, **options: Any) -> None:
+    table.add_column(header, no_wrap=True, overflow="ellipsis", **options)
+
+
+def _plain(cell: RenderableType | None) -> str:
+    if cell is None:
+        return ""
+    return cell.plain if isinstance(cell, Text) else str(cell)
+
+
+def _content_width(column: Column) -> int:
+    cells = [column.header, column.footer, *column.cells]
+    return max(cell_len(_plain(cell)) for cell in cells)  # type: ignore[arg-type]
+
+
+class FittedTable:
+    """A table whose name columns give way first, so ids and numbers always show in full.
+
+    Rich, short of width, shrinks every column evenly, and a 300-character agent name turned
+    every number beside it into `…`. Here each name is capped at `NAME_MAX_CHARS`; when even
+    that does not fit, the widest names shrink (not below `NAME_MIN_CHARS`) and every other
+    column keeps its widest cell. A terminal narrower than that minimum gets the full table
+    anyway (print it with `crop=False`): a wrapped line reads better than a lost number.
+    """
+
+    def __init__(self, table: Table, name_columns: Sequence[int]) -> None:
+        self.table = table
+        self.name_columns = tuple(name_columns)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        table = self.table
+        padding = 2  # rich's default cell padding (0, 1)
+        widths = [_content_width(column) for column in table.columns]
+        for index, column in enumerate(table.columns):
+            if index not in self.name_columns:
+                column.min_width = widths[index]
+                column.no_wrap = True
+        names = {i: min(widths[i], NAME_MAX_CHARS) for i in self.name_columns}
+        fixed = sum(w for i, w in enumerate(widths) if i not in names)
+        borders = (2 if table.show_edge else 0) + len(widths) - 1 if table.box else 0
+        chrome = borders + padding * len(widths)
+        while fixed + sum(names.values()) + chrome > options.max_width:
+            widest = max(names, key=lambda i: names[i], default=None)
+            if widest is None or names[widest] <= NAME_MIN_CHARS:
+                break
+            names[widest] -= 1
+        for index, width in names.items():
+            table.columns[index].max_width = width
+        needed = fixed + sum(names.values()) + chrome
+        yield from console.render(table, options.update_width(max(needed, options.max_width)))
 
 
 def _error_style(count: int) -> str:
     return "red" if count else ""
 
 
-def metrics_table(metrics: QualityMetrics) -> Table:
+def metrics_table(metrics: QualityMetrics) -> FittedTable:
     """Per-agent statistics with a totals row; durations in ms, tokens of LLM spans only."""
     table = Table(
         title=(
@@ -42,7 +123,7 @@ def metrics_table(metrics: QualityMetrics) -> Table:
         caption="tokens: LLM spans only (input + output)",
         show_footer=bool(metrics.agents),
     )
-    table.add_column("Agent", footer="all agents", no_wrap=True)
+    _add_name_column(table, "Agent", footer="all agents")
     table.add_column("Tier", justify="right")
     table.add_column("Spans", justify="right", footer=fmt_count(metrics.total_spans))
     table.add_column("Errors", justify="right", footer=fmt_count(metrics.error_count))
@@ -54,7 +135,7 @@ def metrics_table(metrics: QualityMetrics) -> Table:
     for name in sorted(metrics.agents):
         s = metrics.agents[name]
         table.add_row(
-            Text(name),
+            _text(name),
             "–" if s.agent_tier is None else str(s.agent_tier),
             fmt_count(s.count),
             Text(fmt_count(s.error_count), style=_error_style(s.error_count)),
@@ -65,15 +146,15 @@ def metrics_table(metrics: QualityMetrics) -> Table:
             fmt_count(s.llm_calls),
             fmt_tokens(s.total_tokens),
         )
-    return table
+    return FittedTable(table, name_columns=[0])
 
 
-def traces_table(summaries: list[TraceSummary], window: str) -> Table:
+def traces_table(summaries: list[TraceSummary], window: str) -> FittedTable:
     """One line per trace, newest first."""
     table = Table(title=f"Traces, last {window} (newest first)")
     table.add_column("Trace ID", no_wrap=True, style="cyan")
-    table.add_column("Root", no_wrap=True)
-    table.add_column("Agent", no_wrap=True)
+    _add_name_column(table, "Root")
+    _add_name_column(table, "Agent")
     table.add_column("Start (UTC)", no_wrap=True)
     table.add_column("Duration", justify="right")
     table.add_column("Spans", justify="right")
@@ -82,22 +163,21 @@ def traces_table(summaries: list[TraceSummary], window: str) -> Table:
     for t in summaries:
         table.add_row(
             t.trace_id,
-            Text(t.root_name),
-            Text(t.agent_name),
+            _text(t.root_name),
+            _text(t.agent_name),
             fmt_time(t.start_time),
             fmt_ms(t.duration_ms),
             fmt_count(t.span_count),
             Text(fmt_count(t.error_count), style=_error_style(t.error_count)),
             fmt_tokens(t.total_tokens),
         )
-    return table
+    return FittedTable(table, name_columns=[1, 2])
 
 
 def _status_text(span: ObservabilitySpan) -> Text:
     if span.status is SpanStatus.ERROR:
         detail = ": ".join(p for p in (span.error_type, span.error_message) if p)
-        if len(detail) > _MAX_ERROR_CHARS:
-            detail = detail[: _MAX_ERROR_CHARS - 1] + "…"
+        detail = _capped(detail, _MAX_ERROR_CHARS)
         return Text("✗ error" + (f" ({detail})" if detail else ""), style="bold red")
     if span.status is SpanStatus.STARTED:
         return Text("… running", style="yellow")
@@ -108,17 +188,17 @@ def _span_label(node: SpanNode, trace_start: datetime) -> Text:
     span = node.span
     offset = (span.start_time - trace_start).total_seconds() * 1000.0
     label = Text.assemble(
-        (span.operation_name, "bold"),
+        (_capped(span.operation_name), "bold"),
         "  ",
         (f"[{span.span_kind.value}] ", "magenta"),
-        (span.agent_name, "blue"),
+        (_capped(span.agent_name), "blue"),
         "  ",
         (fmt_ms(span.duration_ms), "bold"),
         (f" at +{fmt_ms(offset)}  ", "dim"),
         _status_text(span),
     )
     if span.llm_model:
-        label.append(f"  model {span.llm_model}", style="cyan")
+        label.append(f"  model {_capped(span.llm_model)}", style="cyan")
     if span.total_tokens is not None:
         label.append(
             f"  tokens {fmt_count(span.input_tokens or 0)} in / "
@@ -126,7 +206,7 @@ def _span_label(node: SpanNode, trace_start: datetime) -> Text:
             style="dim cyan",
         )
     if node.orphan:
-        label.append(f"  (parent {span.parent_span_id} not stored)", style="dim yellow")
+        label.append(f"  (parent {printable(span.parent_span_id)} not stored)", style="dim yellow")
     return label
 
 
@@ -160,7 +240,7 @@ def health_table(snapshot: HealthSnapshot) -> Table:
     table.add_column("Value")
     table.add_row("status", Text(snapshot.status, style=_STATUS_STYLE.get(snapshot.status, "")))
     for reason in snapshot.reasons:
-        table.add_row("reason", Text(reason, style="yellow"))
+        table.add_row("reason", _text(reason, style="yellow"))
     table.add_row("queue", f"{snapshot.queue_depth:,} / {snapshot.queue_capacity:,}")
     table.add_row("circuit breaker (Opik)", snapshot.circuit_state)
     for field in ("submitted", "retried", "spooled", "replayed", "dropped", "rejected"):
@@ -176,5 +256,5 @@ def health_table(snapshot: HealthSnapshot) -> Table:
     table.add_row("metrics cache", cache)
     table.add_row("invalid traceparents", fmt_count(snapshot.invalid_traceparents))
     if snapshot.last_error:
-        table.add_row("last error", Text(snapshot.last_error, style="red"))
+        table.add_row("last error", _text(snapshot.last_error, style="red"))
     return table

@@ -34,6 +34,7 @@ __all__ = [
     "CliSettings",
     "describe_store",
     "mask_url",
+    "missing_sqlite_store",
     "run_with_repository",
 ]
 
@@ -109,7 +110,8 @@ class CliSettings:
                     os.environ[key] = value
 
 
-def _missing_sqlite_store(config: ObservabilityConfig) -> CliError | None:
+def missing_sqlite_store(config: ObservabilityConfig) -> CliError | None:
+    """The error to raise when the configured SQLite file does not exist yet, else None."""
     if config.storage.backend != "sqlite":
         return None
     path = Path(config.storage.sqlite_path).expanduser()
@@ -172,7 +174,7 @@ def run_with_repository(
     `must_exist`: a SQLite file that is not there yet is an error with a hint (reading must
     not create an empty database as a side effect); `db init` passes False.
     """
-    if must_exist and (missing := _missing_sqlite_store(config)) is not None:
+    if must_exist and (missing := missing_sqlite_store(config)) is not None:
         raise missing
     with translated_errors(config):
         return asyncio.run(_with_repository(config, work))

@@ -227,9 +227,9 @@ def test_db_cleanup__days__deletes_exactly_the_older_spans(fresh: SeededStore):
     over_60, over_30 = len(fresh.older_than(60)), len(fresh.older_than(30))
     assert 0 < over_60 < over_30 < total
 
-    first = invoke("--database-url", fresh.url, "db", "cleanup", "--days", "60")
-    second = invoke("--database-url", fresh.url, "db", "cleanup", "--days", "30")
-    again = invoke("--database-url", fresh.url, "db", "cleanup", "--days", "30")
+    first = invoke("--database-url", fresh.url, "db", "cleanup", "--days", "60", "--yes")
+    second = invoke("--database-url", fresh.url, "db", "cleanup", "--days", "30", "-y")
+    again = invoke("--database-url", fresh.url, "db", "cleanup", "--days", "30", "--yes")
 
     assert [r.exit_code for r in (first, second, again)] == [0, 0, 0]
     assert first.stdout.startswith(f"deleted {over_60} spans older than 60 days")
@@ -241,10 +241,74 @@ def test_db_cleanup__days__deletes_exactly_the_older_spans(fresh: SeededStore):
 def test_db_cleanup__no_days__uses_configured_retention(fresh: SeededStore, tmp_path: Path):
     config = write_config(tmp_path / "obs.yaml", "retention:\n  days: 50\n  batch_size: 1\n")
 
-    result = invoke("--config", str(config), "--database-url", fresh.url, "db", "cleanup")
+    result = invoke("--config", str(config), "--database-url", fresh.url, "db", "cleanup", "-y")
 
     assert result.exit_code == 0, result.stderr
     assert result.stdout.startswith(f"deleted {len(fresh.older_than(50))} spans older than 50")
+
+
+def test_db_cleanup__days_zero__refused_nothing_deleted(fresh: SeededStore):
+    """Issue 11 (5): `db cleanup --days 0` deleted every span without asking."""
+    total = span_count(fresh.path)
+
+    result = invoke("--database-url", fresh.url, "db", "cleanup", "--days", "0", "--yes")
+
+    assert result.exit_code == 2
+    assert "must be a positive integer, got 0" in one_line_error(result.stderr)
+    assert span_count(fresh.path) == total
+
+
+def test_db_cleanup__no_yes_and_no_terminal__refused_nothing_deleted(fresh: SeededStore):
+    """Issue 11 (5): without --yes, cleanup asks; with no terminal to ask on it refuses."""
+    total = span_count(fresh.path)
+
+    result = invoke("--database-url", fresh.url, "db", "cleanup", "--days", "30")
+
+    assert result.exit_code == 2
+    line = one_line_error(result.stderr)
+    assert "older than 30 days" in line and "pass --yes" in line
+    assert span_count(fresh.path) == total
+
+
+def run_on_terminal(args: list[str], answer: str) -> tuple[int, str]:
+    """Run the CLI with a pseudo-terminal as stdin, answer its prompt, return (code, output)."""
+    import pty
+
+    primary, secondary = pty.openpty()
+    env = {key: value for key, value in os.environ.items() if key not in OVERRIDES}
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "src.cli.main", *args],
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=secondary,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        os.write(primary, answer.encode())
+        output, _ = process.communicate(timeout=120)
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    return process.returncode, output
+
+
+@pytest.mark.parametrize(("answer", "deleted"), [("n\n", False), ("y\n", True)])
+def test_db_cleanup__terminal__asks_and_obeys_the_answer(fresh: SeededStore, answer, deleted):
+    total, older = span_count(fresh.path), len(fresh.older_than(30))
+
+    code, output = run_on_terminal(
+        ["--database-url", fresh.url, "db", "cleanup", "--days", "30"], answer
+    )
+
+    assert f"Delete every span older than 30 days from {fresh.url}? [y/N]" in output
+    if deleted:
+        assert code == 0 and f"deleted {older} spans older than 30 days" in output
+        assert span_count(fresh.path) == total - older
+    else:
+        assert code == 1 and "Aborted." in output
+        assert span_count(fresh.path) == total
 
 
 def test_db_init__new_sqlite_file__schema_then_empty_metrics(tmp_path: Path):
@@ -298,6 +362,7 @@ def test_cli__unreachable_postgres__masked_hint_exit_1(tmp_path: Path):
         (["report", "--window", "0h"], "'--window'"),
         (["traces", "--limit", "0"], "'--limit'"),
         (["db", "cleanup", "--days", "-1"], "'--days'"),
+        (["db", "cleanup", "--days", "0", "--yes"], "'--days'"),
         (["db", "cleanup", "--days", "ninety"], "'--days'"),
         (["trace", "not-a-trace-id"], "trace_id"),
         (["trace", "0" * 32], "all zeros"),
