@@ -20,8 +20,12 @@ import psycopg
 
 from src.agents.ml_foundation.observability_connector.batch_processor import BatchProcessor
 from src.agents.ml_foundation.observability_connector.config import BatchingSettings
+from src.agents.ml_foundation.observability_connector.config_otlp import OtlpSettings
 from src.agents.ml_foundation.observability_connector.db_sink import DatabaseSink
 from src.agents.ml_foundation.observability_connector.models import ObservabilitySpan
+from src.agents.ml_foundation.observability_connector.otlp.sink import OtlpSink
+from src.agents.ml_foundation.observability_connector.sinks import Sink
+from src.mlops.circuit_breaker import CircuitBreaker
 from src.repositories import _sqlite_sql
 from src.repositories._rows import SPAN_COLUMNS, span_to_postgres_row, span_to_sqlite_row
 from src.repositories.postgres_repository import PostgresSpanRepository
@@ -29,6 +33,7 @@ from src.repositories.span_store import TABLE_NAME, SpanRepository
 from src.repositories.sqlite_repository import SqliteSpanRepository
 
 from .data import make_spans
+from .loopback import LoopbackServer
 from .report import BenchResult, Target
 from .servers import PgServer, apply_schema, fresh_database
 
@@ -39,14 +44,22 @@ WAIT_SECONDS = 900.0
 
 
 def _through_pipeline(
-    make_repository: Callable[[], SpanRepository], spans: list[ObservabilitySpan], batch: int
+    make_repository: Callable[[], SpanRepository],
+    spans: list[ObservabilitySpan],
+    batch: int,
+    otlp_endpoint: str | None = None,
 ) -> float:
-    """Spans per second from the first submit to a flush that found every span committed."""
+    """Spans per second from the first submit to a flush that found every span committed
+    (and, with `otlp_endpoint`, exported over OTLP/HTTP too)."""
     sink = DatabaseSink(make_repository(), timeout=120)
     sink.setup()
+    sinks: list[Sink] = [sink]
+    if otlp_endpoint:
+        settings_otlp = OtlpSettings(endpoint=otlp_endpoint)
+        sinks.append(OtlpSink(settings_otlp, CircuitBreaker(failure_threshold=1000)))
     settings = BatchingSettings(max_batch_size=batch, max_queue_size=len(spans) + 1)
     with tempfile.TemporaryDirectory(prefix="e2i-bench-spool-") as spool:
-        processor = BatchProcessor([sink], settings, Path(spool))
+        processor = BatchProcessor(sinks, settings, Path(spool))
         try:
             start = time.perf_counter()
             for span in spans:
@@ -57,8 +70,13 @@ def _through_pipeline(
             stats = processor.stats()
         finally:
             processor.close(60)
-            sink.close()
-    if stats.emitted.get("database") != len(spans) or stats.spooled or stats.dropped:
+            for each in sinks:
+                each.close()
+    if (
+        any(stats.emitted.get(s.name) != len(spans) for s in sinks)
+        or stats.spooled
+        or stats.dropped
+    ):
         raise RuntimeError(f"pipeline did not deliver every span straight away: {stats}")
     return len(spans) / elapsed
 
@@ -131,9 +149,50 @@ def _ingest_result(
     )
 
 
+def _otlp_result(spans: list[ObservabilitySpan], reps: int, work_dir: Path) -> BenchResult:
+    """SQLite with and without the OTLP sink (to a loopback receiver in another process),
+    alternating, best of `reps` each: what exporting over OTLP costs the pipeline."""
+    db_only: list[float] = []
+    with_otlp: list[float] = []
+    with LoopbackServer() as server:
+        endpoint = server.base_url + "/v1/traces"
+        for rep in range(reps):
+            db_only.append(
+                _through_pipeline(
+                    lambda rep=rep: SqliteSpanRepository(work_dir / f"otlp-off-{rep}.db"),
+                    spans,
+                    100,
+                )
+            )
+            with_otlp.append(
+                _through_pipeline(
+                    lambda rep=rep: SqliteSpanRepository(work_dir / f"otlp-on-{rep}.db"),
+                    spans,
+                    100,
+                    endpoint,
+                )
+            )
+        requests = server.stats().get("requests", 0)
+    base, ours = max(db_only), max(with_otlp)
+    print(f"  ingest/otlp: database only {base:,.0f}/s, + OTLP {ours:,.0f}/s", flush=True)
+    return BenchResult(
+        name="ingest with the OTLP sink on (SQLite + OTLP/HTTP to a loopback receiver)",
+        backend="sqlite+otlp",
+        n=len(spans),
+        unit="spans_per_s",
+        baseline_label="database only (same run)",
+        baseline=base,
+        ours=ours,
+        ratios={"with_otlp/database_only": ours / base},
+        targets=[],
+        notes=f"{requests} OTLP requests received (protobuf, gzip), default batch size 100",
+    )
+
+
 def run_ingest_benchmarks(*, n: int, reps: int, work_dir: Path, pg: PgServer) -> list[BenchResult]:
     spans = make_spans(n)
     return [
+        _otlp_result(spans, reps, work_dir),
         _ingest_result(
             "sqlite",
             spans,

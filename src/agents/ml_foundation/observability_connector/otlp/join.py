@@ -53,15 +53,11 @@ def otel_current_context() -> TraceContext | None:
     sc = span.get_span_context()
     if not sc.is_valid:
         return None
+    ids, flags = (format(sc.trace_id, "032x"), format(sc.span_id, "016x")), int(sc.trace_flags)
     try:
-        return TraceContext(
-            format(sc.trace_id, "032x"),
-            format(sc.span_id, "016x"),
-            int(sc.trace_flags),
-            tuple(sc.trace_state.items()),
-        )
-    except ValueError:  # a tracestate our stricter W3C checks refuse: keep the ids only
-        return TraceContext(format(sc.trace_id, "032x"), format(sc.span_id, "016x"), 1)
+        return TraceContext(*ids, flags, tuple(sc.trace_state.items()))
+    except ValueError:  # a tracestate our stricter W3C checks refuse: keep ids and flags
+        return TraceContext(*ids, flags)
 
 
 def ambient_context() -> TraceContext | None:
