@@ -2,7 +2,8 @@
 everything it had spooled is replayed by the next process.
 
 Spans held only in memory at any instant: the queue (<= max_queue_size), the batch the worker is
-writing (<= max_batch_size) and an overflow batch being written to the spool (<= max_batch_size).
+writing (<= max_backlog_batch_size while a backlog exists) and an overflow batch being written to
+the spool (<= max_batch_size).
 Spool files are fsync'd and renamed into place, SQLite commits are atomic: neither is lost.
 """
 
@@ -24,7 +25,9 @@ pytestmark = pytest.mark.load
 
 ROOT = Path(__file__).resolve().parents[2]
 SPANS = 8000
-LOSS_BOUND = SETTINGS.max_queue_size + 2 * SETTINGS.max_batch_size
+BACKLOG_BATCH = max(SETTINGS.max_batch_size, SETTINGS.max_backlog_batch_size)
+IN_FLIGHT = min(SETTINGS.max_queue_size, BACKLOG_BATCH)
+LOSS_BOUND = SETTINGS.max_queue_size + SETTINGS.max_batch_size + IN_FLIGHT
 
 
 def test_writer__sigkill_mid_run__loss_within_in_memory_bound_and_spool_replayed(

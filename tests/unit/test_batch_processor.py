@@ -54,6 +54,7 @@ def make_span(i: int, **overrides: object) -> ObservabilitySpan:
 def settings(**overrides: object) -> BatchingSettings:
     values: dict[str, object] = {
         "max_batch_size": 5,
+        "max_backlog_batch_size": 1,  # adaptive batches off unless a test turns them on
         "max_batch_wait_seconds": 3600.0,  # time never triggers unless a test says so
         "max_queue_size": 1000,
         "retry_max_attempts": 3,
@@ -212,6 +213,52 @@ def test_batch_processor__full_batches__flushed_by_size_without_waiting(processo
     assert written.wait_total("list", 10)
     assert [len(b) for b in sink.batches] == [5, 5]
     assert sink.span_ids == ids(10)
+
+
+def test_batch_processor__backlog__written_in_bigger_batches_up_to_the_cap(processors) -> None:
+    sink = GateSink()
+    processor = processors(
+        [sink],
+        settings(max_batch_size=5, max_backlog_batch_size=12),
+        None,
+    )
+    for i in range(5):  # a full batch: the worker takes it and blocks inside the sink
+        processor.submit(make_span(i))
+    assert sink.entered.wait(WAIT)
+    for i in range(5, 5 + 27):  # meanwhile a backlog builds up: 27 spans, over 2 full batches
+        processor.submit(make_span(i))
+    sink.gate.set()
+
+    assert processor.flush(WAIT)
+    # 27 waiting -> 12 (the cap), 15 left -> 12, then 3 (less than 2 full batches: normal)
+    assert [len(b) for b in sink.batches] == [5, 12, 12, 3]
+    assert sink.span_ids == ids(32)
+    assert_balanced(processor.stats())
+
+
+def test_batch_processor__light_load__keeps_the_normal_batch_size(processors) -> None:
+    sink = GateSink()
+    processor = processors(
+        [sink],
+        settings(max_batch_size=5, max_backlog_batch_size=5000),
+        None,
+    )
+    for i in range(5):
+        processor.submit(make_span(i))
+    assert sink.entered.wait(WAIT)
+    for i in range(5, 14):  # 9 waiting: less than two full batches is no backlog
+        processor.submit(make_span(i))
+    sink.gate.set()
+
+    assert processor.flush(WAIT)
+    assert [len(b) for b in sink.batches] == [5, 5, 4]
+
+
+def test_batch_processor__backlog_cap__defaults_to_5000_and_never_below_the_batch() -> None:
+    assert BatchingSettings().max_backlog_batch_size == 5000
+    assert BatchingSettings().max_batch_size == 100
+    with pytest.raises(ValueError, match="max_backlog_batch_size"):
+        BatchingSettings(max_backlog_batch_size=0)
 
 
 def test_batch_processor__partial_batch__flushed_when_the_wait_elapses(processors) -> None:

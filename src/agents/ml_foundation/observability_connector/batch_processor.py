@@ -13,6 +13,11 @@ reach a sink only through at-least-once replay (a crash between a write and the 
 processes replaying one directory) or a `close()` that times out while a sink is still writing
 the in-flight batch (that batch is spooled too).
 
+Adaptive batches: while two or more full batches wait, one write takes up to
+`max_backlog_batch_size` spans (one transaction / round trip per sink), so the writer's per-batch
+cost is paid once per thousands of spans instead of once per 100 and a busy agent does not
+outrun it into the spool.
+
 After `fork()` the child starts with an empty queue and zeroed counters (the parent still
 exports what it had queued) and starts its own worker on first use.
 """
@@ -69,6 +74,7 @@ class BatchProcessor:
         self._on_batch_written = on_batch_written
         self._autostart = autostart
         self._full_batch = min(settings.max_batch_size, settings.max_queue_size)
+        self._backlog_batch = max(self._full_batch, settings.max_backlog_batch_size)
         self._closed = False
         self._close_result = True
         self._reset_runtime()
@@ -329,9 +335,16 @@ class BatchProcessor:
         # Re-check at least once per interval, so a frozen test clock cannot stall the worker.
         return min(interval, max(0.0, min(due, default=now + interval) - now))
 
+    def _batch_length(self, queued: int) -> int:
+        """Spans for the next write: a full batch at light load, up to the backlog cap while two
+        or more full batches wait (one bigger transaction beats many small ones)."""
+        if queued >= 2 * self._full_batch:
+            return min(queued, self._backlog_batch)
+        return min(queued, self._full_batch)
+
     def _export_one_batch(self) -> None:
         with self._lock:
-            batch = [self._queue.popleft() for _ in range(min(self._full_batch, len(self._queue)))]
+            batch = [self._queue.popleft() for _ in range(self._batch_length(len(self._queue)))]
             token = self._take(len(batch))
         try:
             kept = self._sample(batch)

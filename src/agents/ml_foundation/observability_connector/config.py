@@ -157,6 +157,10 @@ class BatchingSettings(_Section):
     max_batch_size: int = Field(default=100, ge=1, le=100_000)
     max_batch_wait_seconds: float = Field(default=5.0, gt=0)
     max_queue_size: int = Field(default=10_000, ge=1)
+    max_backlog_batch_size: int = Field(default=5_000, ge=1, le=100_000)
+    """Cap on one write while a backlog exists (two or more full batches queued): the worker
+    then takes up to this many spans per write (one transaction) so a busy agent cannot outrun
+    it; at light load it writes `max_batch_size`. A value <= `max_batch_size` turns it off."""
     retry_max_attempts: int = Field(default=3, ge=1, le=20)
     retry_deadline_seconds: float = Field(default=30.0, gt=0)
     retry_base_delay_seconds: float = Field(default=0.5, gt=0)
