@@ -61,6 +61,15 @@ def db_cleanup(
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="Delete without asking (scripts, cron).")
     ] = False,
+    dry_run: Annotated[
+        bool | None,
+        typer.Option(
+            "--dry-run/--no-dry-run",
+            help="Count the spans that would be deleted, delete none "
+            "(default: retention.dry_run of the configuration).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Delete old spans in batches (retention.batch_size rows per statement).
 
@@ -68,10 +77,11 @@ def db_cleanup(
     """
     config = settings_of(ctx).load()
     retention_days = config.retention.days if days is None else days
+    counting = config.retention.dry_run if dry_run is None else dry_run
     store = describe_store(config)
     if (missing := missing_sqlite_store(config)) is not None:
         raise missing  # before asking: there is nothing to delete from
-    if not yes:
+    if not yes and not counting:  # a dry run deletes nothing: no need to ask
         if not sys.stdin.isatty():
             raise CliError(
                 f"db cleanup deletes every span older than {retention_days} days from {store} "
@@ -83,10 +93,13 @@ def db_cleanup(
         )
 
     async def work(repository: SpanRepository) -> int:
+        if counting:
+            return await repository.count_old_spans(retention_days)
         return await repository.delete_old_spans(retention_days, config.retention.batch_size)
 
-    deleted = run_with_repository(config, work)
-    typer.echo(f"deleted {deleted:,} spans older than {retention_days} days from {store}")
+    count = run_with_repository(config, work)
+    verb = "would delete (dry run, nothing deleted)" if counting else "deleted"
+    typer.echo(f"{verb} {count:,} spans older than {retention_days} days from {store}")
 
 
 def _spool_table(stats: ProcessorStats) -> Table:

@@ -3,14 +3,16 @@
 Why: when Opik is down, every batch would otherwise wait for a connect timeout and then for the
 batch processor's retries. After `failure_threshold` consecutive failures the breaker *opens* and
 callers skip the call at once (the batch goes to the spool). After `reset_timeout_seconds` it is
-*half-open*: exactly one probe call is let through; its success closes the breaker, its failure
+*half-open*: up to `half_open_max_calls` trial calls are let through at a time (default one);
+`success_threshold` successful trials (default one) close the breaker, and any failed trial
 opens it again for another full timeout.
 
     closed --N consecutive failures--> open --reset timeout--> half_open
-    half_open --probe succeeds--> closed;  half_open --probe fails--> open
+    half_open --success_threshold trials succeed--> closed;  half_open --a trial fails--> open
 
-A probe that never reports back (its caller crashed) does not wedge the breaker: after another
-reset timeout a new probe is granted. Time comes from the injected monotonic `clock`.
+Trials that never report back (their caller crashed) do not wedge the breaker: after another
+reset timeout new trials are granted. With `enabled=False` every call is allowed and the breaker
+never opens (it still counts). Time comes from the injected monotonic `clock`.
 
 E2I's names work too (RAG evaluation guards its own Opik calls with the connector's breaker):
 `allow_request()` is `allow()`, and `is_closed` / `is_open` / `is_half_open` read `state`.
@@ -40,6 +42,10 @@ class CircuitBreaker:
         failure_threshold: int = 5,
         reset_timeout_seconds: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        half_open_max_calls: int = 1,
+        success_threshold: int = 1,
+        enabled: bool = True,
     ) -> None:
         if isinstance(failure_threshold, bool) or not isinstance(failure_threshold, int):
             raise ValueError(
@@ -51,14 +57,25 @@ class CircuitBreaker:
             raise ValueError(
                 f"reset_timeout_seconds must be a number > 0, got {reset_timeout_seconds!r}"
             )
+        for name, value in (
+            ("half_open_max_calls", half_open_max_calls),
+            ("success_threshold", success_threshold),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         self._threshold = failure_threshold
         self._reset_timeout = float(reset_timeout_seconds)
+        self._half_open_max_calls = half_open_max_calls
+        self._success_threshold = success_threshold
+        self.enabled = bool(enabled)
         self._clock = clock
         self._lock = threading.Lock()
         self._state: CircuitState = CLOSED
         self._consecutive_failures = 0
         self._opened_at = 0.0
-        self._probe_started_at: float | None = None
+        self._trials = 0  # trial calls granted and not yet reported, while half-open
+        self._trial_successes = 0
+        self._probe_started_at: float | None = None  # when the last trial was granted
         self._opens = 0
         self._rejected = 0
         self._failures = 0
@@ -69,7 +86,14 @@ class CircuitBreaker:
         cls, settings: Any, clock: Callable[[], float] = time.monotonic
     ) -> CircuitBreaker:
         """Build from a `CircuitBreakerSettings` section of the configuration."""
-        return cls(settings.failure_threshold, settings.reset_timeout_seconds, clock)
+        return cls(
+            settings.failure_threshold,
+            settings.reset_timeout_seconds,
+            clock,
+            half_open_max_calls=settings.half_open_max_calls,
+            success_threshold=settings.success_threshold,
+            enabled=settings.enabled,
+        )
 
     @property
     def failure_threshold(self) -> int:
@@ -98,7 +122,7 @@ class CircuitBreaker:
             return self._consecutive_failures
 
     def allow(self) -> bool:
-        """True when the caller may make the call now; in half-open only the one probe is allowed.
+        """True when the caller may make the call now; in half-open only the trial calls are.
 
         A caller that got True must report the outcome with `record_success` or `record_failure`.
         """
@@ -108,11 +132,14 @@ class CircuitBreaker:
             if self._state == CLOSED:
                 return True
             if self._state == HALF_OPEN:
-                probe_lost = (
+                trials_lost = (
                     self._probe_started_at is not None
                     and now - self._probe_started_at >= self._reset_timeout
                 )
-                if self._probe_started_at is None or probe_lost:
+                if trials_lost:
+                    self._trials = 0
+                if self._trials < self._half_open_max_calls:
+                    self._trials += 1
                     self._probe_started_at = now
                     return True
             self._rejected += 1
@@ -136,20 +163,25 @@ class CircuitBreaker:
         return self.state == HALF_OPEN
 
     def record_success(self) -> None:
-        """The call worked: reset the failure count; a successful probe closes the breaker."""
+        """The call worked: reset the failure count; enough successful trials close the breaker."""
         with self._lock:
             self._successes += 1
             self._consecutive_failures = 0
             if self._state == HALF_OPEN:
-                self._state = CLOSED
-                self._probe_started_at = None
+                self._trials = max(0, self._trials - 1)
+                self._trial_successes += 1
+                if self._trial_successes >= self._success_threshold:
+                    self._state = CLOSED
+                    self._reset_trials()
 
     def record_failure(self) -> None:
-        """The call failed: count it; the Nth consecutive failure or a failed probe opens."""
+        """The call failed: count it; the Nth consecutive failure or a failed trial opens."""
         with self._lock:
             now = self._clock()
             self._failures += 1
             self._consecutive_failures += 1
+            if not self.enabled:
+                return
             if self._state == HALF_OPEN or (
                 self._state == CLOSED and self._consecutive_failures >= self._threshold
             ):
@@ -172,16 +204,22 @@ class CircuitBreaker:
     def _open(self, now: float) -> None:
         self._state = OPEN
         self._opened_at = now
-        self._probe_started_at = None
+        self._reset_trials()
         self._opens += 1
 
     def _maybe_half_open(self, now: float) -> None:
         if self._state == OPEN and now - self._opened_at >= self._reset_timeout:
             self._state = HALF_OPEN
-            self._probe_started_at = None
+            self._reset_trials()
+
+    def _reset_trials(self) -> None:
+        self._trials = self._trial_successes = 0
+        self._probe_started_at = None
 
     def __repr__(self) -> str:
         return (
             f"CircuitBreaker(state={self._state!r}, failure_threshold={self._threshold}, "
-            f"reset_timeout_seconds={self._reset_timeout})"
+            f"reset_timeout_seconds={self._reset_timeout}, "
+            f"half_open_max_calls={self._half_open_max_calls}, "
+            f"success_threshold={self._success_threshold}, enabled={self.enabled})"
         )

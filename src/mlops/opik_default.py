@@ -6,7 +6,10 @@
     cache       = create_metrics_cache(config.cache)           (memory, or Redis)
     processor   = BatchProcessor(sinks, config.batching, config.storage.spool_dir,
                                  sampler=Sampler(config.sampling),
-                                 on_batch_written=cache.on_batch_written)
+                                 span_policy=SpanPolicy(config.spans),   (redaction, limits)
+                                 on_batch_written=cache.on_batch_written,
+                                 on_batch_undelivered=OpikFallbackLog(...) when
+                                     circuit_breaker.fallback_log_to_file)
     connector   = OpikConnector(processor, opik_sink=..., repository=..., registry=agent registry,
                                 metrics_service=MetricsService(repository, cache))
 
@@ -52,15 +55,21 @@ def build_opik_connector(config: ObservabilityConfig) -> OpikConnector:
     from src.agents.ml_foundation.observability_connector.otlp.join import set_otel_join
     from src.agents.ml_foundation.observability_connector.registry import load_agent_registry
     from src.agents.ml_foundation.observability_connector.sampling import Sampler
+    from src.agents.ml_foundation.observability_connector.span_policy import SpanPolicy
     from src.repositories.observability_span import create_span_repository
 
     from .circuit_breaker import CircuitBreaker
     from .opik_connector import OpikConnector
+    from .opik_fallback_log import OpikFallbackLog
     from .opik_sink import OpikSink, build_opik_client
 
     registry = load_agent_registry()
     repository = create_span_repository(config)
-    db_sink = DatabaseSink(repository, timeout=config.storage.timeout_seconds)
+    db_sink = DatabaseSink(
+        repository,
+        timeout=config.storage.timeout_seconds,
+        insert_batch_size=config.storage.insert_batch_size,
+    )
     try:
         db_sink.setup()
     except Exception as exc:  # broad on purpose: spans spool and replay once the DB is back
@@ -71,11 +80,14 @@ def build_opik_connector(config: ObservabilityConfig) -> OpikConnector:
         )
     sinks: list[object] = [db_sink]
     opik_sink = None
+    fallback_log = None
     if config.opik.enabled:
         breaker = CircuitBreaker.from_settings(config.circuit_breaker)
         client = build_opik_client(config.opik)
         opik_sink = OpikSink(client, config.opik.project_name, breaker, capture=config.capture)
         sinks.append(opik_sink)
+        if config.circuit_breaker.fallback_log_to_file:
+            fallback_log = OpikFallbackLog(config.circuit_breaker.fallback_log_path, opik_sink.name)
     otlp_sink = None
     if config.otlp.active:
         from src.agents.ml_foundation.observability_connector.otlp.sink import (
@@ -93,7 +105,9 @@ def build_opik_connector(config: ObservabilityConfig) -> OpikConnector:
         config.batching,
         config.storage.spool_dir,
         sampler=Sampler(config.sampling),
+        span_policy=SpanPolicy(config.spans),
         on_batch_written=cache.on_batch_written,
+        on_batch_undelivered=fallback_log,
     )
 
     def release() -> None:

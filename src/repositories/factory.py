@@ -42,7 +42,7 @@ def create_span_repository(
             min_size=storage.pool_min_size,
             max_size=storage.pool_max_size,
             clock=clock,
-            timeout=storage.timeout_seconds,
+            timeout=storage.pool_timeout_seconds,
             authenticated_read=storage.supabase_authenticated_read,
         )
     if storage.backend == "supabase":

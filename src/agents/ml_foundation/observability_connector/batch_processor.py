@@ -41,6 +41,7 @@ from .processor_stats import ProcessorStats
 from .retry import RetryPolicy
 from .sampling import Sampler
 from .sinks import Sink
+from .span_policy import SpanPolicy
 
 __all__ = ["BatchProcessor", "ProcessorStats"]
 
@@ -57,9 +58,11 @@ class BatchProcessor:
         spool_dir: Path | None,
         *,
         sampler: Sampler | None = None,
+        span_policy: SpanPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] | None = None,
         on_batch_written: Callable[[str, int], None] | None = None,
+        on_batch_undelivered: Callable[[str, Sequence[ObservabilitySpan]], None] | None = None,
         autostart: bool = True,
     ) -> None:
         if not isinstance(settings, BatchingSettings):
@@ -69,12 +72,18 @@ class BatchProcessor:
         self._settings = settings
         self._spool_dir = None if spool_dir is None else Path(spool_dir)
         self._sampler = sampler
+        self._span_policy = span_policy
         self._clock = clock
         self._sleep = sleep
         self._on_batch_written = on_batch_written
+        self._on_batch_undelivered = on_batch_undelivered
         self._autostart = autostart
-        self._full_batch = min(settings.max_batch_size, settings.max_queue_size)
-        self._backlog_batch = max(self._full_batch, settings.max_backlog_batch_size)
+        # batching.enabled false: every span is a batch of its own, sent as soon as it is seen
+        if settings.enabled:
+            self._full_batch = min(settings.max_batch_size, settings.max_queue_size)
+            self._backlog_batch = max(self._full_batch, settings.max_backlog_batch_size)
+        else:
+            self._full_batch = self._backlog_batch = 1
         self._closed = False
         self._close_result = True
         self._reset_runtime()
@@ -108,6 +117,7 @@ class BatchProcessor:
             wait=self._backoff_wait,
             errors=self._errors,
             on_written=self._on_batch_written,
+            on_undelivered=self._on_batch_undelivered,
         )
 
     # ----------------------------------------------------------------- public API
@@ -267,11 +277,16 @@ class BatchProcessor:
         return min(self._in_progress.values(), default=self._popped)
 
     def _sample(self, spans: list[ObservabilitySpan]) -> list[ObservabilitySpan]:
+        """The spans to keep, with the span policy (redaction, limits) applied: every path to
+        a sink or a spool goes through here, so no sink ever sees a span before the policy."""
         if self._sampler is None or not spans:
-            return spans
-        kept = [span for span in spans if self._keep(span)]
-        with self._lock:
-            self._sampled_out += len(spans) - len(kept)
+            kept = spans
+        else:
+            kept = [span for span in spans if self._keep(span)]
+            with self._lock:
+                self._sampled_out += len(spans) - len(kept)
+        if self._span_policy is not None and kept:
+            kept = self._span_policy.apply_all(kept)
         return kept
 
     def _keep(self, span: ObservabilitySpan) -> bool:
@@ -390,7 +405,9 @@ class BatchProcessor:
         return self._shutdown.is_set()
 
     def _close_at_exit(self) -> None:
-        self.close(self._settings.shutdown_timeout_seconds)
+        # flush_on_shutdown false: do not send at exit; what is queued goes to the spool
+        settings = self._settings
+        self.close(settings.shutdown_timeout_seconds if settings.flush_on_shutdown else 0.0)
 
 
 def _reset_after_fork(ref: weakref.ref[BatchProcessor]) -> Callable[[], None]:

@@ -113,6 +113,7 @@ class InMemoryMetricsCache(MetricsCache):
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: OrderedDict[CacheKey, _Entry] = OrderedDict()
+        self._next_sweep = clock() + settings.cleanup_interval_seconds
         self._miss_generation = MissGenerations(settings.max_entries)
         self._generation = 0
         self._hits = self._misses = self._invalidations = 0
@@ -120,6 +121,7 @@ class InMemoryMetricsCache(MetricsCache):
     def get(self, window: str, agent: str | None) -> QualityMetrics | None:
         key = (window, agent)
         with self._lock:
+            self._sweep()
             entry = self._entries.get(key)
             if entry is not None and entry.expires_at > self._clock():
                 self._entries.move_to_end(key)
@@ -140,6 +142,7 @@ class InMemoryMetricsCache(MetricsCache):
             seen = self._miss_generation.pop(key)
             if seen is not None and seen != self._generation:
                 return  # invalidated while the value was being computed: it may be stale
+            self._sweep()
             self._entries[key] = _Entry(self._clock() + ttl, value.model_copy(deep=True))
             self._entries.move_to_end(key)
             while len(self._entries) > self._settings.max_entries:
@@ -150,6 +153,16 @@ class InMemoryMetricsCache(MetricsCache):
             self._entries.clear()
             self._generation += 1
             self._invalidations += 1
+
+    def _sweep(self) -> None:
+        """Every `cleanup_interval_seconds`, drop the expired entries (lock held), so values
+        nobody reads again do not stay in memory until the size bound pushes them out."""
+        now = self._clock()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self._settings.cleanup_interval_seconds
+        for key in [k for k, e in self._entries.items() if e.expires_at <= now]:
+            del self._entries[key]
 
     def stats(self) -> CacheStats:
         with self._lock:
@@ -163,15 +176,25 @@ class InMemoryMetricsCache(MetricsCache):
 
 
 def create_metrics_cache(settings: CacheSettings, clock: Clock = time.monotonic) -> MetricsCache:
-    """The cache `settings` ask for: Redis (with a memory fallback) or memory only."""
+    """The cache `settings` ask for: Redis (with a memory fallback unless
+    `fallback_to_memory` is off) or memory only."""
     memory = InMemoryMetricsCache(settings, clock=clock)
     if settings.backend == "redis":
         if settings.redis_url is None:
             raise ConfigError(
                 "cache.backend is 'redis' but cache.redis_url is not set; "
-                "set cache.redis_url (or REDIS_URL) or use cache.backend 'memory'"
+                f"set ${settings.redis_url_env} (cache.redis.url_env) or use cache.backend 'memory'"
             )
         from .redis_cache import RedisMetricsCache  # imports the redis client only when used
 
-        return RedisMetricsCache(settings.redis_url, settings, fallback=memory, clock=clock)
+        return RedisMetricsCache(
+            settings.redis_url,
+            settings,
+            fallback=memory if settings.fallback_to_memory else None,
+            key_prefix=settings.key_prefix,
+            socket_timeout_seconds=settings.redis_socket_timeout_seconds,
+            connect_timeout_seconds=settings.redis_connect_timeout_seconds,
+            db=settings.redis_db,
+            clock=clock,
+        )
     return memory

@@ -207,7 +207,7 @@ class StorageSettings(_Section):
     spool_dir: Path = Path(".e2i_obs/spool")
     pool_min_size: int = Field(default=1, ge=0)
     pool_max_size: int = Field(default=5, ge=1)
-    pool_timeout_seconds: float = Field(default=30.0, gt=0)
+    pool_timeout_seconds: float = Field(default=10.0, gt=0)
     """How long a PostgreSQL call waits for a pool connection (and to connect)."""
     insert_batch_size: int | None = Field(default=None, ge=1)
     """Spans per INSERT statement; None: a whole batch at once."""

@@ -25,7 +25,9 @@ A repository whose insert blocks anyway (SQLite) may offer
 `insert_spans_batch_blocking(spans) -> int`: `write()` then calls it directly on the caller's
 thread, saving two thread hops per batch (its own busy timeout bounds the wait). `write()`
 returns how many spans were new; re-sent spans are ignored by the repository (unique on
-trace_id + span_id), so replay is harmless.
+trace_id + span_id), so replay is harmless. With `insert_batch_size` (E2I's
+`database.insert_batch_size`, 1 for `batch_insert: false`) a batch is inserted in chunks of that
+many spans; a failed chunk fails the write, and the retry re-sends the stored chunks harmlessly.
 """
 
 from __future__ import annotations
@@ -51,7 +53,12 @@ class DatabaseSink:
     """Sync `Sink` adapter over an async `SpanRepository`."""
 
     def __init__(
-        self, repository: SpanRepository, *, name: str = "database", timeout: float = 30
+        self,
+        repository: SpanRepository,
+        *,
+        name: str = "database",
+        timeout: float = 30,
+        insert_batch_size: int | None = None,
     ) -> None:
         if isinstance(timeout, bool) or not isinstance(timeout, int | float):
             raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
@@ -59,6 +66,15 @@ class DatabaseSink:
             raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty string, got {name!r}")
+        if insert_batch_size is not None and (
+            isinstance(insert_batch_size, bool)
+            or not isinstance(insert_batch_size, int)
+            or insert_batch_size < 1
+        ):
+            raise ValueError(
+                f"insert_batch_size must be an integer >= 1, got {insert_batch_size!r}"
+            )
+        self.insert_batch_size = insert_batch_size
         self.name = name
         self.repository = repository
         self.timeout = float(timeout)
@@ -86,9 +102,14 @@ class DatabaseSink:
         self._ensure_ready()
 
     def write(self, batch: Sequence[ObservabilitySpan]) -> int:
-        """Insert the batch; return how many spans were new."""
+        """Insert the batch (in chunks of `insert_batch_size`); return how many were new."""
         self._ensure_ready()
-        spans = list(batch)
+        size = self.insert_batch_size
+        if size is None or len(batch) <= size:
+            return self._write(list(batch))
+        return sum(self._write(list(batch[i : i + size])) for i in range(0, len(batch), size))
+
+    def _write(self, spans: list[ObservabilitySpan]) -> int:
         blocking = getattr(self.repository, "insert_spans_batch_blocking", None)
         try:
             if blocking is None:

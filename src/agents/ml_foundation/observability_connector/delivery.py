@@ -81,6 +81,7 @@ class SinkLane:
         wait: Callable[[float], bool],
         errors: ErrorLog,
         on_written: Callable[[str, int], None] | None = None,
+        on_undelivered: Callable[[str, Sequence[ObservabilitySpan]], None] | None = None,
     ) -> None:
         self.sink = sink
         self.name: str = sink.name
@@ -99,6 +100,8 @@ class SinkLane:
         self._wait = wait
         self._errors = errors
         self._on_written = on_written
+        self._on_undelivered = on_undelivered
+        """Told once about each live batch this sink could not take (before it is spooled)."""
         self._rng = random.Random()
         self._lock = threading.Lock()
         self._spool_generation = 0
@@ -138,6 +141,7 @@ class SinkLane:
             self._fail(exc, _why_undelivered(exc))
             self.failing = True
             if claim():
+                self._notify_undelivered(batch)
                 self.spool(batch)
         else:
             self.just_succeeded = True
@@ -261,6 +265,17 @@ class SinkLane:
         self._errors.warn(
             f"{what}:{self.name}", f"sink {self.name}: {what}: {type(exc).__name__}: {exc}"
         )
+
+    def _notify_undelivered(self, batch: Sequence[ObservabilitySpan]) -> None:
+        if self._on_undelivered is None:
+            return
+        try:
+            self._on_undelivered(self.name, batch)
+        # broad except, on purpose: a fallback log must not stop delivery
+        except Exception as exc:
+            self._errors.warn(
+                "on_undelivered", f"on_undelivered raised {type(exc).__name__}: {exc}"
+            )
 
     def _notify_written(self, n: int) -> None:
         if self._on_written is None:

@@ -5,7 +5,9 @@ invalidation O(1) and visible to every process sharing the server.
 
 Redis is optional plumbing, never a point of failure: any Redis error or timeout switches to
 the in-memory fallback with one warning (no URL, no password), and Redis is tried again
-after a back-off. Callers never see a Redis exception.
+after a back-off. Callers never see a Redis exception. Without a fallback (E2I's
+`cache.fallback_to_memory: false`, when processes must never disagree) every read while Redis
+is away is a miss, i.e. metrics are computed from the database each time.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import math
 import threading
 import time
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import redis
 from pydantic import SecretStr, ValidationError
@@ -42,7 +44,8 @@ class RedisMetricsCache(MetricsCache):
     Entries of old generations are never read again and expire on their own.
 
     A client passed in is used as configured; one built from a URL gets short socket timeouts
-    and no client-side retries, because a slow cache is worse than no cache.
+    and no client-side retries, because a slow cache is worse than no cache. `db` replaces the
+    database number of the URL.
     """
 
     backend = "redis"
@@ -51,10 +54,12 @@ class RedisMetricsCache(MetricsCache):
         self,
         client_or_url: redis.Redis | str | SecretStr,
         settings: CacheSettings,
-        fallback: InMemoryMetricsCache,
+        fallback: InMemoryMetricsCache | None,
         *,
         key_prefix: str = DEFAULT_KEY_PREFIX,
         socket_timeout_seconds: float = 0.25,
+        connect_timeout_seconds: float | None = None,
+        db: int | None = None,
         retry_base_seconds: float = 1.0,
         retry_max_seconds: float = 30.0,
         clock: Clock = time.monotonic,
@@ -70,9 +75,9 @@ class RedisMetricsCache(MetricsCache):
             )
             self._secret = urlsplit(url).password
             self._client = redis.Redis.from_url(
-                url,
+                url if db is None else _with_db(url, db),
                 socket_timeout=socket_timeout_seconds,
-                socket_connect_timeout=socket_timeout_seconds,
+                socket_connect_timeout=connect_timeout_seconds or socket_timeout_seconds,
                 retry=Retry(NoBackoff(), 0),
                 health_check_interval=0,
             )
@@ -108,7 +113,7 @@ class RedisMetricsCache(MetricsCache):
                         self._miss_generation.remember(key, generation)
                 self._count(value)
                 return value
-        value = self._fallback.get(window, agent)
+        value = self._fallback.get(window, agent) if self._fallback is not None else None
         self._count(value)
         return value
 
@@ -132,12 +137,14 @@ class RedisMetricsCache(MetricsCache):
             else:
                 self._on_success()
                 return
-        self._fallback.set(window, agent, value)
+        if self._fallback is not None:
+            self._fallback.set(window, agent, value)
 
     def invalidate_all(self) -> None:
         with self._lock:
             self._invalidations += 1
-        self._fallback.invalidate_all()
+        if self._fallback is not None:
+            self._fallback.invalidate_all()
         if not self._use_redis():
             with self._lock:
                 self._pending_invalidation = True
@@ -223,12 +230,15 @@ class RedisMetricsCache(MetricsCache):
             self._degraded = True
         if entering:
             # entries in process memory are from before this outage: start the fallback clean
-            self._fallback.invalidate_all()
+            if self._fallback is not None:
+                self._fallback.invalidate_all()
             logger.warning(
-                "metrics cache: Redis unavailable (%s: %s); using the in-memory cache, "
-                "retrying Redis after a back-off",
+                "metrics cache: Redis unavailable (%s: %s); %s, retrying Redis after a back-off",
                 type(exc).__name__,
                 self._scrub(str(exc)),
+                "using the in-memory cache"
+                if self._fallback is not None
+                else "no cache meanwhile (cache.fallback_to_memory is off)",
             )
         else:
             logger.debug("metrics cache: Redis still unavailable (%s)", type(exc).__name__)
@@ -245,3 +255,12 @@ class RedisMetricsCache(MetricsCache):
         if self._secret:
             message = message.replace(self._secret, "***")
         return message
+
+
+def _with_db(url: str, db: int) -> str:
+    """`url` selecting database `db` (the path of redis:// URLs, `?db=` of unix:// ones)."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        query = [(k, v) for k, v in parse_qsl(parts.query) if k != "db"] + [("db", str(db))]
+        return urlunsplit(parts._replace(query=urlencode(query)))
+    return urlunsplit(parts._replace(path=f"/{db}"))

@@ -5,9 +5,10 @@ Retried: `RetryableSinkError`, `RepositoryError`, `OSError` (which covers `Timeo
 circuit breaker: spool at once), `PermanentSinkError` (the payload is wrong) and programming errors
 such as `TypeError` (retrying them only repeats the bug).
 
-The delay before retry n (0-based) is `base * 2**n`, scaled by a random factor in
-`[1 - jitter, 1 + jitter]` so many processes recovering together do not retry in lockstep, and
-raised to an error's `retry_after` (seconds) when the sink passes one on. Retrying stops after
+The delay before retry n (0-based) is `base * 2**n` (`base` alone without exponential backoff),
+capped at `max_delay_seconds` when set, scaled by a random factor in `[1 - jitter, 1 + jitter]`
+so many processes recovering together do not retry in lockstep, and raised to an error's
+`retry_after` (seconds) when the sink passes one on. Retrying stops after
 `max_attempts` calls in total, when the next wait would end past `deadline_seconds` from the first
 call, or when the waiting function reports a shutdown.
 """
@@ -49,6 +50,10 @@ class RetryPolicy:
     """No wait may end later than this long after the first call."""
     jitter: float = 0.2
     """Each wait is scaled by a random factor in [1 - jitter, 1 + jitter]."""
+    exponential: bool = True
+    """Double the wait for each further retry; False: every wait is `base_delay_seconds`."""
+    max_delay_seconds: float | None = None
+    """Cap on one wait (before jitter); None: only the deadline bounds it."""
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -60,6 +65,8 @@ class RetryPolicy:
             )
         if not 0 <= self.jitter < 1:
             raise ValueError(f"jitter must be in [0, 1), got {self.jitter!r}")
+        if self.max_delay_seconds is not None and not self.max_delay_seconds > 0:
+            raise ValueError(f"max_delay_seconds must be > 0, got {self.max_delay_seconds!r}")
 
     @classmethod
     def from_settings(cls, settings: BatchingSettings) -> RetryPolicy:
@@ -67,12 +74,17 @@ class RetryPolicy:
             max_attempts=settings.retry_max_attempts,
             base_delay_seconds=settings.retry_base_delay_seconds,
             deadline_seconds=settings.retry_deadline_seconds,
+            exponential=settings.retry_exponential_backoff,
+            max_delay_seconds=settings.retry_max_delay_seconds,
         )
 
     def delay(self, retry_number: int, rng: random.Random) -> float:
         """Seconds to wait before retry `retry_number` (0 for the first retry)."""
         factor = rng.uniform(1.0 - self.jitter, 1.0 + self.jitter)
-        return self.base_delay_seconds * (2**retry_number) * factor
+        delay = self.base_delay_seconds * (2**retry_number if self.exponential else 1)
+        if self.max_delay_seconds is not None:
+            delay = min(delay, self.max_delay_seconds)
+        return delay * factor
 
 
 def call_with_retries(

@@ -5,6 +5,13 @@ The decision depends only on the trace id, like OpenTelemetry's `TraceIdRatioBas
 a UUIDv7 too) are compared with `rate * 2**56`. So a trace is kept or dropped as a whole, in every
 process, with no coordination. Error spans are kept regardless when `always_sample_errors` is set,
 because a missing error is worse than a partial trace.
+
+Per-agent rates (E2I's `always_sample_agents`, kept at 1.0, and `agent_overrides`) replace the
+environment's rate for that agent's spans, with the same trace-id test: a trace is kept for an
+agent whose rate is r exactly when it would be kept at rate r anywhere, so every process agrees,
+and a trace kept for a low-rate agent is kept for every higher-rate agent too. A trace crossing
+agents of different rates may thus be stored partially (the higher-rate agents' spans).
+`environment_aware: false` uses `default_rate` in every environment.
 """
 
 from __future__ import annotations
@@ -53,26 +60,40 @@ class Sampler:
     def __init__(self, settings: SamplingSettings) -> None:
         self.environment = settings.environment
         production = settings.environment.strip().lower() == PRODUCTION_ENVIRONMENT
+        if not settings.environment_aware:
+            production = False
         self.rate: float = settings.production_rate if production else settings.default_rate
         """Fraction of traces kept: production_rate in production, default_rate elsewhere."""
         self.always_sample_errors = settings.always_sample_errors
+        self.agent_rates: dict[str, float] = dict(settings.agent_overrides)
+        """Agents with a rate of their own (always_sample_agents at 1.0 win over overrides)."""
+        self.agent_rates.update(dict.fromkeys(settings.always_sample_agents, 1.0))
         self._bound = ratio_bound(self.rate)
+        self._agent_bounds = {agent: ratio_bound(r) for agent, r in self.agent_rates.items()}
 
     def __repr__(self) -> str:
         return (
             f"Sampler(environment={self.environment!r}, rate={self.rate!r}, "
-            f"always_sample_errors={self.always_sample_errors!r})"
+            f"always_sample_errors={self.always_sample_errors!r}, "
+            f"agent_rates={self.agent_rates!r})"
         )
 
-    def should_keep_trace(self, trace_id: str) -> bool:
-        """The ratio decision for a 32-hex trace id (ValueError for anything else)."""
-        return _below(trace_id, self._bound)
+    def rate_for(self, agent_name: str) -> float:
+        """The fraction of traces kept for this agent's spans."""
+        return self.agent_rates.get(agent_name, self.rate)
+
+    def should_keep_trace(self, trace_id: str, agent_name: str | None = None) -> bool:
+        """The ratio decision for a 32-hex trace id (ValueError for anything else), at the
+        rate of `agent_name` when given."""
+        if agent_name is None:
+            return _below(trace_id, self._bound)
+        return _below(trace_id, self._agent_bounds.get(agent_name, self._bound))
 
     def should_keep(self, span: ObservabilitySpan) -> bool:
-        """Keep the span? Same answer for every span of a trace, except errors (always kept)."""
+        """Keep the span? Same answer for every span of a trace and agent, except errors."""
         if self.always_sample_errors and span.is_error:
             return True
-        return self.should_keep_trace(span.trace_id)
+        return self.should_keep_trace(span.trace_id, getattr(span, "agent_name", None))
 
     def filter(self, spans: Iterable[ObservabilitySpan]) -> list[ObservabilitySpan]:
         """The spans to keep, in order."""
