@@ -262,6 +262,8 @@ async def test_get_quality_metrics__time_window_keyword__window_totals(repo):
     metrics = await repo.get_quality_metrics(time_window="1h")
 
     assert (metrics.time_window, metrics.total_spans, metrics.error_count) == ("1h", 2, 1)
+    assert (metrics.successful_spans, metrics.failed_spans) == (1, 1)  # the seed's fields
+    assert metrics.avg_latency_ms == pytest.approx(40.0)
     assert metrics.total_tokens == 15
     assert sorted(metrics.agents) == ["causal_impact", "gap_analyzer"]
     assert (await repo.get_quality_metrics()).total_spans == 3
