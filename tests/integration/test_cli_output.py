@@ -174,9 +174,7 @@ def test_trace__error_message_with_escapes__shown_escaped(odd_store: SeededStore
     assert "✗ error (Crash\\x1b[8m: bad\\x1b[31mthing\\x9b2J)" in done.stdout
 
 
-@pytest.mark.parametrize(
-    "args", [["metrics"], ["trace", EVIL_TRACE], ["health"], ["--help"]]
-)
+@pytest.mark.parametrize("args", [["metrics"], ["trace", EVIL_TRACE], ["health"], ["--help"]])
 def test_cli__no_color__no_styling_at_all(odd_store: SeededStore, tmp_path: Path, args):
     """Issue 11 (6): NO_COLOR still printed bold and italic (rich drops colours only)."""
     config = tmp_path / "obs.yaml"

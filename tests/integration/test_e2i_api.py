@@ -15,6 +15,7 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 
 import src.mlops as mlops
+from src.agents.ml_foundation.observability_connector.config import SpansSettings
 from src.agents.ml_foundation.observability_connector.models import SpanKind
 from src.agents.ml_foundation.observability_connector.nodes.context_manager import (
     inject,
@@ -164,6 +165,37 @@ async def test_trace_agent__e2i_keywords_and_dashed_uuid__tree_ids_tags_io_store
         assert trace["name"] == "estimate" and trace["output"] == {"ate": 0.12}
         assert trace["tags"] == ["causal_impact", "tier_2"]
         assert "input" not in sent["estimate"]["metadata"].get("attributes", {})
+
+
+async def test_trace_agent__password_in_input_data_and_big_output__redacted_and_cut_everywhere(
+    e2i: E2IStore,
+) -> None:
+    limits = SpansSettings(max_output_size_bytes=64)
+    opik = get_opik_connector(e2i.config.model_copy(update={"spans": limits}), force_new=True)
+    e2i.connector = opik
+    async with opik.trace_agent(
+        agent_name="explainer",
+        operation="explain",
+        tags=["tier_5"],
+        input_data={"user": "ana", "password": "hunter2", "auth": {"api_key": "sk-live-1"}},
+    ) as span:
+        span.set_output({"text": "lift " * 100})
+
+    [stored] = await e2i.spans(span.trace_id)
+    assert stored.attributes["input"] == {
+        "user": "ana",
+        "password": "[REDACTED]",
+        "auth": {"api_key": "[REDACTED]"},
+    }
+    output = stored.attributes["output"]
+    assert isinstance(output, str) and len(output.encode()) <= 64
+    assert stored.attributes["output_truncated"] is True
+    if e2i.opik_on:
+        sent = e2i.opik_spans()["explain"]
+        assert sent["input"] == stored.attributes["input"]
+        assert sent["output"] == {"value": output}
+        bodies = str([r.body for r in e2i.server.requests])
+        assert "hunter2" not in bodies and "sk-live-1" not in bodies
 
 
 async def test_trace_agent__positional_and_sync_with__same_span(e2i: E2IStore) -> None:
