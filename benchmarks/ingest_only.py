@@ -1,0 +1,51 @@
+"""The ingestion benchmark alone (SQLite and PostgreSQL), for a machine too busy for `make bench`.
+
+    python -m benchmarks.ingest_only [N] [REPS]     # defaults: 100000 2 (the full-mode sizes)
+
+Prints each row (floor, ours, ratio, adaptive-off variant); writes nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from src.repositories.postgres_repository import PostgresSpanRepository
+from src.repositories.sqlite_repository import SqliteSpanRepository
+
+from .bench_ingest import _ingest_result, _postgres_floor, _sqlite_floor
+from .data import make_spans
+from .servers import fresh_database, postgres_server
+
+
+def main(argv: list[str]) -> None:
+    n = int(argv[0]) if argv else 100_000
+    reps = int(argv[1]) if len(argv) > 1 else 2
+    spans = make_spans(n)
+    with tempfile.TemporaryDirectory(prefix="e2i-bench-ingest-") as tmp, postgres_server() as pg:
+        work = Path(tmp)
+        results = [
+            _ingest_result(
+                "sqlite",
+                spans,
+                reps,
+                lambda rep: _sqlite_floor(work / f"floor-{rep}.db", spans),
+                lambda rep: SqliteSpanRepository(work / f"ours-{rep}.db"),
+            ),
+            _ingest_result(
+                "postgres",
+                spans,
+                reps,
+                lambda rep: _postgres_floor(fresh_database(pg, "ingest_floor"), spans),
+                lambda rep: PostgresSpanRepository(fresh_database(pg, "ingest_ours")),
+            ),
+        ]
+    for r in results:
+        ratio = r.ratios["ours/floor"]
+        head = f"{r.backend}: floor {r.baseline:,.0f}/s, ours {r.ours:,.0f}/s ({ratio:.2f})"
+        print(f"{head}; {r.notes}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
