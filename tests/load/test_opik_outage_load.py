@@ -80,7 +80,12 @@ def test_opik_outage__middle_third_503_then_refused__db_complete_opik_exactly_on
     db_sink.setup()
     processor = BatchProcessor(
         [db_sink, opik_sink],
-        BatchingSettings(max_batch_size=100, max_batch_wait_seconds=3600.0, retry_max_attempts=1),
+        BatchingSettings(
+            max_batch_size=100,
+            max_backlog_batch_size=1,  # batches of exactly 100: the breaker counts batches
+            max_batch_wait_seconds=3600.0,
+            retry_max_attempts=1,
+        ),
         tmp_path / "spool",
         sleep=lambda seconds: None,
     )
