@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from .models import ObservabilitySpan
 from .processor_stats import SinkCounters
@@ -267,26 +268,19 @@ class SinkLane:
         )
 
     def _notify_undelivered(self, batch: Sequence[ObservabilitySpan]) -> None:
-        if self._on_undelivered is None:
-            return
-        try:
-            self._on_undelivered(self.name, batch)
-        # broad except, on purpose: a fallback log must not stop delivery
-        except Exception as exc:
-            self._errors.warn(
-                "on_undelivered", f"on_undelivered raised {type(exc).__name__}: {exc}"
-            )
+        self._call_hook(self._on_undelivered, "on_batch_undelivered", batch)
 
     def _notify_written(self, n: int) -> None:
-        if self._on_written is None:
+        self._call_hook(self._on_written, "on_batch_written", n)
+
+    def _call_hook(self, hook: Callable[[str, Any], None] | None, key: str, value: Any) -> None:
+        if hook is None:
             return
         try:
-            self._on_written(self.name, n)
-        # broad except, on purpose: a user callback must not stop delivery
+            hook(self.name, value)
+        # broad except, on purpose: a user callback (or the fallback log) must not stop delivery
         except Exception as exc:
-            self._errors.warn(
-                "on_batch_written", f"on_batch_written raised {type(exc).__name__}: {exc}"
-            )
+            self._errors.warn(key, f"{key} raised {type(exc).__name__}: {exc}")
 
 
 def _why_undelivered(exc: Exception) -> str:

@@ -3,6 +3,10 @@
 The connector fills `agent_tier` on every span from it, so dashboards can group by tier without
 each agent having to know its own tier. An unknown agent gets the default tier and one warning
 per process (an agent emitting thousands of spans must not flood the log).
+
+The file is E2I's own (every agent's settings), so it is read in E2I's format: tiers by name
+with a `priority` (the tier number), agents with a `tier` name; the connector takes what it
+needs and ignores every other key.
 """
 
 from __future__ import annotations
@@ -79,27 +83,32 @@ class AgentRegistry:
 
     @classmethod
     def from_mapping(cls, data: Any, source: str = "<mapping>") -> AgentRegistry:
-        """Validate the YAML structure; errors name the key, the value and what is accepted."""
+        """Validate the YAML structure; errors name the key, the value and what is accepted.
+
+        E2I's format: `tiers: {<name>: {priority: 0-5, ...}}` and `agents: {<name>: {tier:
+        <tier name>, ...}}`; an agent's tier number is its tier's `priority`, and every other
+        key (description, model, timeout_seconds, enabled, ...) is ignored. The connector's
+        earlier format (`tiers: {0: ml_foundation}`, `agents: {x: {tier: 0}}`) is read too.
+        `uses_llm` (true/false) and a top-level `default_tier` (0-5) are read when present.
+        """
         if not isinstance(data, Mapping):
             raise ConfigError(f"{source}: top level must be a mapping with 'tiers' and 'agents'")
-        tiers_raw = data.get("tiers") or {}
-        if not isinstance(tiers_raw, Mapping):
-            raise ConfigError(f"{source}: 'tiers' must map tier numbers 0-5 to names")
-        tier_names: dict[int, str] = {}
-        for key, name in tiers_raw.items():
-            tier = _tier(key, f"{source}: tiers.{key}")
-            tier_names[tier] = str(name)
+        tier_numbers = _tiers(data.get("tiers") or {}, source)
+        tier_names = {number: name for name, number in tier_numbers.items()}
         default = data.get("default_tier")
         default_tier = None if default is None else _tier(default, f"{source}: default_tier")
         agents_raw = data.get("agents") or {}
         if not isinstance(agents_raw, Mapping):
-            raise ConfigError(f"{source}: 'agents' must map agent names to {{tier, uses_llm}}")
+            raise ConfigError(f"{source}: 'agents' must map agent names to {{tier: <tier name>}}")
         agents: dict[str, AgentInfo] = {}
         for name, spec in agents_raw.items():
             where = f"{source}: agents.{name}"
             if not isinstance(spec, Mapping) or "tier" not in spec:
-                raise ConfigError(f"{where} = {spec!r}: expected a mapping with 'tier' (0-5)")
-            tier = _tier(spec["tier"], f"{where}.tier")
+                raise ConfigError(
+                    f"{where} = {spec!r}: expected a mapping with 'tier' (a tier name: "
+                    f"{', '.join(tier_numbers) or 'none defined'})"
+                )
+            tier = _agent_tier(spec["tier"], tier_numbers, f"{where}.tier")
             uses_llm = spec.get("uses_llm", False)
             if not isinstance(uses_llm, bool):
                 raise ConfigError(f"{where}.uses_llm = {uses_llm!r}: expected true or false")
@@ -107,6 +116,38 @@ class AgentRegistry:
                 str(name), tier, tier_names.get(tier, f"tier_{tier}"), uses_llm
             )
         return cls(agents, tier_names, default_tier)
+
+
+def _tiers(raw: Any, source: str) -> dict[str, int]:
+    """Tier name -> number, from E2I's `{name: {priority: n}}` or the older `{n: name}`."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: 'tiers' must map tier names to {{priority: 0-5, ...}}")
+    numbers: dict[str, int] = {}
+    for key, value in raw.items():
+        if isinstance(value, Mapping):  # E2I: ml_foundation: {priority: 0, ...}
+            where = f"{source}: tiers.{key}"
+            if "priority" not in value:
+                raise ConfigError(f"{where}: no 'priority' (the tier number, 0-5)")
+            name, number = str(key), _tier(value["priority"], f"{where}.priority")
+        else:  # earlier format: 0: ml_foundation
+            name, number = str(value), _tier(key, f"{source}: tiers.{key}")
+        if number in numbers.values():
+            other = next(n for n, v in numbers.items() if v == number)
+            raise ConfigError(
+                f"{source}: tiers {other!r} and {name!r} both have priority {number}; "
+                "each tier needs its own"
+            )
+        numbers[name] = number
+    return numbers
+
+
+def _agent_tier(value: Any, tier_numbers: Mapping[str, int], where: str) -> int:
+    if isinstance(value, str):
+        if value not in tier_numbers:
+            accepted = ", ".join(tier_numbers) or "none defined under 'tiers'"
+            raise ConfigError(f"{where} = {value!r}: not a tier; accepted: {accepted}")
+        return tier_numbers[value]
+    return _tier(value, where)
 
 
 def _tier(value: Any, where: str) -> int:
