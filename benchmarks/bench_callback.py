@@ -32,19 +32,27 @@ from .report import BenchResult, Target, percentile
 
 __all__ = ["run_callback_benchmarks"]
 
-TRACERS = ("bare", "floor", "ours", "ours_handler_only", *PEERS)
+TRACERS = ("bare", "floor", "ours", "ours_no_pricing", "ours_handler_only", *PEERS)
 FLOOR_TARGET = Target("ours/floor", "<=", 1.5, "ours <= 1.5x floor")
 PEER_TARGET = Target("ours/best_peer", "<=", 0.2, "ours <= 1/5 of best peer")
 P99_TARGET = Target("ours/bare", "<=", 2.0, "traced p99 <= 2x bare p99")
+PRICING_TARGET = Target(
+    "ours/no_pricing", "<=", 1.1, "pricing adds nothing on the agent thread (<= 1.1x)"
+)
 
 
 def _reply() -> Any:
     from langchain_core.messages import AIMessage
 
-    return AIMessage(
+    return AIMessage(  # a real model id, so the pricing step really prices every call
         content="The answer is 42.",
-        usage_metadata={"input_tokens": 12, "output_tokens": 6, "total_tokens": 18},
-        response_metadata={"model_name": "fake-model"},
+        usage_metadata={
+            "input_tokens": 12,
+            "output_tokens": 6,
+            "total_tokens": 18,
+            "input_token_details": {"cache_read": 4},
+        },
+        response_metadata={"model_name": "gpt-4o-mini"},
     )
 
 
@@ -164,6 +172,8 @@ def _rows(
                 + (f"; {sent}" if what.startswith("added CPU") and sent else ""),
             )
         )
+    if "ours_no_pricing" in latencies:
+        rows.append(_pricing_row(label, latencies, added(50), added_cpu, targets))
     p99 = {name: percentile(values, 99) for name, values in latencies.items()}
     rows.append(
         BenchResult(
@@ -181,6 +191,35 @@ def _rows(
         )
     )
     return rows
+
+
+def _pricing_row(
+    label: str,
+    latencies: dict[str, list[float]],
+    added_median: Callable[[str], float],
+    added_cpu: Callable[[str], float],
+    targets: bool,
+) -> BenchResult:
+    """Issue 13: the same run with and without the pricing step. Pricing happens on the batch
+    worker, so the agent thread's added median must not move; the worker's price lookups show
+    in the CPU figure (which counts every thread), reported in the notes."""
+    ours, off = added_median("ours"), added_median("ours_no_pricing")
+    return BenchResult(
+        name=f"callback/{label}: added median, pricing on vs off",
+        backend="sqlite",
+        n=len(latencies["ours"]),
+        unit="us_per_call",
+        baseline_label="same path without the pricing step",
+        baseline=off,
+        ours=ours,
+        peers={},
+        ratios={"ours/no_pricing": _ratio(ours, off)},
+        targets=[PRICING_TARGET] if targets else [],
+        notes=(
+            f"added CPU incl. the worker's pricing: {added_cpu('ours'):.1f} us with, "
+            f"{added_cpu('ours_no_pricing'):.1f} us without"
+        ),
+    )
 
 
 def _ratio(ours: float | None, reference: float | None) -> float | None:

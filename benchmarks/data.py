@@ -123,4 +123,9 @@ def seed_rows(
             _EMPTY_EVENTS,
             None,
             None,
+            "openai" if llm else None,  # provider, then the cost columns (issue 13)
+            None,
+            None,
+            None,
+            ((100 + i % 50) * 0.15 + (20 + i % 10) * 0.6) / 1e6 if llm else None,
         )

@@ -80,8 +80,9 @@ def make_tracer(name: str, work_dir: Path | None = None) -> Tracer | None:
         from langchain_core.callbacks import UsageMetadataCallbackHandler
 
         return Tracer("floor", [UsageMetadataCallbackHandler()])
-    if name == "ours":
-        return _ours(work_dir or Path(tempfile.mkdtemp(prefix="e2i-bench-")))
+    if name in ("ours", "ours_no_pricing"):
+        directory = work_dir or Path(tempfile.mkdtemp(prefix="e2i-bench-"))
+        return _ours(directory, pricing=name == "ours")
     if name == "ours_handler_only":
         from src.agents.ml_foundation.observability_connector.callback import (
             ObservabilityCallbackHandler,
@@ -105,20 +106,25 @@ class _Discard:
         return True
 
 
-def _ours(work_dir: Path) -> Tracer:
+def _ours(work_dir: Path, *, pricing: bool = True) -> Tracer:
+    """The default path; `pricing=False` leaves out the pricing step (the issue-13 A/B)."""
     from src.agents.ml_foundation.observability_connector.batch_processor import BatchProcessor
     from src.agents.ml_foundation.observability_connector.callback import (
         ObservabilityCallbackHandler,
     )
     from src.agents.ml_foundation.observability_connector.config import BatchingSettings
     from src.agents.ml_foundation.observability_connector.db_sink import DatabaseSink
+    from src.agents.ml_foundation.observability_connector.pricing import Pricer
     from src.agents.ml_foundation.observability_connector.registry import load_agent_registry
     from src.mlops.opik_connector import OpikConnector
     from src.repositories.sqlite_repository import SqliteSpanRepository
 
-    sink = DatabaseSink(SqliteSpanRepository(work_dir / "callback-bench.db"))
+    name = "ours" if pricing else "ours_no_pricing"
+    sink = DatabaseSink(SqliteSpanRepository(work_dir / f"{name}-callback-bench.db"))
     sink.setup()
-    processor = BatchProcessor([sink], BatchingSettings(), work_dir / "spool")
+    processor = BatchProcessor(
+        [sink], BatchingSettings(), work_dir / f"{name}-spool", pricer=Pricer() if pricing else None
+    )
     # Through OpikConnector, as `get_opik_connector()` wires it (tier filled from the registry).
     connector = OpikConnector(processor, registry=load_agent_registry())
     handler = ObservabilityCallbackHandler(agent_name="gap_analyzer", connector=connector)
@@ -131,7 +137,7 @@ def _ours(work_dir: Path) -> Tracer:
         processor.close(FLUSH_TIMEOUT_SECONDS)
         sink.close()
 
-    tracer = Tracer("ours", [handler], flush, close)
+    tracer = Tracer(name, [handler], flush, close)
     tracer.info["stats"] = processor.stats
     return tracer
 

@@ -44,6 +44,13 @@ ALTER TABLE public.ml_observability_spans
     ADD COLUMN IF NOT EXISTS events     jsonb NOT NULL DEFAULT '[]'::jsonb,
     ADD COLUMN IF NOT EXISTS thread_id  text,
     ADD COLUMN IF NOT EXISTS tracestate text;
+-- Cost (issue 13): who served an LLM call, the token kinds that change its price, its price.
+ALTER TABLE public.ml_observability_spans
+    ADD COLUMN IF NOT EXISTS provider           text,
+    ADD COLUMN IF NOT EXISTS cache_read_tokens  integer,
+    ADD COLUMN IF NOT EXISTS cache_write_tokens integer,
+    ADD COLUMN IF NOT EXISTS reasoning_tokens   integer,
+    ADD COLUMN IF NOT EXISTS cost_usd           numeric;
 -- Later issues: additive columns go here.
 
 -- Constraints by name, added when missing (so a seed-era table gets them too).
@@ -78,6 +85,14 @@ BEGIN
              'CHECK (output_tokens >= 0)'),
             ('ml_observability_spans_total_tokens_nonnegative',
              'CHECK (total_tokens >= 0)'),
+            ('ml_observability_spans_cache_read_tokens_nonnegative',
+             'CHECK (cache_read_tokens >= 0)'),
+            ('ml_observability_spans_cache_write_tokens_nonnegative',
+             'CHECK (cache_write_tokens >= 0)'),
+            ('ml_observability_spans_reasoning_tokens_nonnegative',
+             'CHECK (reasoning_tokens >= 0)'),
+            ('ml_observability_spans_cost_usd_nonnegative',
+             'CHECK (cost_usd >= 0)'),
             ('ml_observability_spans_attributes_object',
              'CHECK (jsonb_typeof(attributes) = ''object'')'),
             ('ml_observability_spans_events_array',
@@ -116,6 +131,11 @@ CREATE INDEX IF NOT EXISTS idx_ml_obs_spans_window_covering
     ON public.ml_observability_spans (start_time)
     INCLUDE (agent_name, agent_tier, duration_ms, status, span_kind,
              input_tokens, output_tokens, total_tokens);
+-- LLM spans only, for the cost statistics (a small part of all spans).
+CREATE INDEX IF NOT EXISTS idx_ml_obs_spans_llm_cost
+    ON public.ml_observability_spans (start_time)
+    INCLUDE (agent_name, trace_id, llm_model, cost_usd)
+    WHERE span_kind = 'llm';
 
 -- ---------------------------------------------------------------------------------------------
 -- Functions (SECURITY INVOKER: row-level security applies to the caller)
@@ -301,6 +321,133 @@ $fn$;
 COMMENT ON FUNCTION public.ml_count_old_spans(interval, timestamptz) IS
     'Spans with start_time < p_now - p_older_than (what retention would delete; deletes none).';
 
+-- Cost per agent for spans with p_now - p_window <= start_time <= p_now: one row per agent and
+-- one row with agent_name NULL for the whole window. LLM spans only; a span without a price
+-- (cost_usd NULL: unknown model) counts in unpriced_llm_calls, never as zero cost. Cost per
+-- trace = the sum of a trace's priced LLM calls in the window; its p50/p95 are percentile_cont
+-- over the traces with at least one priced call. cost_by_model: {model: USD}, priced calls only.
+CREATE OR REPLACE FUNCTION public.ml_agent_cost_stats(
+    p_window interval,
+    p_agent  text DEFAULT NULL,
+    p_now    timestamptz DEFAULT now()
+)
+RETURNS TABLE (
+    agent_name          text,
+    cost_usd            numeric,
+    priced_llm_calls    bigint,
+    unpriced_llm_calls  bigint,
+    traces_with_cost    bigint,
+    cost_per_trace_p50  double precision,
+    cost_per_trace_p95  double precision,
+    cost_by_model       jsonb
+)
+LANGUAGE sql
+STABLE
+SET search_path = ''
+AS $fn$
+    WITH llm AS (
+        SELECT s.agent_name, s.trace_id, coalesce(s.llm_model, '(no model)') AS model, s.cost_usd
+        FROM public.ml_observability_spans AS s
+        WHERE s.span_kind = 'llm'
+          AND s.start_time >= p_now - p_window
+          AND s.start_time <= p_now
+          AND (p_agent IS NULL OR s.agent_name = p_agent)
+    ),
+    scoped AS (  -- every call twice: under its agent and under the whole window (NULL)
+        SELECT l.agent_name AS grp, l.trace_id, l.model, l.cost_usd FROM llm AS l
+        UNION ALL
+        SELECT NULL::text, l.trace_id, l.model, l.cost_usd FROM llm AS l
+    ),
+    totals AS (
+        SELECT c.grp, coalesce(sum(c.cost_usd), 0) AS cost, count(c.cost_usd) AS priced,
+               count(*) - count(c.cost_usd) AS unpriced
+        FROM scoped AS c GROUP BY c.grp
+    ),
+    models AS (
+        SELECT m.grp, jsonb_object_agg(m.model, m.cost) AS by_model
+        FROM (SELECT c.grp, c.model, sum(c.cost_usd) AS cost FROM scoped AS c
+              WHERE c.cost_usd IS NOT NULL GROUP BY c.grp, c.model) AS m
+        GROUP BY m.grp
+    ),
+    traces AS (
+        SELECT t.grp, count(*) AS traces,
+               percentile_cont(ARRAY[0.50, 0.95]::double precision[])
+                   WITHIN GROUP (ORDER BY t.cost) AS q
+        FROM (SELECT c.grp, c.trace_id, sum(c.cost_usd)::double precision AS cost
+              FROM scoped AS c WHERE c.cost_usd IS NOT NULL GROUP BY c.grp, c.trace_id) AS t
+        GROUP BY t.grp
+    )
+    SELECT t.grp, t.cost, t.priced, t.unpriced, coalesce(r.traces, 0), r.q[1], r.q[2],
+           coalesce(m.by_model, '{}'::jsonb)
+    FROM totals AS t
+    LEFT JOIN models AS m ON m.grp IS NOT DISTINCT FROM t.grp
+    LEFT JOIN traces AS r ON r.grp IS NOT DISTINCT FROM t.grp
+    ORDER BY t.grp COLLATE "C" NULLS FIRST
+$fn$;
+
+COMMENT ON FUNCTION public.ml_agent_cost_stats(interval, text, timestamptz) IS
+    'Per-agent (and, agent_name NULL, whole-window) LLM cost in [p_now - p_window, p_now]: '
+    'total, priced/unpriced calls, p50/p95 cost per trace, cost by model.';
+
+-- Cost and token kinds of LLM spans in the window grouped by p_by: 'agent', 'model',
+-- 'provider' or 'day' (the UTC date, YYYY-MM-DD). Sorted by key.
+CREATE OR REPLACE FUNCTION public.ml_cost_breakdown(
+    p_window interval,
+    p_by     text DEFAULT 'agent',
+    p_agent  text DEFAULT NULL,
+    p_now    timestamptz DEFAULT now()
+)
+RETURNS TABLE (
+    key                 text,
+    llm_calls           bigint,
+    priced_llm_calls    bigint,
+    traces              bigint,
+    input_tokens        bigint,
+    output_tokens       bigint,
+    cache_read_tokens   bigint,
+    cache_write_tokens  bigint,
+    reasoning_tokens    bigint,
+    cost_usd            numeric
+)
+LANGUAGE plpgsql
+STABLE
+SET search_path = ''
+AS $fn$
+BEGIN
+    IF p_by IS NULL OR p_by NOT IN ('agent', 'model', 'provider', 'day') THEN
+        RAISE EXCEPTION 'p_by must be one of agent, model, provider, day; got %', p_by
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+    SELECT g.k, count(*), count(g.cost_usd), count(DISTINCT g.trace_id),
+           coalesce(sum(g.input_tokens), 0)::bigint, coalesce(sum(g.output_tokens), 0)::bigint,
+           coalesce(sum(g.cache_read_tokens), 0)::bigint,
+           coalesce(sum(g.cache_write_tokens), 0)::bigint,
+           coalesce(sum(g.reasoning_tokens), 0)::bigint, coalesce(sum(g.cost_usd), 0)
+    FROM (
+        SELECT CASE p_by
+                   WHEN 'agent' THEN s.agent_name
+                   WHEN 'model' THEN coalesce(s.llm_model, '(no model)')
+                   WHEN 'provider' THEN coalesce(s.provider, '(no provider)')
+                   ELSE to_char((s.start_time AT TIME ZONE 'UTC')::date, 'YYYY-MM-DD')
+               END AS k,
+               s.trace_id, s.input_tokens, s.output_tokens, s.cache_read_tokens,
+               s.cache_write_tokens, s.reasoning_tokens, s.cost_usd
+        FROM public.ml_observability_spans AS s
+        WHERE s.span_kind = 'llm'
+          AND s.start_time >= p_now - p_window
+          AND s.start_time <= p_now
+          AND (p_agent IS NULL OR s.agent_name = p_agent)
+    ) AS g
+    GROUP BY g.k
+    ORDER BY g.k COLLATE "C";
+END
+$fn$;
+
+COMMENT ON FUNCTION public.ml_cost_breakdown(interval, text, text, timestamptz) IS
+    'LLM calls, traces, token kinds and cost in [p_now - p_window, p_now] grouped by agent, '
+    'model, provider or UTC day.';
+
 -- Retention: delete ONE batch, at most p_batch_size of the oldest spans that started before
 -- p_now - p_older_than, and return how many were deleted. Callers loop, one call per
 -- transaction (or per rpc request), until a call returns fewer than p_batch_size, passing the
@@ -381,6 +528,8 @@ ALTER TABLE public.ml_observability_spans ENABLE ROW LEVEL SECURITY;
 
 REVOKE ALL ON FUNCTION public.ml_agent_latency_stats(interval, text, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.ml_delete_old_spans(interval, integer, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION public.ml_agent_cost_stats(interval, text, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION public.ml_cost_breakdown(interval, text, text, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.ml_trace_summary(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.ml_window_summary(interval, text, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.ml_count_old_spans(interval, timestamptz) FROM PUBLIC;
@@ -396,6 +545,10 @@ BEGIN
             FROM anon;
         REVOKE ALL ON FUNCTION public.ml_delete_old_spans(interval, integer, timestamptz)
             FROM anon;
+        REVOKE ALL ON FUNCTION public.ml_agent_cost_stats(interval, text, timestamptz)
+            FROM anon;
+        REVOKE ALL ON FUNCTION public.ml_cost_breakdown(interval, text, text, timestamptz)
+            FROM anon;
         REVOKE ALL ON FUNCTION public.ml_trace_summary(text) FROM anon;
         REVOKE ALL ON FUNCTION public.ml_window_summary(interval, text, timestamptz)
             FROM anon;
@@ -410,6 +563,10 @@ BEGIN
         REVOKE ALL ON FUNCTION public.ml_agent_latency_stats(interval, text, timestamptz)
             FROM authenticated;
         REVOKE ALL ON FUNCTION public.ml_delete_old_spans(interval, integer, timestamptz)
+            FROM authenticated;
+        REVOKE ALL ON FUNCTION public.ml_agent_cost_stats(interval, text, timestamptz)
+            FROM authenticated;
+        REVOKE ALL ON FUNCTION public.ml_cost_breakdown(interval, text, text, timestamptz)
             FROM authenticated;
         REVOKE ALL ON FUNCTION public.ml_trace_summary(text) FROM authenticated;
         REVOKE ALL ON FUNCTION public.ml_window_summary(interval, text, timestamptz)
@@ -428,6 +585,10 @@ BEGIN
         GRANT EXECUTE ON FUNCTION public.ml_agent_latency_stats(interval, text, timestamptz)
             TO service_role;
         GRANT EXECUTE ON FUNCTION public.ml_delete_old_spans(interval, integer, timestamptz)
+            TO service_role;
+        GRANT EXECUTE ON FUNCTION public.ml_agent_cost_stats(interval, text, timestamptz)
+            TO service_role;
+        GRANT EXECUTE ON FUNCTION public.ml_cost_breakdown(interval, text, text, timestamptz)
             TO service_role;
         GRANT EXECUTE ON FUNCTION public.ml_trace_summary(text) TO service_role;
         GRANT EXECUTE ON FUNCTION public.ml_window_summary(interval, text, timestamptz)

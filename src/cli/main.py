@@ -3,6 +3,7 @@ store healthy (schema, retention, spool replay, connector health).
 
     e2i-obs demo --requests 50                      # a traced demo workload into the store
     e2i-obs metrics --window 1h [--agent NAME] [--json]
+    e2i-obs cost --window 7d --by agent|model|provider|day [--agent NAME] [--json]
     e2i-obs traces --window 1h --limit 20
     e2i-obs trace 0af7651916cd43dd8448eb211c80319c
     e2i-obs report --out report.html --window 24h
@@ -24,6 +25,7 @@ from typing import Annotated
 
 import typer
 
+from src.agents.ml_foundation.observability_connector.cost_models import CostBreakdownRow
 from src.agents.ml_foundation.observability_connector.models import (
     ObservabilitySpan,
     QualityMetrics,
@@ -37,6 +39,7 @@ from . import render
 from .maintenance import db_app, spool_app
 from .options import (
     OneLineErrorGroup,
+    check_cost_by,
     check_fraction,
     check_output_file,
     check_positive,
@@ -135,7 +138,7 @@ def metrics(
         bool, typer.Option("--json", help="Print QualityMetrics as JSON, nothing else.")
     ] = False,
 ) -> None:
-    """Per-agent span counts, errors, latency percentiles and tokens over a window."""
+    """Per-agent span counts, errors, latency percentiles, tokens and cost over a window."""
     config = settings_of(ctx).load()
 
     async def work(repository: SpanRepository) -> QualityMetrics:
@@ -150,6 +153,51 @@ def metrics(
         typer.echo(f"no spans{who} in the last {window} in {describe_store(config)}")
         return
     make_console().print(render.metrics_table(result), crop=False)
+
+
+@app.command()
+def cost(
+    ctx: typer.Context,
+    window: WindowOption = "7d",
+    by: Annotated[
+        str,
+        typer.Option(
+            "--by", "-b", callback=check_cost_by, help="Group by agent, model, provider or day."
+        ),
+    ] = "agent",
+    agent: Annotated[
+        str | None, typer.Option("--agent", "-a", help="Only this agent.", show_default=False)
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the breakdown as JSON, nothing else.")
+    ] = False,
+) -> None:
+    """LLM cost in USD over a window by agent, model, provider or UTC day, with token kinds."""
+    config = settings_of(ctx).load()
+
+    async def work(repository: SpanRepository) -> list[CostBreakdownRow]:
+        return await repository.get_cost_breakdown(window, by, agent)
+
+    rows = run_with_repository(config, work)
+    if by != "day":  # most expensive first; days stay in date order
+        rows = sorted(rows, key=lambda r: (-r.cost_usd, r.key))
+    if as_json:
+        document = {
+            "window": window,
+            "by": by,
+            "agent_name": agent,
+            "cost_usd": sum(r.cost_usd for r in rows),
+            "llm_calls": sum(r.llm_calls for r in rows),
+            "unpriced_llm_calls": sum(r.llm_calls - r.priced_llm_calls for r in rows),
+            "rows": [r.model_dump(mode="json") for r in rows],
+        }
+        typer.echo(json.dumps(document, indent=2))
+        return
+    if not rows:
+        who = f" of agent {agent!r}" if agent else ""
+        typer.echo(f"no LLM spans{who} in the last {window} in {describe_store(config)}")
+        return
+    make_console().print(render.cost_table(rows, by, window), crop=False)
 
 
 @app.command()
@@ -189,7 +237,7 @@ def trace(
         ),
     ],
 ) -> None:
-    """One trace as a tree of spans: durations, status, tokens and model."""
+    """One trace as a tree of spans: durations, status, model, tokens and cost."""
     config = settings_of(ctx).load()
 
     async def work(repository: SpanRepository) -> list[ObservabilitySpan]:

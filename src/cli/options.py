@@ -16,6 +16,7 @@ import typer
 from typer import rich_utils
 from typer.core import TyperGroup
 
+from src.agents.ml_foundation.observability_connector.cost_models import COST_BREAKDOWN_KEYS
 from src.agents.ml_foundation.observability_connector.time_window import parse_time_window
 
 from .session import EXIT_USAGE, CliError, CliSettings
@@ -24,6 +25,7 @@ from .traces import normalize_trace_id
 
 __all__ = [
     "OneLineErrorGroup",
+    "check_cost_by",
     "check_fraction",
     "check_output_file",
     "check_positive",
@@ -87,6 +89,12 @@ def check_window(value: str | None) -> str | None:
             parse_time_window(value)
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+def check_cost_by(value: str | None) -> str | None:
+    if value is not None and value not in COST_BREAKDOWN_KEYS:
+        raise typer.BadParameter(f"must be one of {', '.join(COST_BREAKDOWN_KEYS)}, got {value!r}")
     return value
 
 

@@ -19,20 +19,23 @@ from rich.table import Column, Table
 from rich.text import Text
 from rich.tree import Tree
 
+from src.agents.ml_foundation.observability_connector.cost_models import CostBreakdownRow
 from src.agents.ml_foundation.observability_connector.models import (
     ObservabilitySpan,
     QualityMetrics,
+    SpanKind,
     SpanStatus,
 )
 from src.agents.ml_foundation.observability_connector.self_monitor import HealthSnapshot
 
 from .terminal import printable
 from .traces import SpanNode, TraceSummary
-from .units import fmt_count, fmt_ms, fmt_percent, fmt_time, fmt_tokens
+from .units import fmt_count, fmt_ms, fmt_percent, fmt_time, fmt_tokens, fmt_usd
 
 __all__ = [
     "NAME_MAX_CHARS",
     "FittedTable",
+    "cost_table",
     "health_table",
     "metrics_table",
     "trace_tree",
@@ -113,14 +116,32 @@ def _error_style(count: int) -> str:
     return "red" if count else ""
 
 
+def _cost_caption(metrics: QualityMetrics) -> str:
+    parts = []
+    if metrics.priced_llm_calls:
+        parts.append(
+            f"LLM cost {fmt_usd(metrics.cost_usd)}, per trace p50 "
+            f"{fmt_usd(metrics.cost_per_trace_p50)} / p95 {fmt_usd(metrics.cost_per_trace_p95)}"
+            " (e2i-obs cost for the breakdown)"
+        )
+    if metrics.unpriced_llm_calls:
+        parts.append(f"{metrics.unpriced_llm_calls:,} LLM calls had no known price")
+    return "; ".join(parts)
+
+
 def metrics_table(metrics: QualityMetrics) -> FittedTable:
-    """Per-agent statistics with a totals row; durations in ms, tokens of LLM spans only."""
+    """Per-agent statistics with a totals row; durations in ms, tokens and cost of LLM spans
+    only. The Cost column appears when the window has a priced LLM call; the caption gives the
+    window's cost per trace and how many calls had no known price."""
+    priced = metrics.priced_llm_calls > 0
+    caption = "tokens: LLM spans only (input + output)"
+    cost_note = _cost_caption(metrics)
     table = Table(
         title=(
             f"Agent metrics, last {metrics.time_window} "
             f"({fmt_time(metrics.window_start)} → {fmt_time(metrics.window_end)} UTC)"
         ),
-        caption="tokens: LLM spans only (input + output)",
+        caption=f"{caption}\n{cost_note}" if cost_note else caption,
         show_footer=bool(metrics.agents),
     )
     _add_name_column(table, "Agent", footer="all agents")
@@ -132,8 +153,11 @@ def metrics_table(metrics: QualityMetrics) -> FittedTable:
         table.add_column(label, justify="right")
     table.add_column("LLM calls", justify="right")
     table.add_column("Tokens", justify="right", footer=fmt_tokens(metrics.total_tokens))
+    if priced:
+        table.add_column("Cost", justify="right", footer=fmt_usd(metrics.cost_usd))
     for name in sorted(metrics.agents):
         s = metrics.agents[name]
+        cost = [fmt_usd(s.cost_usd if s.priced_llm_calls else None)] if priced else []
         table.add_row(
             _text(name),
             "–" if s.agent_tier is None else str(s.agent_tier),
@@ -145,6 +169,54 @@ def metrics_table(metrics: QualityMetrics) -> FittedTable:
             fmt_ms(s.p99_ms),
             fmt_count(s.llm_calls),
             fmt_tokens(s.total_tokens),
+            *cost,
+        )
+    return FittedTable(table, name_columns=[0])
+
+
+def cost_table(rows: list[CostBreakdownRow], by: str, window: str) -> FittedTable:
+    """LLM cost by agent, model, provider or UTC day, with token kinds and a totals row."""
+    table = Table(
+        title=f"LLM cost by {by}, last {window}",
+        caption="tokens of LLM spans; cache read/write are parts of input, reasoning of output",
+        show_footer=bool(rows),
+    )
+    _add_name_column(table, {"day": "Day (UTC)"}.get(by, by.capitalize()), footer="total")
+    columns = (
+        ("LLM calls", "llm_calls", fmt_count),
+        ("Unpriced", None, fmt_count),
+        ("Traces", "traces", fmt_count),
+        ("Input", "input_tokens", fmt_tokens),
+        ("Cache read", "cache_read_tokens", fmt_tokens),
+        ("Cache write", "cache_write_tokens", fmt_tokens),
+        ("Output", "output_tokens", fmt_tokens),
+        ("Reasoning", "reasoning_tokens", fmt_tokens),
+    )
+    for title, field, fmt in columns:
+        if field is None:
+            total = sum(r.llm_calls - r.priced_llm_calls for r in rows)
+        elif field == "traces":
+            total = None  # a trace may appear in several groups
+        else:
+            total = sum(getattr(r, field) for r in rows)
+        table.add_column(title, justify="right", footer="" if total is None else fmt(total))
+    total_cost = sum(r.cost_usd for r in rows)
+    table.add_column("Cost", justify="right", footer=fmt_usd(total_cost))
+    table.add_column("Share", justify="right")
+    for r in rows:
+        unpriced = r.llm_calls - r.priced_llm_calls
+        table.add_row(
+            _text(r.key),
+            fmt_count(r.llm_calls),
+            Text(fmt_count(unpriced), style="yellow" if unpriced else ""),
+            fmt_count(r.traces),
+            fmt_tokens(r.input_tokens),
+            fmt_tokens(r.cache_read_tokens),
+            fmt_tokens(r.cache_write_tokens),
+            fmt_tokens(r.output_tokens),
+            fmt_tokens(r.reasoning_tokens),
+            fmt_usd(r.cost_usd if r.priced_llm_calls else None),
+            fmt_percent(r.cost_usd / total_cost if total_cost and r.priced_llm_calls else None),
         )
     return FittedTable(table, name_columns=[0])
 
@@ -160,6 +232,7 @@ def traces_table(summaries: list[TraceSummary], window: str) -> FittedTable:
     table.add_column("Spans", justify="right")
     table.add_column("Errors", justify="right")
     table.add_column("Tokens", justify="right")
+    table.add_column("Cost", justify="right")
     for t in summaries:
         table.add_row(
             t.trace_id,
@@ -170,6 +243,7 @@ def traces_table(summaries: list[TraceSummary], window: str) -> FittedTable:
             fmt_count(t.span_count),
             Text(fmt_count(t.error_count), style=_error_style(t.error_count)),
             fmt_tokens(t.total_tokens),
+            fmt_usd(t.cost_usd),
         )
     return FittedTable(table, name_columns=[1, 2])
 
@@ -205,6 +279,10 @@ def _span_label(node: SpanNode, trace_start: datetime) -> Text:
             f"{fmt_count(span.output_tokens or 0)} out",
             style="dim cyan",
         )
+    if span.cost_usd is not None:
+        label.append(f"  cost {fmt_usd(span.cost_usd)}", style="green")
+    elif span.span_kind is SpanKind.LLM and span.total_tokens is not None:
+        label.append("  cost – (no known price)", style="dim yellow")
     if node.orphan:
         label.append(f"  (parent {printable(span.parent_span_id)} not stored)", style="dim yellow")
     return label
@@ -219,7 +297,14 @@ def trace_tree(summary: TraceSummary, roots: list[SpanNode]) -> Tree:
         (fmt_ms(summary.duration_ms), "bold"),
         f"  {summary.span_count} spans  ",
         (f"{summary.error_count} errors", _error_style(summary.error_count) or "dim"),
-        f"  {fmt_tokens(summary.total_tokens)} tokens",
+        f"  {fmt_tokens(summary.total_tokens)} tokens  ",
+        (f"cost {fmt_usd(summary.cost_usd)}", "bold green"),
+        (
+            f" ({summary.unpriced_llm_calls} LLM calls without a known price)"
+            if summary.unpriced_llm_calls
+            else "",
+            "dim yellow",
+        ),
     )
     tree = Tree(header, guide_style="dim")
 

@@ -1,9 +1,11 @@
 """The report's inline stylesheet and script (the report must open with no network).
 
 The script only enhances: tooltips that follow the mouse, legend buttons that show/hide a
-series, sortable tables. When it has run it sets `data-render="report-ok"` on `<body>` if every
-chart the generator promised (`data-charts`) is in the page, so a headless browser can check
-the page rendered without errors; an uncaught error sets `report-error: <message>` instead.
+series, sortable tables, and opening the trace waterfall a `#trace-<id>` link points at (the
+`<details>` open without it too). When it has run it sets `data-render="report-ok"` on `<body>`
+if every chart the generator promised (`data-charts`) is in the page, so a headless browser
+can check the page rendered without errors; an uncaught error sets `report-error: <message>`
+instead.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ SERIES_COLORS = {
     "input": "#4c78a8",
     "output": "#72b7b2",
     "errors": "#e45756",
+    "cost": "#54a24b",
 }
 
 REPORT_CSS = """
@@ -94,6 +97,33 @@ td.msg .etype { color:var(--ink); font-size:13px; font-weight:600; }
 .durbar { display:inline-block; height:8px; border-radius:4px; background:#f58518;
           margin-right:8px; vertical-align:0; opacity:.8; }
 .durcell { display:flex; align-items:center; justify-content:flex-end; gap:0; }
+td.id a { color:inherit; }
+details.waterfall { background:var(--card); border:1px solid var(--line); border-radius:8px;
+                    margin:0 0 8px; }
+details.waterfall > summary { cursor:pointer; padding:8px 12px; font-size:13px; }
+details.waterfall > summary code { color:var(--muted); font-size:11px; margin-left:6px; }
+details.waterfall[open] > summary { border-bottom:1px solid var(--line); }
+.wf { padding:4px 12px 10px; font-size:12px; }
+.wf-row { display:grid; grid-template-columns:minmax(0, 34fr) minmax(0, 40fr) minmax(0, 26fr);
+          gap:10px; align-items:center; min-height:22px; border-bottom:1px dashed #f0f1f3; }
+.wf-header { color:var(--muted); font-weight:600; min-height:26px; }
+.wf-name { white-space:nowrap; overflow:hidden; text-overflow:ellipsis; }
+.wf-agent { color:var(--muted); }
+.wf-orphan { color:var(--alert); }
+.wf-kind { display:inline-block; min-width:38px; font-size:10px; text-transform:uppercase;
+           color:#fff; border-radius:3px; padding:0 4px; text-align:center; }
+.wf-track { position:relative; height:12px; background:#f6f7f9; border-radius:2px; }
+.wf-axis { background:none; height:18px; }
+.wf-tick { position:absolute; top:0; transform:translateX(-50%); font-size:10px;
+           color:var(--muted); white-space:nowrap; }
+.wf-bar { position:absolute; top:0; height:12px; min-width:1px; border-radius:2px; }
+.k-agent { background:#4c78a8; } .k-chain { background:#9d755d; }
+.k-llm { background:#54a24b; } .k-tool { background:#b279a2; }
+.wf-bar.err { outline:2px solid #e45756; outline-offset:-2px; }
+.wf-meta { white-space:nowrap; overflow:hidden; text-overflow:ellipsis; color:var(--muted); }
+.wf-dur { color:var(--ink); font-weight:600; }
+.wf-cost { color:#2f7d32; font-weight:600; }
+.wf-err { color:var(--alert); font-weight:600; }
 footer { color:var(--muted); font-size:12px; margin-top:28px; border-top:1px solid var(--line);
          padding-top:10px; }
 #tooltip { position:fixed; pointer-events:none; background:#111827; color:#fff; font-size:12px;
@@ -156,6 +186,16 @@ REPORT_JS = """
       });
     });
   });
+  function openFromHash() {
+    var id = decodeURIComponent(window.location.hash.slice(1));
+    var target = id ? document.getElementById(id) : null;
+    if (target && target.tagName === "DETAILS") {
+      target.open = true;
+      target.scrollIntoView({block: "start"});
+    }
+  }
+  window.addEventListener("hashchange", openFromHash);
+  openFromHash();
   var expected = parseInt(body.getAttribute("data-charts"), 10);
   var drawn = document.querySelectorAll("svg.chart").length;
   if (!body.hasAttribute("data-render")) {

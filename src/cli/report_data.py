@@ -5,8 +5,9 @@ agent's p50/p95/p99 is computed per bucket by linear interpolation between close
 (PostgreSQL's `percentile_cont`, `statistics.quantiles(method="inclusive")`), the definition
 the stores use for their window percentiles, so a one-bucket report agrees with
 `e2i-obs metrics`.
-Per-agent error rates and token totals come from the store's own window statistics
-(`QualityMetrics`); tokens by model and the slowest traces from the spans themselves.
+Per-agent error rates, token and cost totals come from the store's own window statistics
+(`QualityMetrics`); tokens by model, cost over time and the slowest traces (with their spans,
+for the waterfall) from the spans themselves.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .traces import TraceSummary, summarize_traces
 
 __all__ = [
     "BucketStats",
+    "CostBucket",
     "ErrorGroup",
     "ModelTokens",
     "ReportData",
@@ -82,6 +84,15 @@ class ErrorGroup:
 
 
 @dataclass(frozen=True, slots=True)
+class CostBucket:
+    """LLM cost in one time bucket, in total and per model (priced calls only)."""
+
+    start: datetime
+    cost_usd: float
+    by_model: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
 class ReportData:
     metrics: QualityMetrics
     bucket_starts: list[datetime]
@@ -92,6 +103,10 @@ class ReportData:
     tokens_by_model: list[ModelTokens]
     """Most tokens first."""
     slowest_traces: list[TraceSummary]
+    trace_spans: dict[str, list[ObservabilitySpan]]
+    """The spans of each of the slowest traces (for their waterfalls)."""
+    cost_series: list[CostBucket]
+    """LLM cost per bucket, aligned with `bucket_starts`."""
     error_groups: list[ErrorGroup]
     """Most frequent first."""
     span_count: int
@@ -152,6 +167,26 @@ def _tokens_by_model(spans: Sequence[ObservabilitySpan]) -> list[ModelTokens]:
     return sorted(rows, key=lambda r: (-r.total_tokens, r.model))
 
 
+def _cost_series(
+    spans: Sequence[ObservabilitySpan], starts: list[datetime], width: timedelta
+) -> list[CostBucket]:
+    totals = [0.0] * len(starts)
+    models: list[dict[str, float]] = [{} for _ in starts]
+    for span in spans:
+        if span.span_kind is not SpanKind.LLM or span.cost_usd is None:
+            continue
+        index = _bucket_index(span.start_time, starts[0], width, len(starts))
+        if index is None:
+            continue
+        totals[index] += span.cost_usd
+        model = span.llm_model or UNKNOWN_MODEL
+        models[index][model] = models[index].get(model, 0.0) + span.cost_usd
+    return [
+        CostBucket(start, total, by_model)
+        for start, total, by_model in zip(starts, totals, models, strict=True)
+    ]
+
+
 def _error_groups(spans: Sequence[ObservabilitySpan]) -> list[ErrorGroup]:
     groups: dict[tuple[str, str], list[ObservabilitySpan]] = {}
     for span in spans:
@@ -200,6 +235,11 @@ def build_report_data(
     starts = [axis_start + width * i for i in range(buckets)]
     traces = [t for t in summarize_traces(spans) if t.duration_ms is not None]
     traces.sort(key=lambda t: (-(t.duration_ms or 0.0), t.trace_id))
+    slowest_ids = {t.trace_id for t in traces[:slowest]}
+    trace_spans: dict[str, list[ObservabilitySpan]] = {}
+    for span in spans:
+        if span.trace_id in slowest_ids:
+            trace_spans.setdefault(span.trace_id, []).append(span)
     return ReportData(
         metrics=metrics,
         bucket_starts=starts,
@@ -207,6 +247,8 @@ def build_report_data(
         latency=_latency_series(spans, starts, width),
         tokens_by_model=_tokens_by_model(spans),
         slowest_traces=traces[:slowest],
+        trace_spans=trace_spans,
+        cost_series=_cost_series(spans, starts, width),
         error_groups=_error_groups(spans)[:error_groups],
         span_count=len(spans),
         truncated=span_limit is not None and len(spans) >= span_limit,

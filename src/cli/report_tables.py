@@ -9,7 +9,7 @@ from __future__ import annotations
 from html import escape
 
 from .report_data import ReportData
-from .units import fmt_ms, fmt_percent, fmt_time, fmt_tokens
+from .units import fmt_ms, fmt_percent, fmt_time, fmt_tokens, fmt_usd
 
 __all__ = ["agents_section", "clip", "empty", "error_groups_card", "slowest_section"]
 
@@ -67,19 +67,21 @@ def slowest_section(data: ReportData) -> str:
             f"<td>{escape(fmt_time(t.start_time))}</td>"
             f'<td class="num">{t.span_count}</td><td{err}>{t.error_count}</td>'
             f'<td class="num" data-sort="{t.total_tokens}">{escape(fmt_tokens(t.total_tokens))}'
-            f'</td><td class="id">{t.trace_id}</td></tr>'
+            f'</td><td class="num" data-sort="{t.cost_usd or 0}">{escape(fmt_usd(t.cost_usd))}'
+            f'</td><td class="id"><a href="#trace-{t.trace_id}">{t.trace_id}</a></td></tr>'
         )
     head = (
         '<tr><th class="num" data-type="num">#</th><th class="num" data-type="num">Duration</th>'
         '<th data-type="text">Root operation</th><th data-type="text">Agent</th>'
         '<th data-type="text">Start (UTC)</th><th class="num" data-type="num">Spans</th>'
         '<th class="num" data-type="num">Errors</th><th class="num" data-type="num">Tokens</th>'
-        "<th>Trace ID</th></tr>"
+        '<th class="num" data-type="num">Cost</th><th>Trace ID (opens its waterfall)</th></tr>'
     )
     return (
         '<section id="slowest"><h2>Slowest traces</h2>'
         f'<p class="desc">The {len(traces)} longest traces in the window (first span start to '
-        "last span end). Inspect one with <code>e2i-obs trace TRACE_ID</code>.</p>"
+        "last span end). Click a trace ID for its waterfall below, or run "
+        "<code>e2i-obs trace TRACE_ID</code>.</p>"
         f'<div class="table-wrap"><table class="sortable"><thead>{head}</thead>'
         f"<tbody>{''.join(rows)}</tbody></table></div>"
         "</section>"
@@ -102,12 +104,14 @@ def agents_section(data: ReportData) -> str:
         )
         + f'<td class="num">{s.llm_calls:,}</td>'
         f'<td class="num" data-sort="{s.total_tokens}">{escape(fmt_tokens(s.total_tokens))}</td>'
+        f'<td class="num" data-sort="{s.cost_usd}">'
+        f"{escape(fmt_usd(s.cost_usd if s.priced_llm_calls else None))}</td>"
         "</tr>"
         for s in stats
     )
     cols = ("Tier", "Spans", "Errors", "Error rate", "p50", "p95", "p99", "Max", "LLM calls")
     head = '<th data-type="text">Agent</th>' + "".join(
-        f'<th class="num" data-type="num">{c}</th>' for c in (*cols, "Tokens")
+        f'<th class="num" data-type="num">{c}</th>' for c in (*cols, "Tokens", "Cost")
     )
     return (
         '<section id="agents"><h2>Per-agent summary</h2>'

@@ -6,7 +6,8 @@ trace's duration, token count and root mean the same thing everywhere:
 - root: the earliest span with no parent, or whose parent is not stored (a trace continued
   from another process, or one whose parent was sampled out);
 - duration: first start to last end over all finished spans (the wall time the trace took);
-- tokens: LLM spans only, like the per-agent totals, so a parent never double-counts children.
+- tokens and cost: LLM spans only, like the per-agent totals, so a parent never double-counts
+  its children; a trace's cost is None when none of its LLM spans has a price.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from src.agents.ml_foundation.observability_connector.models import (
     check_trace_id,
 )
 
-__all__ = ["SpanNode", "TraceSummary", "build_span_tree", "normalize_trace_id", "summarize_traces"]
+__all__ = [
+    "SpanNode",
+    "TraceSummary",
+    "build_span_tree",
+    "llm_cost",
+    "normalize_trace_id",
+    "summarize_traces",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +45,9 @@ class TraceSummary:
     span_count: int
     error_count: int
     total_tokens: int
+    cost_usd: float | None = None
+    """Sum of the priced LLM spans; None when no LLM span of the trace has a price."""
+    unpriced_llm_calls: int = 0
 
 
 @dataclass(slots=True)
@@ -72,6 +83,13 @@ def _llm_tokens(spans: Iterable[ObservabilitySpan]) -> int:
     return sum(s.total_tokens or 0 for s in spans if s.span_kind is SpanKind.LLM)
 
 
+def llm_cost(spans: Iterable[ObservabilitySpan]) -> tuple[float | None, int]:
+    """(sum of the priced LLM spans or None if none is priced, LLM spans without a price)."""
+    costs = [s.cost_usd for s in spans if s.span_kind is SpanKind.LLM]
+    priced = [c for c in costs if c is not None]
+    return (sum(priced) if priced else None), len(costs) - len(priced)
+
+
 def summarize_trace(spans: list[ObservabilitySpan]) -> TraceSummary:
     """Summary of one trace's spans (at least one span, all of the same trace)."""
     ordered = sorted(spans, key=_by_start)
@@ -80,6 +98,7 @@ def summarize_trace(spans: list[ObservabilitySpan]) -> TraceSummary:
     start = ordered[0].start_time
     ends = [s.end_time for s in ordered if s.end_time is not None]
     duration = (max(ends) - start).total_seconds() * 1000.0 if ends else None
+    cost, unpriced = llm_cost(ordered)
     return TraceSummary(
         trace_id=root.trace_id,
         root_name=root.operation_name,
@@ -89,6 +108,8 @@ def summarize_trace(spans: list[ObservabilitySpan]) -> TraceSummary:
         span_count=len(ordered),
         error_count=sum(s.is_error for s in ordered),
         total_tokens=_llm_tokens(ordered),
+        cost_usd=cost,
+        unpriced_llm_calls=unpriced,
     )
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
-__all__ = ["fmt_count", "fmt_ms", "fmt_percent", "fmt_time", "fmt_tokens"]
+__all__ = ["fmt_count", "fmt_ms", "fmt_percent", "fmt_time", "fmt_tokens", "fmt_usd"]
 
 
 def fmt_ms(value: float | None) -> str:
@@ -46,3 +47,15 @@ def fmt_time(moment: datetime, *, seconds: bool = True) -> str:
     """A UTC wall-clock time, `YYYY-MM-DD HH:MM:SS`."""
     utc = moment.astimezone(UTC)
     return utc.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+
+
+def fmt_usd(value: float | None) -> str:
+    """US dollars: cents from $1, three significant digits below (`$0.00412`), `–` unknown."""
+    if value is None:
+        return "–"
+    if value == 0:
+        return "$0"
+    if value >= 1:
+        return f"${value:,.2f}"
+    digits = min(8, max(2, 2 - math.floor(math.log10(value))))
+    return f"${value:.{digits}f}"

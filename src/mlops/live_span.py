@@ -34,8 +34,10 @@ from src.agents.ml_foundation.observability_connector.nodes.context_manager impo
 from src.agents.ml_foundation.observability_connector.usage import ProblemCounter
 
 from .opik_mapping import (
+    COST_ATTRIBUTE,
     INPUT_ATTRIBUTE,
     OUTPUT_ATTRIBUTE,
+    PROVIDER_ATTRIBUTES,
     TAGS_ATTRIBUTE,
     TRACEBACK_ATTRIBUTE,
     json_safe,
@@ -52,6 +54,16 @@ SPAN_PROBLEMS = ProblemCounter("a traced span could not be recorded", log=logger
 _CURRENT_LIVE: contextvars.ContextVar[LiveSpan | None] = contextvars.ContextVar(
     "e2i_obs_current_live_span", default=None
 )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _cost(value: Any) -> float | None:
+    """The caller's cost attribute as the span's `cost_usd` (checked where it was set)."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if number and value >= 0 else None
 
 
 def current_live_span() -> LiveSpan | None:
@@ -112,6 +124,9 @@ class LiveSpan:
         """`started` inside the block; `completed` or `error` once it has ended."""
         self.end_time: datetime | None = None
         self.duration_ms: float | None = None
+        self.cache_read_tokens: int | None = None
+        self.cache_write_tokens: int | None = None
+        self.reasoning_tokens: int | None = None
         self.error_type: str | None = None
         self.error_message: str | None = None
         self._clock = clock
@@ -191,18 +206,28 @@ class LiveSpan:
         total_tokens: int | None = None,
         *,
         model: str | None = None,
+        cache_read_tokens: int | None = None,
+        cache_write_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
+        provider: str | None = None,
     ) -> None:
-        """Token usage of the work in this span; a count that is not a whole number in
+        """Token usage of the work in this span (cache reads/writes are parts of the input,
+        reasoning a part of the output, as in LangChain); a count that is not a whole number in
         0..2**31 - 1 is a ValueError naming it."""
         for field, value in (
             ("input_tokens", input_tokens),
             ("output_tokens", output_tokens),
             ("total_tokens", total_tokens),
+            ("cache_read_tokens", cache_read_tokens),
+            ("cache_write_tokens", cache_write_tokens),
+            ("reasoning_tokens", reasoning_tokens),
         ):
             if value is not None:
                 setattr(self, field, check_token_count(value, field))
         if model:
             self.llm_model = model
+        if provider and not self.attributes.get(PROVIDER_ATTRIBUTES[0]):
+            self.attributes[PROVIDER_ATTRIBUTES[0]] = _check_key(provider, "provider")
 
     def record_error(self, error: BaseException) -> None:
         """Mark the span as failed by `error` (LangGraph interrupts count as completed)."""
@@ -239,6 +264,11 @@ class LiveSpan:
             input_tokens=self.input_tokens,
             output_tokens=self.output_tokens,
             total_tokens=self.total_tokens,
+            cache_read_tokens=self.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens,
+            reasoning_tokens=self.reasoning_tokens,
+            provider=_text(self.attributes.get(PROVIDER_ATTRIBUTES[0])),
+            cost_usd=_cost(self.attributes.get(COST_ATTRIBUTE)),  # the caller's set_cost
             thread_id=self.thread_id,
             tracestate=format_tracestate(self.context.tracestate) or None,
         )

@@ -79,7 +79,14 @@ def record_llm_response(span: LiveSpan, response: Any, capture: CaptureSettings)
         usage = extract_usage(response)
         if usage is not None:
             span.set_tokens(
-                usage.input_tokens, usage.output_tokens, usage.total_tokens, model=usage.model
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.total_tokens,
+                model=usage.model,
+                cache_read_tokens=usage.cache_read_tokens,
+                cache_write_tokens=usage.cache_write_tokens,
+                reasoning_tokens=usage.reasoning_tokens,
+                provider=usage.provider,  # kept when the caller named one
             )
         if capture.prompts:
             record_response(span, response, capture.max_chars)

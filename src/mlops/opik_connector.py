@@ -248,11 +248,13 @@ class OpikConnector:
         agent_name: str | None = None,
         operation: str = "llm_call",
         metadata: Mapping[str, Any] | None = None,
+        provider: str | None = None,
     ) -> Any:
         """`trace_llm_call` for synchronous code; `llm_call` must not return an awaitable."""
         scope = self._spans.llm_scope(
-            model, prompt, None, parent_span_id, agent_name, operation, metadata
-        )
+            model, prompt, None, parent_span_id, agent_name, operation, metadata,
+            provider=provider,
+        )  # fmt: skip
         return self._spans.run_llm_sync(scope, llm_call)
 
     # -- scores and predictions ------------------------------------------------------------

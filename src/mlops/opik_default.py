@@ -9,7 +9,8 @@
                                  span_policy=SpanPolicy(config.spans),   (redaction, limits)
                                  on_batch_written=cache.on_batch_written,
                                  on_batch_undelivered=OpikFallbackLog(...) when
-                                     circuit_breaker.fallback_log_to_file)
+                                     circuit_breaker.fallback_log_to_file,
+                                 pricer=Pricer(config.pricing))   (prices on the worker)
     connector   = OpikConnector(processor, opik_sink=..., repository=..., registry=agent registry,
                                 metrics_service=MetricsService(repository, cache))
 
@@ -53,6 +54,7 @@ def build_opik_connector(config: ObservabilityConfig) -> OpikConnector:
         MetricsService,
     )
     from src.agents.ml_foundation.observability_connector.otlp.join import set_otel_join
+    from src.agents.ml_foundation.observability_connector.pricing import Pricer
     from src.agents.ml_foundation.observability_connector.registry import load_agent_registry
     from src.agents.ml_foundation.observability_connector.sampling import Sampler
     from src.agents.ml_foundation.observability_connector.span_policy import SpanPolicy
@@ -108,6 +110,7 @@ def build_opik_connector(config: ObservabilityConfig) -> OpikConnector:
         span_policy=SpanPolicy(config.spans),
         on_batch_written=cache.on_batch_written,
         on_batch_undelivered=fallback_log,
+        pricer=Pricer(config.pricing) if config.pricing.enabled else None,
     )
 
     def release() -> None:

@@ -218,9 +218,13 @@ def opik_span_fields(
         fields["usage"] = usage
     if span.llm_model:
         fields["model"] = span.llm_model
-    provider = next((attributes[k] for k in PROVIDER_ATTRIBUTES if attributes.get(k)), None)
+    provider = span.provider or next(
+        (attributes[k] for k in PROVIDER_ATTRIBUTES if attributes.get(k)), None
+    )
     if isinstance(provider, str):
         fields["provider"] = provider
+    if span.cost_usd is not None:  # priced on the worker before any sink, or the caller's
+        fields["total_estimated_cost"] = span.cost_usd
     ttft = attributes.get(TTFT_ATTRIBUTE)
     if _is_number(ttft):
         fields["ttft"] = float(ttft)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from src.agents.ml_foundation.observability_connector.cost_models import COST_BREAKDOWN_KEYS
 from src.agents.ml_foundation.observability_connector.models import (
     SpanStatus,
     check_trace_id,
@@ -24,6 +25,7 @@ __all__ = [
     "Window",
     "check_agent_name",
     "check_agent_tier",
+    "check_cost_by",
     "check_int",
     "check_limit",
     "check_retention",
@@ -110,6 +112,11 @@ def check_agent_tier(agent_tier: int | None) -> int | None:
     ):
         raise ValueError(f"agent_tier must be an integer from 0 to 5 or None, got {agent_tier!r}")
     return agent_tier
+def check_cost_by(by: str) -> str:
+    """One of `COST_BREAKDOWN_KEYS` (agent, model, day, provider), else a ValueError."""
+    if by not in COST_BREAKDOWN_KEYS:
+        raise ValueError(f"by must be one of {', '.join(COST_BREAKDOWN_KEYS)}; got {by!r}")
+    return by
 
 
 def check_retention(days: int, batch_size: int) -> timedelta:

@@ -12,11 +12,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from operator import attrgetter
 from typing import Any
 
 from pydantic_core import to_json
 
+from src.agents.ml_foundation.observability_connector.cost_models import (
+    CostBreakdownRow,
+    CostSummary,
+)
 from src.agents.ml_foundation.observability_connector.models import (
     LatencyStats,
     ObservabilitySpan,
@@ -26,10 +31,14 @@ from src.agents.ml_foundation.observability_connector.models import (
 )
 
 __all__ = [
+    "BREAKDOWN_COLUMNS",
+    "COST_COLUMNS",
     "SPAN_COLUMNS",
     "STATS_COLUMNS",
     "SUMMARY_COLUMNS",
     "WINDOW_SUMMARY_COLUMNS",
+    "breakdown_from_row",
+    "cost_from_row",
     "format_utc",
     "parse_utc",
     "span_from_row",
@@ -64,12 +73,49 @@ SPAN_COLUMNS: tuple[str, ...] = (
     "events",
     "thread_id",
     "tracestate",
+    "provider",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "cost_usd",
 )
 """Stored span columns in row order (`created_at` is set by the database and not read)."""
 
-STATS_COLUMNS: tuple[str, ...] = tuple(f for f in LatencyStats.model_fields if f != "time_window")
-"""Columns of a statistics row, in the order the SQL of every backend returns them (the window
-is the caller's argument, not a column)."""
+STATS_COLUMNS: tuple[str, ...] = (
+    "agent_name",
+    "agent_tier",
+    "count",
+    "error_count",
+    "error_rate",
+    "avg_ms",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "max_ms",
+    "llm_calls",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "spans_per_minute",
+)
+"""Columns of a latency statistics row, in the order the SQL of every backend returns them
+(the cost fields of `LatencyStats` come from the cost statistics, `COST_COLUMNS`)."""
+
+COST_COLUMNS: tuple[str, ...] = (
+    "agent_name",
+    "cost_usd",
+    "priced_llm_calls",
+    "unpriced_llm_calls",
+    "traces_with_cost",
+    "cost_per_trace_p50",
+    "cost_per_trace_p95",
+    "cost_by_model",
+)
+"""Columns of a cost statistics row (`ml_agent_cost_stats`); agent_name NULL is the window."""
+
+BREAKDOWN_COLUMNS: tuple[str, ...] = tuple(CostBreakdownRow.model_fields)
+"""Columns of a cost breakdown row (`ml_cost_breakdown`), in `CostBreakdownRow` order."""
+
 WINDOW_SUMMARY_COLUMNS: tuple[str, ...] = tuple(
     f for f in WindowSummary.model_fields if f != "time_window"
 )
@@ -140,6 +186,10 @@ _PLAIN_COLUMNS = (
     "total_tokens",
     "thread_id",
     "tracestate",
+    "provider",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
 )
 _TEXT_COLUMNS = (
     "operation_name",
@@ -152,6 +202,7 @@ _TEXT_COLUMNS = (
     "span_id",
     "trace_id",
     "parent_span_id",
+    "provider",
 )
 _plain_values = attrgetter(*_PLAIN_COLUMNS)
 _text_values = attrgetter(*_TEXT_COLUMNS)
@@ -177,8 +228,8 @@ def _events_json(span: ObservabilitySpan) -> str:
     return _storable_json([event.model_dump(mode="json") for event in span.events])
 
 
-def _row(span: ObservabilitySpan, id_: Any, start: Any, end: Any) -> tuple[Any, ...]:
-    """One row in `SPAN_COLUMNS` order, from backend-encoded id and times."""
+def _row(span: ObservabilitySpan, id_: Any, start: Any, end: Any, cost: Any) -> tuple[Any, ...]:
+    """One row in `SPAN_COLUMNS` order, from backend-encoded id, times and cost."""
     (
         span_id,
         trace_id,
@@ -195,6 +246,10 @@ def _row(span: ObservabilitySpan, id_: Any, start: Any, end: Any) -> tuple[Any, 
         total_tokens,
         thread_id,
         tracestate,
+        provider,
+        cache_read_tokens,
+        cache_write_tokens,
+        reasoning_tokens,
     ) = _plain(span)
     return (
         id_,
@@ -219,6 +274,11 @@ def _row(span: ObservabilitySpan, id_: Any, start: Any, end: Any) -> tuple[Any, 
         _events_json(span),
         thread_id,
         tracestate,
+        provider,
+        cache_read_tokens,
+        cache_write_tokens,
+        reasoning_tokens,
+        cost,
     )
 
 
@@ -235,11 +295,20 @@ def span_to_sqlite_row(span: ObservabilitySpan) -> tuple[Any, ...]:
         str(span.id),
         format_utc(span.start_time),
         None if end is None else format_utc(end),
+        span.cost_usd,
     )
 
 
+def _exact_decimal(value: float | None) -> Decimal | None:
+    """The float's shortest repr as a Decimal: PostgreSQL's float8 -> numeric cast would keep
+    only 15 significant digits, this keeps the value that reads back as the same float."""
+    return None if value is None else Decimal(repr(value))
+
+
 def span_to_postgres_row(span: ObservabilitySpan) -> tuple[Any, ...]:
-    return _row(span, span.id, _utc(span.start_time), _utc(span.end_time))
+    return _row(
+        span, span.id, _utc(span.start_time), _utc(span.end_time), _exact_decimal(span.cost_usd)
+    )
 
 
 def span_to_json_row(span: ObservabilitySpan) -> dict[str, Any]:
@@ -281,3 +350,25 @@ def summary_from_row(trace_id: str, row: Sequence[Any]) -> TraceSummary:
         if values[name] is not None:
             values[name] = parse_utc(values[name])
     return TraceSummary(trace_id=trace_id, **values)
+def _usd(value: Any) -> float | None:
+    return None if value is None else float(value)  # numeric arrives as Decimal or text
+
+
+def cost_from_row(row: Sequence[Any]) -> CostSummary:
+    """A cost statistics row (`COST_COLUMNS` order; by-model costs as JSON text or a dict)."""
+    values = dict(zip(COST_COLUMNS, row, strict=True))
+    by_model = values["cost_by_model"]
+    if isinstance(by_model, str | bytes):
+        by_model = json.loads(by_model)
+    values["cost_by_model"] = {str(k): float(v) for k, v in sorted((by_model or {}).items())}
+    for name in ("cost_usd", "cost_per_trace_p50", "cost_per_trace_p95"):
+        values[name] = _usd(values[name])
+    values["cost_usd"] = values["cost_usd"] or 0.0
+    return CostSummary.model_validate(values)
+
+
+def breakdown_from_row(row: Sequence[Any]) -> CostBreakdownRow:
+    values = dict(zip(BREAKDOWN_COLUMNS, row, strict=True))
+    values["key"] = str(values["key"])  # a day arrives as a date on PostgreSQL
+    values["cost_usd"] = _usd(values["cost_usd"]) or 0.0
+    return CostBreakdownRow.model_validate(values)

@@ -12,10 +12,15 @@ which is PostgreSQL's `percentile_cont`. Only one row per agent leaves SQLite.
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
+
 from src.repositories._rows import SPAN_COLUMNS
 from src.repositories.span_store import TABLE_NAME
 
 __all__ = [
+    "ADDED_COLUMNS",
+    "COST_STATS",
     "COUNT_OLD",
     "DELETE_OLD_BATCH",
     "INSERT_SPAN",
@@ -25,6 +30,8 @@ __all__ = [
     "SELECT_BY_WINDOW",
     "TRACE_SUMMARY",
     "WINDOW_SUMMARY",
+    "add_missing_columns",
+    "cost_breakdown",
 ]
 
 _HEX16 = "length({c}) = 16 AND {c} NOT GLOB '*[^0-9a-f]*' AND {c} <> '0000000000000000'"
@@ -61,7 +68,29 @@ CREATE TABLE IF NOT EXISTS {TABLE_NAME} (
 )
 """
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("provider", "TEXT"),
+    ("cache_read_tokens", "INTEGER CHECK (cache_read_tokens >= 0)"),
+    ("cache_write_tokens", "INTEGER CHECK (cache_write_tokens >= 0)"),
+    ("reasoning_tokens", "INTEGER CHECK (reasoning_tokens >= 0)"),
+    ("cost_usd", "REAL CHECK (cost_usd >= 0)"),
+)
+"""Columns added after migration 1 (issue 13, cost), with their SQLite types."""
+
+
+def add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Migration 2: add each of `ADDED_COLUMNS` the table lacks. SQLite has no
+    `ADD COLUMN IF NOT EXISTS`, so the table's `PRAGMA table_info` decides (a file whose
+    user_version was reset, or whose table someone else altered, migrates all the same)."""
+    present = {row[1] for row in conn.execute(f"PRAGMA table_info({TABLE_NAME})")}
+    for name, definition in ADDED_COLUMNS:
+        if name not in present:
+            conn.execute(f"ALTER TABLE {TABLE_NAME} ADD COLUMN {name} {definition}")
+
+
+Migration = tuple[str, ...] | Callable[[sqlite3.Connection], None]
+
+MIGRATIONS: tuple[Migration, ...] = (
     # 1: the table and the PostgreSQL schema's indexes.
     (
         _CREATE_TABLE,
@@ -72,8 +101,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         f"CREATE INDEX IF NOT EXISTS idx_ml_obs_spans_agent_start "
         f"ON {TABLE_NAME} (agent_name, start_time DESC)",
     ),
+    # 2: cost columns (issue 13).
+    add_missing_columns,
 )
-"""Append-only; migration i (1-based) is applied when `PRAGMA user_version` < i."""
+"""Append-only; migration i (1-based) is applied when `PRAGMA user_version` < i: a tuple of
+statements, or a function of the connection."""
 
 _COLUMNS = ", ".join(SPAN_COLUMNS)
 
@@ -115,13 +147,13 @@ DELETE_OLD_BATCH = (
 COUNT_OLD = f"SELECT COUNT(*) FROM {TABLE_NAME} WHERE start_time < ?"
 
 
-def _percentile(percent: int) -> str:
-    """Inclusive-method quantile `percent` over ranks i = 0..m (m = n - 1)."""
+def _percentile(percent: int, column: str = "duration_ms", alias: str = "p{}_ms") -> str:
+    """Inclusive-method quantile `percent` of `column` over ranks i = 0..m (m = n - 1)."""
     j = f"({percent} * m / 100)"
     delta = f"({percent} * m % 100)"
     return (
-        f"SUM(CASE i WHEN {j} THEN duration_ms * (100 - {delta}) "
-        f"WHEN {j} + 1 THEN duration_ms * {delta} END) / 100.0 AS p{percent}_ms"
+        f"SUM(CASE i WHEN {j} THEN {column} * (100 - {delta}) "
+        f"WHEN {j} + 1 THEN {column} * {delta} END) / 100.0 AS {alias.format(percent)}"
     )
 
 
@@ -193,3 +225,78 @@ SELECT COUNT(*),
 FROM scoped
 """
 """`ml_window_summary` of the PostgreSQL schema: one row, the p95 over every duration."""
+
+NO_MODEL = "(no model)"
+NO_PROVIDER = "(no provider)"
+
+_LLM_IN_WINDOW = f"""
+    FROM {TABLE_NAME}
+    WHERE span_kind = 'llm' AND start_time >= :start AND start_time <= :end
+      AND (:agent IS NULL OR agent_name = :agent)
+"""
+
+# Same rows and definitions as ml_agent_cost_stats in database/ml/mlops_tables.sql.
+COST_STATS = f"""
+WITH llm AS (
+    SELECT agent_name, trace_id, COALESCE(llm_model, '{NO_MODEL}') AS model, cost_usd
+    {_LLM_IN_WINDOW}
+),
+scoped AS (
+    SELECT agent_name AS grp, trace_id, model, cost_usd FROM llm
+    UNION ALL
+    SELECT NULL, trace_id, model, cost_usd FROM llm
+),
+totals AS (
+    SELECT grp, COALESCE(SUM(cost_usd), 0.0) AS cost, COUNT(cost_usd) AS priced,
+           COUNT(*) - COUNT(cost_usd) AS unpriced
+    FROM scoped GROUP BY grp
+),
+models AS (
+    SELECT grp, json_group_object(model, cost) AS by_model
+    FROM (SELECT grp, model, SUM(cost_usd) AS cost FROM scoped
+          WHERE cost_usd IS NOT NULL GROUP BY grp, model)
+    GROUP BY grp
+),
+per_trace AS (
+    SELECT grp, trace_id, SUM(cost_usd) AS cost FROM scoped
+    WHERE cost_usd IS NOT NULL GROUP BY grp, trace_id
+),
+ranked AS (
+    SELECT grp, cost,
+           ROW_NUMBER() OVER (PARTITION BY grp ORDER BY cost) - 1 AS i,
+           COUNT(*) OVER (PARTITION BY grp) - 1 AS m
+    FROM per_trace
+),
+quantiles AS (
+    SELECT grp, COUNT(*) AS traces,
+           {_percentile(50, "cost", "q{}")},
+           {_percentile(95, "cost", "q{}")}
+    FROM ranked GROUP BY grp
+)
+SELECT t.grp, t.cost, t.priced, t.unpriced, COALESCE(q.traces, 0), q.q50, q.q95,
+       COALESCE(m.by_model, '{{}}')
+FROM totals AS t
+LEFT JOIN models AS m ON m.grp IS t.grp
+LEFT JOIN quantiles AS q ON q.grp IS t.grp
+ORDER BY t.grp
+"""
+
+_BREAKDOWN_KEY = {
+    "agent": "agent_name",
+    "model": f"COALESCE(llm_model, '{NO_MODEL}')",
+    "provider": f"COALESCE(provider, '{NO_PROVIDER}')",
+    "day": "substr(start_time, 1, 10)",  # fixed-width UTC text: the UTC date
+}
+
+
+def cost_breakdown(by: str) -> str:
+    """Same rows as ml_cost_breakdown(p_by => by); `by` checked by the caller."""
+    return f"""
+SELECT {_BREAKDOWN_KEY[by]} AS k, COUNT(*), COUNT(cost_usd), COUNT(DISTINCT trace_id),
+       COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),
+       COALESCE(SUM(cache_read_tokens), 0), COALESCE(SUM(cache_write_tokens), 0),
+       COALESCE(SUM(reasoning_tokens), 0), COALESCE(SUM(cost_usd), 0.0)
+{_LLM_IN_WINDOW}
+GROUP BY k
+ORDER BY k
+"""

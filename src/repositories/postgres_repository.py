@@ -19,6 +19,10 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from src.agents.ml_foundation.observability_connector.cost_models import (
+    CostBreakdownRow,
+    CostSummary,
+)
 from src.agents.ml_foundation.observability_connector.models import (
     LatencyStats,
     ObservabilitySpan,
@@ -31,6 +35,7 @@ from src.repositories._arguments import (
     Clock,
     check_agent_name,
     check_agent_tier,
+    check_cost_by,
     check_int,
     check_limit,
     check_retention,
@@ -44,6 +49,8 @@ from src.repositories._arguments import (
 from src.repositories._postgres_pools import PoolRunner
 from src.repositories._rows import (
     SPAN_COLUMNS,
+    breakdown_from_row,
+    cost_from_row,
     span_from_row,
     span_to_postgres_row,
     stats_from_row,
@@ -90,6 +97,10 @@ _WINDOW_SUMMARY = "SELECT * FROM public.ml_window_summary(%s::interval, %s::text
 _COUNT_OLD = "SELECT public.ml_count_old_spans(%s::interval, %s::timestamptz)"
 _LATENCY_STATS = (
     "SELECT * FROM public.ml_agent_latency_stats(%s::interval, %s::text, %s::timestamptz)"
+)
+_COST_STATS = "SELECT * FROM public.ml_agent_cost_stats(%s::interval, %s::text, %s::timestamptz)"
+_COST_BREAKDOWN = (
+    "SELECT * FROM public.ml_cost_breakdown(%s::interval, %s::text, %s::text, %s::timestamptz)"
 )
 _GRANT_AUTHENTICATED_READ = """
 DO $$ BEGIN
@@ -232,6 +243,25 @@ class PostgresSpanRepository:
         params = (_seconds(older_than), current_time(self._clock))
         rows = await self._pools.run("count old spans", _fetch(_COUNT_OLD, params))
         return int(rows[0][0])
+
+    async def get_cost_stats(self, window: str, agent_name: str | None = None) -> list[CostSummary]:
+        resolved = resolve_window(window, self._clock)
+        params = (_seconds(resolved.length), check_agent_name(agent_name), resolved.end)
+        rows = await self._pools.run("cost stats", _fetch(_COST_STATS, params))
+        return [cost_from_row(row) for row in rows]
+
+    async def get_cost_breakdown(
+        self, window: str, by: str = "agent", agent_name: str | None = None
+    ) -> list[CostBreakdownRow]:
+        resolved = resolve_window(window, self._clock)
+        params = (
+            _seconds(resolved.length),
+            check_cost_by(by),
+            check_agent_name(agent_name),
+            resolved.end,
+        )
+        rows = await self._pools.run("cost breakdown", _fetch(_COST_BREAKDOWN, params))
+        return [breakdown_from_row(row) for row in rows]
 
     async def delete_old_spans(self, days: int = 90, batch_size: int = 1000) -> int:
         """One `ml_delete_old_spans` call (one batch, its own transaction) at a time until a

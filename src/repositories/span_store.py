@@ -9,6 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from src.agents.ml_foundation.observability_connector.cost_models import (
+    CostBreakdownRow,
+    CostSummary,
+)
 from src.agents.ml_foundation.observability_connector.models import (
     LatencyStats,
     ObservabilitySpan,
@@ -82,7 +86,18 @@ class SpanRepository(Protocol):
     async def get_latency_stats(
         self, window: str, agent_name: str | None = None
     ) -> list[LatencyStats]:
-        """Per-agent statistics over the window, computed by the backend, sorted by agent."""
+        """Per-agent statistics over the window, computed by the backend, sorted by agent.
+        Their cost fields stay zero: `get_cost_stats` has those (`MetricsService` merges)."""
+
+    async def get_cost_stats(self, window: str, agent_name: str | None = None) -> list[CostSummary]:
+        """LLM cost per agent over the window (sorted by agent), preceded by the whole
+        window's row (`agent_name` None) when the window has LLM spans."""
+
+    async def get_cost_breakdown(
+        self, window: str, by: str = "agent", agent_name: str | None = None
+    ) -> list[CostBreakdownRow]:
+        """Cost and token kinds of the window's LLM spans grouped `by` agent, model,
+        provider or day (UTC date), sorted by key; ValueError for another `by`."""
 
     async def get_window_summary(self, window: str, agent_name: str | None = None) -> WindowSummary:
         """Totals and latencies over every span of the window (the p95 over all of them)."""

@@ -18,6 +18,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from src.agents.ml_foundation.observability_connector.cost_models import (
+    CostBreakdownRow,
+    CostSummary,
+)
 from src.agents.ml_foundation.observability_connector.models import (
     LatencyStats,
     ObservabilitySpan,
@@ -31,6 +35,7 @@ from src.repositories._arguments import (
     Window,
     check_agent_name,
     check_agent_tier,
+    check_cost_by,
     check_limit,
     check_retention,
     check_seconds,
@@ -41,6 +46,8 @@ from src.repositories._arguments import (
     utc_now,
 )
 from src.repositories._rows import (
+    breakdown_from_row,
+    cost_from_row,
     format_utc,
     span_from_row,
     span_to_sqlite_row,
@@ -169,10 +176,13 @@ class SqliteSpanRepository:
         def migrate(conn: sqlite3.Connection) -> None:
             def apply() -> None:
                 (version,) = conn.execute("PRAGMA user_version").fetchone()
-                for number, statements in enumerate(sql.MIGRATIONS, start=1):
+                for number, migration in enumerate(sql.MIGRATIONS, start=1):
                     if number > version:
-                        for statement in statements:
-                            conn.execute(statement)
+                        if callable(migration):
+                            migration(conn)
+                        else:
+                            for statement in migration:
+                                conn.execute(statement)
                         conn.execute(f"PRAGMA user_version = {number}")
 
             self._write(conn, apply)  # BEGIN IMMEDIATE: concurrent setups take turns
@@ -262,6 +272,29 @@ class SqliteSpanRepository:
             "count old spans", lambda conn: conn.execute(sql.COUNT_OLD, (cutoff,)).fetchone()
         )
         return int(count)
+
+    async def get_cost_stats(self, window: str, agent_name: str | None = None) -> list[CostSummary]:
+        params = {
+            **_window_params(resolve_window(window, self._clock)),
+            "agent": check_agent_name(agent_name),
+        }
+        rows = await self._run(
+            "cost stats", lambda conn: conn.execute(sql.COST_STATS, params).fetchall()
+        )
+        return [cost_from_row(row) for row in rows]
+
+    async def get_cost_breakdown(
+        self, window: str, by: str = "agent", agent_name: str | None = None
+    ) -> list[CostBreakdownRow]:
+        query = sql.cost_breakdown(check_cost_by(by))
+        params = {
+            **_window_params(resolve_window(window, self._clock)),
+            "agent": check_agent_name(agent_name),
+        }
+        rows = await self._run(
+            "cost breakdown", lambda conn: conn.execute(query, params).fetchall()
+        )
+        return [breakdown_from_row(row) for row in rows]
 
     async def delete_old_spans(self, days: int = 90, batch_size: int = 1000) -> int:
         cutoff = format_utc(current_time(self._clock) - check_retention(days, batch_size))

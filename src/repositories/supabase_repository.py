@@ -30,6 +30,10 @@ from postgrest.exceptions import APIError
 from pydantic import SecretStr
 from supabase import AsyncClient, AsyncClientOptions, Client, acreate_client
 
+from src.agents.ml_foundation.observability_connector.cost_models import (
+    CostBreakdownRow,
+    CostSummary,
+)
 from src.agents.ml_foundation.observability_connector.models import (
     LatencyStats,
     ObservabilitySpan,
@@ -42,6 +46,7 @@ from src.repositories._arguments import (
     Clock,
     check_agent_name,
     check_agent_tier,
+    check_cost_by,
     check_int,
     check_limit,
     check_retention,
@@ -53,10 +58,14 @@ from src.repositories._arguments import (
     utc_now,
 )
 from src.repositories._rows import (
+    BREAKDOWN_COLUMNS,
+    COST_COLUMNS,
     SPAN_COLUMNS,
     STATS_COLUMNS,
     SUMMARY_COLUMNS,
     WINDOW_SUMMARY_COLUMNS,
+    breakdown_from_row,
+    cost_from_row,
     span_from_row,
     span_to_json_row,
     stats_from_row,
@@ -92,6 +101,8 @@ RETENTION_FUNCTION = "ml_delete_old_spans"
 SUMMARY_FUNCTION = "ml_trace_summary"
 WINDOW_SUMMARY_FUNCTION = "ml_window_summary"
 COUNT_OLD_FUNCTION = "ml_count_old_spans"
+COST_FUNCTION = "ml_agent_cost_stats"
+BREAKDOWN_FUNCTION = "ml_cost_breakdown"
 
 
 class SupabaseSpanRepository:
@@ -255,6 +266,22 @@ class SupabaseSpanRepository:
             f"call {COUNT_OLD_FUNCTION}", lambda c: c.rpc(COUNT_OLD_FUNCTION, args).execute()
         )
         return int(response.data or 0)
+
+    async def get_cost_stats(self, window: str, agent_name: str | None = None) -> list[CostSummary]:
+        args = self._stats_args(window, agent_name)
+        response = await self._run(
+            f"call {COST_FUNCTION}", lambda c: c.rpc(COST_FUNCTION, args).execute()
+        )
+        return [cost_from_row([row[c] for c in COST_COLUMNS]) for row in response.data]
+
+    async def get_cost_breakdown(
+        self, window: str, by: str = "agent", agent_name: str | None = None
+    ) -> list[CostBreakdownRow]:
+        args = {**self._stats_args(window, agent_name), "p_by": check_cost_by(by)}
+        response = await self._run(
+            f"call {BREAKDOWN_FUNCTION}", lambda c: c.rpc(BREAKDOWN_FUNCTION, args).execute()
+        )
+        return [breakdown_from_row([row[c] for c in BREAKDOWN_COLUMNS]) for row in response.data]
 
     async def delete_old_spans(self, days: int = 90, batch_size: int = 1000) -> int:
         """One `rpc` per batch (each its own transaction, well inside `statement_timeout`)

@@ -31,6 +31,7 @@ from src.agents.ml_foundation.observability_connector.models import (
 )
 from src.agents.ml_foundation.observability_connector.spool import Spool
 from src.cli.main import app
+from src.cli.units import fmt_usd
 from src.repositories.observability_span import SqliteSpanRepository
 from tests.fixtures.postgres import free_port
 from tests.fixtures.seeded_store import SeededStore, build_spans, seed_store
@@ -141,6 +142,66 @@ def test_metrics__table__one_row_per_agent_with_counts(seeded: SeededStore):
     assert "tokens: LLM spans only" in result.stdout
 
 
+def test_metrics__json__cost_fields_match_the_priced_spans(seeded: SeededStore):
+    result = invoke("--database-url", seeded.url, "metrics", "--window", "24h", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    metrics = QualityMetrics.model_validate_json(result.stdout)
+    llm = [s for s in seeded.recent if s.span_kind is SpanKind.LLM]
+    priced = [s for s in llm if s.cost_usd is not None]
+    assert metrics.cost_usd == pytest.approx(sum(s.cost_usd for s in priced), rel=1e-12)
+    assert (metrics.priced_llm_calls, metrics.unpriced_llm_calls) == (
+        len(priced),
+        len(llm) - len(priced),
+    )
+    by_model: dict[str, float] = {}
+    for s in priced:
+        by_model[s.llm_model] = by_model.get(s.llm_model, 0.0) + s.cost_usd
+    assert metrics.cost_by_model == pytest.approx(by_model, rel=1e-12)
+    explainer = metrics.agents["explainer"]
+    assert explainer.cost_usd == pytest.approx(
+        sum(s.cost_usd for s in priced if s.agent_name == "explainer"), rel=1e-12
+    )
+    assert explainer.cost_per_trace_p50 is not None
+
+
+@pytest.mark.parametrize("by", ["agent", "model", "day", "provider"])
+def test_cost__json_by_each_key__equals_the_store_breakdown(seeded: SeededStore, by: str):
+    result = invoke("--database-url", seeded.url, "cost", "--window", "7d", "--by", by, "--json")
+
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    llm = [s for s in seeded.recent if s.span_kind is SpanKind.LLM]
+    assert document["by"] == by and document["window"] == "7d"
+    assert document["llm_calls"] == len(llm)
+    assert document["unpriced_llm_calls"] == sum(s.cost_usd is None for s in llm)
+    total = sum(s.cost_usd or 0.0 for s in llm)
+    assert document["cost_usd"] == pytest.approx(total, rel=1e-12)
+    assert sum(r["cost_usd"] for r in document["rows"]) == pytest.approx(total, rel=1e-12)
+    if by != "day":
+        costs = [r["cost_usd"] for r in document["rows"]]
+        assert costs == sorted(costs, reverse=True)
+
+
+def test_cost__table_by_model__rows_totals_and_unpriced(seeded: SeededStore):
+    result = invoke("--database-url", seeded.url, "cost", "--by", "model")
+
+    assert result.exit_code == 0, result.stderr
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if "│" in line}
+    assert {"claude-sonnet-4", "gpt-4o-mini", "claude-haiku-4", "total"} <= set(rows)
+    haiku = [c.strip() for c in rows["claude-haiku-4"].split("│")]
+    calls = sum(s.llm_model == "claude-haiku-4" for s in seeded.recent)
+    assert haiku[2:4] == [f"{calls:,}", f"{calls:,}"]  # every haiku call is unpriced
+    assert haiku[-3] == "–"  # no price is not a price of zero
+
+
+def test_cost__bad_by__one_line_error_exit_2(seeded: SeededStore):
+    result = invoke("--database-url", seeded.url, "cost", "--by", "week")
+
+    assert result.exit_code == 2
+    assert "agent, model, day, provider" in result.stderr
+
+
 # --------------------------------------------------------------------------- traces
 
 
@@ -164,7 +225,9 @@ def test_traces__limit__newest_traces_one_line_each(seeded: SeededStore):
     tree = seeded.tree
     tokens = sum(s.total_tokens or 0 for s in tree if s.span_kind is SpanKind.LLM)
     assert cells[1:3] == ["handle_request", "orchestrator"]
-    assert cells[5:] == [str(len(tree)), str(sum(s.is_error for s in tree)), f"{tokens:,}"]
+    assert cells[5:8] == [str(len(tree)), str(sum(s.is_error for s in tree)), f"{tokens:,}"]
+    cost = sum(s.cost_usd for s in tree if s.cost_usd is not None)
+    assert cells[8] == fmt_usd(cost)
     assert f"{len(trace_order(seeded)) - 5} older traces not shown" in result.stdout
 
 
@@ -195,6 +258,11 @@ def test_trace__seeded_trace__tree_shows_nesting_status_model_and_tokens(seeded:
     llm = next(s for s in seeded.tree if s.operation_name == "explain_estimate")
     assert f"model {llm.llm_model}" in explain
     assert f"tokens {llm.input_tokens:,} in / {llm.output_tokens:,} out" in explain
+    assert "cost – (no known price)" in explain  # claude-haiku-4 is not in the price list
+    priced = next(s for s in seeded.tree if s.operation_name == "summarize_gaps")
+    assert f"cost {fmt_usd(priced.cost_usd)}" in summarize
+    total = sum(s.cost_usd for s in seeded.tree if s.cost_usd is not None)
+    assert f"cost {fmt_usd(total)} (1 LLM calls without a known price)" in lines[0]
 
 
 def test_trace__dashed_upper_case_id__same_trace(seeded: SeededStore):

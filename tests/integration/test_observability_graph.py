@@ -43,6 +43,7 @@ from src.agents.ml_foundation.observability_connector.models import (
 from src.agents.ml_foundation.observability_connector.nodes.metrics_aggregator import (
     MetricsService,
 )
+from src.agents.ml_foundation.observability_connector.pricing import Pricer
 from src.agents.ml_foundation.observability_connector.state import CHECKPOINT_ALLOWED_TYPES
 from src.mlops.opik_connector import reset_opik_connector
 from src.repositories.postgres_repository import PostgresSpanRepository
@@ -122,6 +123,7 @@ def make_span(
     status: SpanStatus = SpanStatus.COMPLETED,
     tokens: tuple[int, int] | None = None,
     trace_id: str = "1" * 32,
+    model: str | None = None,
 ) -> ObservabilitySpan:
     start = NOW - timedelta(minutes=minutes_ago)
     return ObservabilitySpan(
@@ -136,13 +138,14 @@ def make_span(
         error_type="Boom" if status is SpanStatus.ERROR else None,
         input_tokens=tokens[0] if tokens else None,
         output_tokens=tokens[1] if tokens else None,
+        llm_model=model,
     )
 
 
 def sample_spans() -> list[ObservabilitySpan]:
     return [
         make_span("gap_analyzer", 120.0),
-        make_span("gap_analyzer", 80.5, kind=SpanKind.LLM, tokens=(100, 20)),
+        make_span("gap_analyzer", 80.5, kind=SpanKind.LLM, tokens=(100, 20), model="gpt-4o"),
         make_span("gap_analyzer", 300.0, status=SpanStatus.ERROR),
         make_span("causal_impact", 40.0, kind=SpanKind.LLM, tokens=(10, 5)),
         make_span("causal_impact", 55.0),
@@ -183,6 +186,7 @@ def expected_metrics(
             "output_tokens": sum(s.output_tokens or 0 for s in llm),
             "total_tokens": sum(s.total_tokens or 0 for s in llm),
             "spans_per_minute": len(spans) / minutes,
+            **expected_cost(llm),
         }
     total = sum(a["count"] for a in agents.values())
     errors = sum(a["error_count"] for a in agents.values())
@@ -206,8 +210,32 @@ def expected_metrics(
             "output_tokens": sum(a["output_tokens"] for a in agents.values()),
             "total_tokens": sum(a["total_tokens"] for a in agents.values()),
             "agents": agents,
+            **expected_cost(
+                [s for spans in by_agent.values() for s in spans if s.span_kind == "llm"]
+            ),
         }
     )
+
+
+def expected_cost(llm: list[ObservabilitySpan]) -> dict[str, Any]:
+    """Cost fields computed here from the stored LLM spans (priced by the batch worker)."""
+    priced = [s for s in llm if s.cost_usd is not None]
+    per_trace: dict[str, float] = defaultdict(float)
+    by_model: dict[str, float] = defaultdict(float)
+    for span in priced:
+        per_trace[span.trace_id] += span.cost_usd
+        by_model[span.llm_model or "(no model)"] += span.cost_usd
+    values = sorted(per_trace.values())
+    cuts = statistics.quantiles(values, n=100, method="inclusive") if len(values) > 1 else None
+    return {
+        "cost_usd": sum(s.cost_usd for s in priced),
+        "priced_llm_calls": len(priced),
+        "unpriced_llm_calls": len(llm) - len(priced),
+        "traces_with_cost": len(values),
+        "cost_per_trace_p50": cuts[49] if cuts else (values[0] if values else None),
+        "cost_per_trace_p95": cuts[94] if cuts else (values[0] if values else None),
+        "cost_by_model": dict(sorted(by_model.items())),
+    }
 
 
 async def stored_spans(repository: SpanRepository) -> list[ObservabilitySpan]:
@@ -265,6 +293,7 @@ async def wiring(repository: SpanRepository, tmp_path: Path) -> AsyncIterator[Wi
         BatchingSettings(max_batch_wait_seconds=60.0),
         tmp_path / "spool",
         on_batch_written=cache.on_batch_written,
+        pricer=Pricer(),
     )
     yield Wiring(repository, cache, processor, MetricsService(repository, cache, clock=wall_clock))
     await asyncio.to_thread(processor.close, 10.0)
@@ -284,6 +313,8 @@ async def test_graph__emit_and_query__stores_spans_and_reports_matching_metrics(
     )
     stored = await stored_spans(wiring.repository)
     assert sorted(s.span_id for s in stored) == sorted(s.span_id for s in spans)
+    assert state["quality_metrics"].cost_usd > 0  # gpt-4o priced on the worker
+    assert state["quality_metrics"].unpriced_llm_calls == 1  # a call without a model
     assert dumped(state) == {
         "errors": [],
         "trace_context": local_context(),

@@ -463,3 +463,19 @@ def test_build_opik_client__no_url_override__opik_cloud_url() -> None:
 def test_opik_sink__empty_project_name__value_error() -> None:
     with pytest.raises(ValueError, match="project_name"):
         OpikSink(object(), " ", CircuitBreaker())  # type: ignore[arg-type]
+
+
+def test_opik_sink__priced_llm_span__provider_model_and_total_estimated_cost_validate(
+    opik_server: OpikTestServer,
+) -> None:
+    """Issue 13: the fields are Span_Write's `provider`, `model` and `total_estimated_cost`
+    (number >= 0); the test server validates each request against Opik's OpenAPI schema."""
+    llm = _tree()["llm"].model_copy(
+        update={"provider": "anthropic", "cost_usd": 0.0123456789, "attributes": {}}
+    )
+
+    assert _sink(opik_server).write([llm]) == 1
+
+    [sent] = opik_server.received_spans()
+    assert (sent["provider"], sent["model"]) == ("anthropic", "claude-sonnet-4")
+    assert sent["total_estimated_cost"] == 0.0123456789

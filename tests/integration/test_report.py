@@ -24,6 +24,7 @@ from src.agents.ml_foundation.observability_connector.nodes.metrics_aggregator i
 )
 from src.cli.main import app
 from src.cli.report_data import build_report_data
+from src.cli.units import fmt_usd
 from src.repositories.observability_span import SqliteSpanRepository
 from tests.fixtures.seeded_store import SeededStore, seed_store
 
@@ -113,7 +114,7 @@ def test_report__seeded_store__self_contained_page_renders_in_chromium(
 
     assert_self_contained(html)
     charts = expected_chart_count(html)
-    assert charts == 5 + 1 + 2  # one latency chart per agent, error rate, tokens x2
+    assert charts == 5 + 1 + 2 + 3  # latency per agent, error rate, tokens x2, cost x3
     dom, dom_log = open_in_chromium(chromium, page, tmp_path, "--dump-dom")
     shot = tmp_path / "report.png"
     _, shot_log = open_in_chromium(
@@ -135,12 +136,17 @@ def test_report__contents__agree_with_the_seeded_spans(seeded: SeededStore, tmp_
         first, last = durations.get(span.trace_id, (span.start_time, span.end_time))
         durations[span.trace_id] = (min(first, span.start_time), max(last, span.end_time))
     slowest = sorted(durations, key=lambda t: durations[t][0] - durations[t][1])[:10]
-    assert re.findall(r'<td class="id">([0-9a-f]{32})</td>', html) == slowest
+    ids = re.findall(r'<td class="id"><a href="#trace-[0-9a-f]{32}">([0-9a-f]{32})</a>', html)
+    assert ids == slowest
     assert f'<div class="value">{len(seeded.recent):,}</div>' in html
     for agent in {s.agent_name for s in seeded.recent}:
         assert f"<h3>{agent}</h3>" in html
     for model in {s.llm_model for s in seeded.recent if s.llm_model}:
         assert f"{model}</text>" in html
+    priced = [s.cost_usd for s in seeded.recent if s.cost_usd is not None]
+    assert priced and f'<div class="value">{fmt_usd(sum(priced))}</div>' in html
+    unpriced = sum(s.span_kind == "llm" and s.cost_usd is None for s in seeded.recent)
+    assert f"{unpriced:,} LLM calls had no known price" in html
     errors = sum(s.error_type == "TimeoutError" for s in seeded.recent)
     row = re.search(r'class="etype">TimeoutError</div>.*?<td class="num err">(\d+)</td>', html)
     assert row and int(row.group(1)) == errors

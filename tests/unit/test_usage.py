@@ -71,7 +71,9 @@ def test_extract_usage__llm_output_usage_anthropic_keys__cache_tokens_added_tota
         "cache_creation_input_tokens": 2,
     }
     result = LLMResult(generations=[[Generation(text="x")]], llm_output={"usage": raw})
-    assert extract_usage(result, problems=problems) == TokenUsage(11, 7, 18, None)
+    assert extract_usage(result, problems=problems) == TokenUsage(
+        11, 7, 18, None, cache_read_tokens=4, cache_write_tokens=2
+    )
 
 
 def test_extract_usage__generation_info_usage_metadata__counts(problems):

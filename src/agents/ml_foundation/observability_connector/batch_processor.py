@@ -37,6 +37,7 @@ from pathlib import Path
 from .config import BatchingSettings
 from .delivery import ErrorLog, build_lanes, check_sinks
 from .models import ObservabilitySpan
+from .pricing import PricedSink, Pricer
 from .processor_stats import ProcessorStats
 from .retry import RetryPolicy
 from .sampling import Sampler
@@ -64,11 +65,14 @@ class BatchProcessor:
         on_batch_written: Callable[[str, int], None] | None = None,
         on_batch_undelivered: Callable[[str, Sequence[ObservabilitySpan]], None] | None = None,
         autostart: bool = True,
+        pricer: Pricer | None = None,
     ) -> None:
+        """`pricer` prices LLM spans right before each sink write (`PricedSink`), so on this
+        worker (live batches and spool replays), never in `submit()`."""
         if not isinstance(settings, BatchingSettings):
             raise TypeError(f"settings must be BatchingSettings, got {type(settings).__name__}")
-        self._sinks = tuple(sinks)
-        check_sinks(self._sinks)
+        check_sinks(tuple(sinks))
+        self._sinks = tuple(PricedSink(s, pricer) for s in sinks) if pricer else tuple(sinks)
         self._settings = settings
         self._spool_dir = None if spool_dir is None else Path(spool_dir)
         self._sampler = sampler

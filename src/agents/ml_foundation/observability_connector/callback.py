@@ -33,6 +33,7 @@ from .callback_runs import (
     model_name_at_start,
     open_record,
     prompt_text,
+    provider_at_start,
     run_name,
     text_attributes,
 )
@@ -261,10 +262,11 @@ class ObservabilityCallbackHandler(BaseCallbackHandler):
         name = run_name(serialized, kwargs, "llm")
         params, metadata = kwargs.get("invocation_params"), kwargs.get("metadata")
         model = model_name_at_start(serialized, params, metadata)
+        provider = provider_at_start(serialized, metadata)
         attrs = {}
         if self._capture:
             attrs = text_attributes(self._max_chars, "input", prompt_text(prompts))
-        self._start(run_id, SpanKind.LLM, name, kwargs, attrs, model=model)
+        self._start(run_id, SpanKind.LLM, name, kwargs, attrs, model=model, provider=provider)
 
     def _start(
         self,
@@ -276,6 +278,7 @@ class ObservabilityCallbackHandler(BaseCallbackHandler):
         *,
         node: bool = False,
         model: str | None = None,
+        provider: str | None = None,
     ) -> None:
         """Remember a starting run (parent_run_id, tags and metadata come from the hook)."""
         now = _aware(self._clock())
@@ -295,6 +298,7 @@ class ObservabilityCallbackHandler(BaseCallbackHandler):
             model=model,
             agent_name=self._agent_name,
             start_time=now,
+            provider=provider,
         )
         evicted = 0
         with self._lock:

@@ -40,6 +40,7 @@ __all__ = [
     "model_name_at_start",
     "open_record",
     "prompt_text",
+    "provider_at_start",
     "run_name",
     "text_attributes",
 ]
@@ -102,6 +103,7 @@ class RunRecord:
     tracestate: str | None = None
     thread_id: str | None = None
     llm_model: str | None = None
+    provider: str | None = None
     first_token_at: datetime | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
     events: list[SpanEvent] = field(default_factory=list)
@@ -121,6 +123,7 @@ def open_record(
     model: str | None,
     agent_name: str | None,
     start_time: datetime,
+    provider: str | None = None,
 ) -> RunRecord:
     """The record of a starting run: a child inherits its trace from the parent's record; a
     root (or a run whose parent we never saw or evicted) joins the current W3C context, if
@@ -163,6 +166,7 @@ def open_record(
         tracestate=tracestate,
         thread_id=str(metadata["thread_id"]) if metadata.get("thread_id") else thread_id,
         llm_model=model,
+        provider=provider,
         attributes=attributes,
     )
 
@@ -218,6 +222,28 @@ def model_name_at_start(
                     return value
     ls_name = (metadata or {}).get("ls_model_name")
     return ls_name if isinstance(ls_name, str) and ls_name else None
+
+
+def provider_at_start(
+    serialized: Mapping[str, Any] | None, metadata: Mapping[str, Any] | None
+) -> str | None:
+    """Who serves the model, before the call: LangChain's `ls_provider` run metadata (every
+    chat model sets it; `openai`, `anthropic`, `google_genai`, ...), else the integration
+    package in the serialized class id (`["langchain", "chat_models", "openai", "ChatOpenAI"]`).
+    """
+    provider = (metadata or {}).get("ls_provider")
+    if isinstance(provider, str) and provider:
+        return provider
+    ident = serialized.get("id") if isinstance(serialized, Mapping) else None
+    if (
+        isinstance(ident, list)
+        and len(ident) >= 4
+        and ident[1] in ("chat_models", "llms")
+        and isinstance(ident[2], str)
+        and ident[2]
+    ):
+        return ident[2]
+    return None
 
 
 def prompt_text(prompts: Sequence[Any]) -> str:
@@ -277,8 +303,9 @@ def build_span(
     attrs = {**record.attributes, **attributes} if attributes else dict(record.attributes)
     start = record.start_time
     end = end_time if end_time > start else start
-    model = record.llm_model
+    model, provider = record.llm_model, record.provider
     input_tokens = output_tokens = total_tokens = None
+    cache_read = cache_write = reasoning = None
     if record.kind is SpanKind.LLM:
         if record.first_token_at is not None:
             ttft = (record.first_token_at - start).total_seconds() * 1000.0
@@ -289,6 +316,9 @@ def build_span(
             if total_tokens is None and (input_tokens is not None or output_tokens is not None):
                 total_tokens = (input_tokens or 0) + (output_tokens or 0)
             model = usage.model or model
+            provider = provider or usage.provider
+            cache_read, cache_write = usage.cache_read_tokens, usage.cache_write_tokens
+            reasoning = usage.reasoning_tokens
     return _trusted_span(
         {
             "id": _new_uuid4(),
@@ -313,6 +343,11 @@ def build_span(
             "thread_id": record.thread_id,
             "tracestate": record.tracestate,
             "agent_tier": None,
+            "provider": provider,
+            "cache_read_tokens": cache_read,
+            "cache_write_tokens": cache_write,
+            "reasoning_tokens": reasoning,
+            "cost_usd": None,  # priced on the batch worker, never on the agent's thread
         }
     )
 
@@ -321,7 +356,8 @@ _SPAN_FIELDS = frozenset(
     {"id", "span_id", "trace_id", "parent_span_id", "operation_name", "agent_name", "agent_tier"}
     | {"span_kind", "start_time", "end_time", "duration_ms", "status", "error_type"}
     | {"error_message", "attributes", "events", "llm_model", "input_tokens", "output_tokens"}
-    | {"total_tokens", "thread_id", "tracestate"}
+    | {"total_tokens", "thread_id", "tracestate", "provider", "cache_read_tokens"}
+    | {"cache_write_tokens", "reasoning_tokens", "cost_usd"}
 )
 _new_object = object.__new__
 _set_attribute = object.__setattr__

@@ -345,6 +345,28 @@ class SpansSettings(_Section):
         return v
 
 
+class ModelRates(_Section):
+    """One model's price, USD per million tokens by kind (as `genai-prices` defines them:
+    cache reads and writes are parts of the input, reasoning a part of the output; a kind
+    without its own rate is charged at the input or output rate)."""
+
+    input_mtok: float = Field(ge=0, allow_inf_nan=False)
+    output_mtok: float = Field(ge=0, allow_inf_nan=False)
+    cache_read_mtok: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    cache_write_mtok: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    reasoning_mtok: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+
+
+class PricingSettings(_Section):
+    """`pricing:` USD cost of LLM spans (see pricing.py)."""
+
+    enabled: bool = True
+    """Compute `cost_usd` for LLM spans (on the batch worker)."""
+    models: dict[str, ModelRates] = Field(default_factory=dict)
+    """Model name (as spans record it, case-insensitive) -> its rates. Adds models the price
+    database lacks (private or fine-tuned deployments) and overrides the ones it has."""
+
+
 class ObservabilityConfig(_Section):
     opik: OpikSettings = OpikSettings()
     sampling: SamplingSettings = SamplingSettings()
@@ -356,6 +378,7 @@ class ObservabilityConfig(_Section):
     capture: CaptureSettings = CaptureSettings()
     spans: SpansSettings = SpansSettings()
     otlp: OtlpSettings = OtlpSettings()
+    pricing: PricingSettings = PricingSettings()
     default_agent_tier: int | None = Field(default=None, ge=0, le=5)
 
     def redacted(self) -> dict[str, Any]:

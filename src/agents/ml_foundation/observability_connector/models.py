@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 from uuid import UUID, uuid4
@@ -37,6 +38,7 @@ from pydantic import (
     model_validator,
 )
 
+from .cost_models import CostFields, CostSummary, merge_costs
 from .problems import ProblemCounter
 
 TRACE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -190,6 +192,27 @@ def _attributes_within_depth(value: dict[str, Any], where: str) -> dict[str, Any
     return cut  # type: ignore[no-any-return]
 
 
+TOKEN_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+)
+
+
+def check_cost(value: Any, field: str) -> float | None:
+    """`value` as a float of USD (None stays None): a finite number >= 0, not a bool; anything
+    else is a ValueError naming `field`."""
+    if value is None:
+        return None
+    number = isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{field} must be a finite number of USD >= 0, got {value!r}")
+    return float(value)
+
+
 REPLACEMENT_CHARACTER = "\ufffd"
 
 
@@ -264,6 +287,17 @@ class ObservabilitySpan(BaseModel):
     total_tokens: int | None = None
     thread_id: str | None = None
     tracestate: str | None = None
+    provider: str | None = None
+    """Who served the LLM call (`openai`, `anthropic`, `google_genai`, ...), as reported."""
+    cache_read_tokens: int | None = None
+    """Input tokens read from the provider's prompt cache (a part of `input_tokens`)."""
+    cache_write_tokens: int | None = None
+    """Input tokens written to the provider's prompt cache (a part of `input_tokens`)."""
+    reasoning_tokens: int | None = None
+    """Output tokens spent on reasoning / thinking (a part of `output_tokens`)."""
+    cost_usd: float | None = None
+    """Price of the call in USD: set by the caller (`set_cost`), else by the pricing step on
+    the batch worker; None when no price is known (never a guess)."""
 
     @field_validator("trace_id")
     @classmethod
@@ -285,7 +319,7 @@ class ObservabilitySpan(BaseModel):
     def _aware(cls, v: datetime | None, info: Any) -> datetime | None:
         return _require_aware(v, info.field_name)
 
-    @field_validator("input_tokens", "output_tokens", "total_tokens", mode="before")
+    @field_validator(*TOKEN_FIELDS, mode="before")
     @classmethod
     def _tokens(cls, v: Any, info: Any) -> int | None:
         return check_token_count(v, info.field_name)
@@ -294,6 +328,11 @@ class ObservabilitySpan(BaseModel):
     @classmethod
     def _depth(cls, v: dict[str, Any]) -> dict[str, Any]:
         return _attributes_within_depth(v, "attributes")
+
+    @field_validator("cost_usd", mode="before")
+    @classmethod
+    def _cost(cls, v: Any) -> float | None:
+        return check_cost(v, "cost_usd")
 
     @model_validator(mode="after")
     def _derive(self) -> ObservabilitySpan:
@@ -336,10 +375,11 @@ def _duration_of(start: datetime, end: datetime, given: float | None) -> float:
     return derived
 
 
-class LatencyStats(BaseModel):
+class LatencyStats(CostFields):
     """One agent's statistics over a time window (durations in milliseconds).
 
-    Token totals count `llm` spans only, so a parent span never double-counts its children.
+    Token totals and costs count `llm` spans only, so a parent span never double-counts its
+    children (cost fields: `cost_models.CostFields`).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -382,8 +422,9 @@ class WindowSummary(BaseModel):
     p95_latency_ms: float | None = None
 
 
-class QualityMetrics(BaseModel):
-    """Everything the metrics_aggregator node writes into graph state for one window."""
+class QualityMetrics(CostFields):
+    """Everything the metrics_aggregator node writes into graph state for one window
+    (cost fields: `cost_models.CostFields`, over every agent of the window)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -418,11 +459,26 @@ class QualityMetrics(BaseModel):
         stats: list[LatencyStats],
         agent_name: str | None = None,
         summary: WindowSummary | None = None,
+        costs: list[CostSummary] | None = None,
     ) -> QualityMetrics:
         """Roll per-agent statistics up into window totals; the seed's fields come from
         `summary` (the repository's `get_window_summary`). Without one, `successful_spans` is
         total minus errors and the window latencies are None: a p95 over all spans cannot be
-        derived from per-agent figures."""
+        derived from per-agent figures. `costs` (the repository's `get_cost_stats` rows) fill
+        each agent's cost fields and, from the whole-window row, the window's; without them the
+        window's cost is the sum of the agents'."""
+        if costs is not None:
+            by_agent = {c.agent_name: c for c in costs}
+            stats = [
+                s.model_copy(update=by_agent[s.agent_name].cost_fields())
+                if s.agent_name in by_agent
+                else s
+                for s in stats
+            ]
+            whole = by_agent.get(None)
+            window_cost = whole.cost_fields() if whole is not None else merge_costs(stats)
+        else:
+            window_cost = merge_costs(stats)
         total = sum(s.count for s in stats)
         errors = sum(s.error_count for s in stats)
         minutes = max((window_end - window_start).total_seconds() / 60.0, 1e-9)
@@ -443,6 +499,7 @@ class QualityMetrics(BaseModel):
             output_tokens=sum(s.output_tokens for s in stats),
             total_tokens=sum(s.total_tokens for s in stats),
             agents={s.agent_name: s for s in stats},
+            **window_cost,
         )
 
 

@@ -14,13 +14,21 @@ Lookup order for one object (first usage block found wins):
 For an `LLMResult` only the first generation that carries usage counts (as in langchain-core's
 `UsageMetadataCallbackHandler`): with `n > 1` completions providers repeat the call's usage on
 every generation, so summing them would over-count.
+
+The token kinds that change a call's price come from the same block: LangChain's
+`input_token_details.cache_read` / `.cache_creation` and `output_token_details.reasoning`, or the
+provider's own names (`_CACHE_READ_PATHS` ...). As in LangChain, `input_tokens` includes cache
+reads and writes and `output_tokens` includes reasoning: the kinds are parts, not extras.
+Anthropic's raw `input_tokens` leaves the cache out and Google's raw `candidates_token_count`
+leaves thoughts out, so both are added back. The provider comes from `model_provider` in
+`response_metadata` (langchain-core >= 1.0) when the message names one.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from langchain_core.messages import AIMessage
@@ -40,13 +48,49 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Raw provider key names, in preference order, for each count.
-_INPUT_KEYS = ("input_tokens", "prompt_tokens", "prompt_token_count", "inputTokens")
-_OUTPUT_KEYS = ("output_tokens", "completion_tokens", "candidates_token_count", "outputTokens")
-_TOTAL_KEYS = ("total_tokens", "total_token_count", "totalTokens")
+_INPUT_KEYS = (
+    "input_tokens",
+    "prompt_tokens",
+    "prompt_token_count",
+    "promptTokenCount",
+    "inputTokens",
+)
+_OUTPUT_KEYS = (
+    "output_tokens",
+    "completion_tokens",
+    "candidates_token_count",
+    "candidatesTokenCount",
+    "outputTokens",
+)
+_TOTAL_KEYS = ("total_tokens", "total_token_count", "totalTokenCount", "totalTokens")
 # Anthropic's raw `input_tokens` excludes prompt-cache tokens; langchain-anthropic adds them.
 _ANTHROPIC_CACHE_KEYS = ("cache_read_input_tokens", "cache_creation_input_tokens")
 _RESPONSE_USAGE_KEYS = ("token_usage", "usage")
 _MODEL_KEYS = ("model_name", "model")
+_GOOGLE_OUTPUT_KEYS = ("candidates_token_count", "candidatesTokenCount")
+_GOOGLE_THOUGHTS_KEYS = ("thoughts_token_count", "thoughtsTokenCount")
+# Where each token kind sits, first match wins: LangChain's standard detail, then providers'.
+_CACHE_READ_PATHS: tuple[tuple[str, ...], ...] = (
+    ("input_token_details", "cache_read"),
+    ("prompt_tokens_details", "cached_tokens"),  # OpenAI chat completions
+    ("input_tokens_details", "cached_tokens"),  # OpenAI responses
+    ("cache_read_input_tokens",),  # Anthropic
+    ("cached_content_token_count",),  # Google
+    ("cachedContentTokenCount",),
+    ("cacheReadInputTokens",),  # Bedrock
+)
+_CACHE_WRITE_PATHS: tuple[tuple[str, ...], ...] = (
+    ("input_token_details", "cache_creation"),
+    ("cache_creation_input_tokens",),  # Anthropic
+    ("cacheWriteInputTokens",),  # Bedrock
+)
+_REASONING_PATHS: tuple[tuple[str, ...], ...] = (
+    ("output_token_details", "reasoning"),
+    ("completion_tokens_details", "reasoning_tokens"),  # OpenAI chat completions
+    ("output_tokens_details", "reasoning_tokens"),  # OpenAI responses
+    ("thoughts_token_count",),  # Google
+    ("thoughtsTokenCount",),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +101,10 @@ class TokenUsage:
     output_tokens: int | None
     total_tokens: int | None
     model: str | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    provider: str | None = None
 
 
 INVALID_TOKEN_COUNTS = ProblemCounter(
@@ -78,6 +126,28 @@ def _valid_count(value: Any, key: str, problems: ProblemCounter) -> int | None:
     return None
 
 
+def _detail(
+    raw: Mapping[str, Any], paths: tuple[tuple[str, ...], ...], problems: ProblemCounter
+) -> int | None:
+    """The first count found along `paths` (nested keys) in a usage block."""
+    for path in paths:
+        value: Any = raw
+        for key in path:
+            value = value.get(key) if isinstance(value, Mapping) else None
+        if value is not None:
+            return _valid_count(value, ".".join(path), problems)
+    return None
+
+
+def _details(raw: Mapping[str, Any], problems: ProblemCounter) -> tuple[int | None, ...]:
+    """(cache_read, cache_write, reasoning) of a usage block."""
+    return (
+        _detail(raw, _CACHE_READ_PATHS, problems),
+        _detail(raw, _CACHE_WRITE_PATHS, problems),
+        _detail(raw, _REASONING_PATHS, problems),
+    )
+
+
 def _usage_from_raw(raw: Any, problems: ProblemCounter) -> TokenUsage | None:
     if not isinstance(raw, Mapping):
         return None
@@ -90,6 +160,9 @@ def _usage_from_raw(raw: Any, problems: ProblemCounter) -> TokenUsage | None:
             extra = _count(raw, (key,), problems)
             input_tokens += extra or 0
     output_tokens = _count(raw, _OUTPUT_KEYS, problems)
+    output_key = next((k for k in _OUTPUT_KEYS if raw.get(k) is not None), None)
+    if output_tokens is not None and output_key in _GOOGLE_OUTPUT_KEYS:
+        output_tokens += _count(raw, _GOOGLE_THOUGHTS_KEYS, problems) or 0  # thoughts are billed
     total_tokens = _count(raw, _TOTAL_KEYS, problems)
     total_given = any(raw.get(key) is not None for key in _TOTAL_KEYS)
     counts, fixes = reconcile_token_counts(
@@ -97,7 +170,12 @@ def _usage_from_raw(raw: Any, problems: ProblemCounter) -> TokenUsage | None:
     )
     for fix in fixes:
         problems.record(fix)
-    return TokenUsage(*counts)
+    return TokenUsage(*counts, None, *_details(raw, problems))
+
+
+def _provider_from(mapping: Any) -> str | None:
+    value = mapping.get("model_provider") if isinstance(mapping, Mapping) else None
+    return value if isinstance(value, str) and value else None
 
 
 def _model_from(mapping: Any) -> str | None:
@@ -167,7 +245,8 @@ def _first_message(obj: Any) -> Any:
 def _common_usage(obj: Any) -> TokenUsage | None:
     """The common case in one step, or None to take the full walk: the first message's
     `usage_metadata` holds the three standard counts as plain ints in range, a total no
-    smaller than input + output, and no Anthropic cache counts. Exactly what the walk returns
+    smaller than input + output, no Anthropic raw cache counts, and details (if any) as plain
+    non-negative ints. Exactly what the walk returns
     for such a message."""
     message = _first_message(obj)
     raw = getattr(message, "usage_metadata", None) if message is not None else None
@@ -187,11 +266,34 @@ def _common_usage(obj: Any) -> TokenUsage | None:
         and raw.get(_ANTHROPIC_CACHE_KEYS[1]) is None
     ):
         return None
+    cache_read = cache_write = reasoning = None
+    details = raw.get("input_token_details")
+    if details is not None:
+        if type(details) is not dict:
+            return None
+        cache_read, cache_write = details.get("cache_read"), details.get("cache_creation")
+    details = raw.get("output_token_details")
+    if details is not None:
+        if type(details) is not dict:
+            return None
+        reasoning = details.get("reasoning")
+    for value in (cache_read, cache_write, reasoning):
+        if value is not None and (type(value) is not int or not 0 <= value <= MAX_TOKEN_COUNT):
+            return None
     meta = message.response_metadata
     model = meta.get("model_name") if type(meta) is dict else None
     if type(model) is not str or not model:
         model = _model_from(meta) or extract_model_name(obj)
-    return TokenUsage(input_tokens, output_tokens, total_tokens, model)
+    return TokenUsage(
+        input_tokens,
+        output_tokens,
+        total_tokens,
+        model,
+        cache_read,
+        cache_write,
+        reasoning,
+        _provider_from(meta),
+    )
 
 
 def extract_usage(obj: Any, *, problems: ProblemCounter | None = None) -> TokenUsage | None:
@@ -215,7 +317,7 @@ def extract_usage(obj: Any, *, problems: ProblemCounter | None = None) -> TokenU
             if usage is None:
                 continue
             model = _model_from(model_source) or extract_model_name(obj)
-            usage = TokenUsage(usage.input_tokens, usage.output_tokens, usage.total_tokens, model)
+            usage = replace(usage, model=model, provider=_provider_from(model_source))
             if (
                 usage.input_tokens is None
                 and usage.output_tokens is None

@@ -1,13 +1,13 @@
 """Window metrics for graph state: `MetricsService` and the metrics_aggregator node.
 
 The service is the one place metrics come from (this node, the CLI, the agent facade): it
-validates the window before anything else, asks the repository for per-agent statistics and
-for the window's own summary (the seed's fields: a p95 over all spans cannot be derived from
-per-agent figures), both aggregated in SQL by the backend, never by loading spans, and asked
-concurrently; rolls them up with `QualityMetrics.from_agent_stats`, and keeps the result in the
-metrics cache. The node only
-translates between graph state and the service, and turns failures into `errors` messages,
-because a bad window from a parent graph must not crash that graph.
+validates the window before anything else, asks the repository for per-agent statistics, for
+per-agent LLM cost and for the window's own summary (the seed's fields: a p95 over all spans
+cannot be derived from per-agent figures), all aggregated in SQL by the backend, never by
+loading spans, and asked concurrently; rolls them up with `QualityMetrics.from_agent_stats`, and
+keeps the result in the metrics cache. The node only translates between graph state and the
+service, and turns failures into `errors` messages, because a bad window from a parent graph
+must not crash that graph.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from src.repositories.span_store import RepositoryError, SpanRepository
 
 from ..cache import MetricsCache
+from ..cost_models import CostSummary
 from ..models import LatencyStats, QualityMetrics, utc_now
 from ..time_window import parse_time_window
 
@@ -70,20 +71,26 @@ class MetricsService:
         end = self._clock()
         if end.tzinfo is None or end.utcoffset() is None:
             raise ValueError(f"the metrics clock must return an aware datetime, got {end!r}")
-        stats, summary = await asyncio.gather(
+        stats, summary, costs = await asyncio.gather(
             self.repository.get_latency_stats(window, agent_name),
             self.repository.get_window_summary(window, agent_name),
-            return_exceptions=True,  # both settle: no orphaned failure logged later
+            self._cost_stats(window, agent_name),
+            return_exceptions=True,  # all settle: no orphaned failure logged later
         )
-        for outcome in (stats, summary):
+        for outcome in (stats, summary, costs):
             if isinstance(outcome, BaseException):
                 raise outcome
         metrics = QualityMetrics.from_agent_stats(
-            window, end - length, end, stats, agent_name, summary
+            window, end - length, end, stats, agent_name, summary, costs=costs
         )
         if self.cache is not None:
             self.cache.set(window, agent_name, metrics)
         return metrics
+
+    async def _cost_stats(self, window: str, agent_name: str | None) -> list[CostSummary] | None:
+        """The repository's cost rows; None for a store without cost statistics."""
+        cost_stats = getattr(self.repository, "get_cost_stats", None)
+        return None if cost_stats is None else await cost_stats(window, agent_name)
 
     async def get_latency_stats(
         self, window: str = DEFAULT_WINDOW, agent_name: str | None = None
