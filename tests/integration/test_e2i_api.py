@@ -308,7 +308,8 @@ async def test_trace_llm_call__e2i_context_manager__tokens_cost_provider_stored(
     assert stored.agent_name == "orchestrator" and stored.llm_model == "claude-sonnet-4-20250514"
     assert (stored.input_tokens, stored.output_tokens, stored.total_tokens) == (120, 40, 160)
     assert stored.attributes["llm.cost_usd"] == pytest.approx(0.0042)
-    assert stored.attributes["llm.provider"] == "anthropic"
+    assert stored.cost_usd == pytest.approx(0.0042)  # the caller's price wins over the table's
+    assert stored.provider == stored.attributes["llm.provider"] == "anthropic"
     assert stored.attributes["llm.prompt_template"] == "intent_v2"
     assert stored.attributes["output"] == {"text": "intent: gap_analysis"}
     assert stored.attributes["input"]["messages"][0]["role"] == "user"

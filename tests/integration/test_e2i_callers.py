@@ -237,7 +237,8 @@ async def test_representative_e2i_callers__run_unchanged__every_trace_stored(
     llm = causal["llm_call"]
     assert (llm.span_kind, llm.parent_span_id) == (SpanKind.LLM, causal["classify_intent"].span_id)
     assert (llm.input_tokens, llm.output_tokens, llm.total_tokens) == (230, 18, 248)
-    assert llm.attributes["llm.cost_usd"] == 0.00096
+    assert llm.attributes["llm.cost_usd"] == llm.cost_usd == 0.00096
+    assert llm.provider == "anthropic"
     assert causal["feedback.user_rating"].attributes["feedback.reason"] == "useful"
 
     cate = await e2i.by_name(uuid.UUID(cate_trace).hex)
