@@ -11,14 +11,18 @@ store healthy (schema, retention, spool replay, connector health).
 
 Global options: `--config PATH` (else $E2I_OBS_CONFIG, then config/observability.yaml) and
 `--database-url URL` (else $E2I_OBS_DATABASE_URL). Exit codes: 0 ok, 1 the store or a sink is
-missing or failing (with a hint), 2 a bad argument or configuration. The commands are thin:
-storage is `create_span_repository(config)`, numbers come from `MetricsService`, the same
-services the agents use.
+missing or failing (with a hint), 2 a bad argument or configuration; `health` exits 0 when
+healthy, 1 when unhealthy (the store does not answer, spans dropped) and 3 when degraded
+(working around a failure: Redis down, Opik breaker open, spans waiting in a spool).
+
+The commands are thin: storage is `create_span_repository(config)`, numbers come from
+`MetricsService`, the same services the agents use.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -41,6 +45,7 @@ from .options import (
     OneLineErrorGroup,
     check_cost_by,
     check_fraction,
+    check_not_empty,
     check_output_file,
     check_positive,
     check_trace_id,
@@ -49,7 +54,14 @@ from .options import (
 )
 from .report import render_report, write_report
 from .report_data import build_report_data
-from .session import CliError, CliSettings, describe_store, run_with_repository, translated_errors
+from .session import (
+    EXIT_FAILURE,
+    CliError,
+    CliSettings,
+    describe_store,
+    run_with_repository,
+    translated_errors,
+)
 from .terminal import make_console
 from .traces import build_span_tree, summarize_trace, summarize_traces
 
@@ -57,6 +69,8 @@ __all__ = ["app", "main"]
 
 SPAN_FETCH_LIMIT = 100_000
 """Most spans `traces` and `report` read for one window (newest first)."""
+EXIT_DEGRADED = 3
+HEALTH_EXIT_CODES = {"healthy": 0, "unhealthy": EXIT_FAILURE, "degraded": EXIT_DEGRADED}
 
 app = typer.Typer(
     cls=OneLineErrorGroup,
@@ -90,6 +104,7 @@ def global_options(
         str | None,
         typer.Option(
             "--database-url",
+            callback=check_not_empty,
             help="Span store, overriding the configuration like $E2I_OBS_DATABASE_URL: "
             "sqlite:///path.db or postgresql://user@host/db.",
             show_default=False,
@@ -97,6 +112,9 @@ def global_options(
     ] = None,
 ) -> None:
     """Observability of the E2I agents."""
+    # The PostgreSQL pool logs every failed connection attempt (8 lines for one wrong
+    # password); the command reports the last attempt's reason itself, once.
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     ctx.obj = CliSettings(config_path=config, database_url=database_url)
 
 
@@ -293,7 +311,8 @@ def health(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print the snapshot as JSON.")] = False,
 ) -> None:
-    """The connector's own health: queue, spool, drops, circuit breaker, cache.
+    """Whether the span store and Redis answer, and the connector's queue, spool, drops,
+    breaker and cache. Exit 0 healthy, 1 unhealthy, 3 degraded.
 
     Counters live in each process: from here, the spool (on disk, shared) and whether the
     stores answer are what describe the running agents; call `obs.health()` in an agent for
@@ -310,15 +329,19 @@ def health(
             snapshot = agent.health()
         finally:
             agent.close(config.batching.shutdown_timeout_seconds)
+    code = HEALTH_EXIT_CODES.get(snapshot.status, EXIT_FAILURE)
     if as_json:
         typer.echo(json.dumps(snapshot.as_dict(), indent=2))
-        return
+        raise typer.Exit(code)
     out = make_console()
     out.print(render.health_table(snapshot))
     out.print(
         "Counters are this command's own process; the spool on disk is shared with the agents. "
         "An agent's live queue, drops and breaker: ObservabilityConnectorAgent.health()."
     )
+    if snapshot.reasons:
+        out.print(f"{snapshot.status}: {'; '.join(snapshot.reasons)}", markup=False)
+    raise typer.Exit(code)
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "OneLineErrorGroup",
     "check_cost_by",
     "check_fraction",
+    "check_not_empty",
     "check_output_file",
     "check_positive",
     "check_trace_id",
@@ -101,6 +102,15 @@ def check_cost_by(value: str | None) -> str | None:
 def check_positive(value: int | None) -> int | None:
     if value is not None and value < 1:
         raise typer.BadParameter(f"must be a positive integer, got {value}")
+    return value
+
+
+def check_not_empty(value: str | None) -> str | None:
+    """An option given as '' is a mistake (an unset shell variable), not "use the default"."""
+    if value is not None and not value.strip():
+        raise typer.BadParameter(
+            "is empty; give sqlite:///path.db or postgresql://user@host/db, or leave it out"
+        )
     return value
 
 

@@ -326,6 +326,7 @@ def health_table(snapshot: HealthSnapshot) -> Table:
     table.add_row("status", Text(snapshot.status, style=_STATUS_STYLE.get(snapshot.status, "")))
     for reason in snapshot.reasons:
         table.add_row("reason", _text(reason, style="yellow"))
+    table.add_row("span store", snapshot.store)
     table.add_row("queue", f"{snapshot.queue_depth:,} / {snapshot.queue_capacity:,}")
     table.add_row("circuit breaker (Opik)", snapshot.circuit_state)
     for field in ("submitted", "retried", "spooled", "replayed", "dropped", "rejected"):

@@ -82,3 +82,39 @@ def test_health__drops_or_full_queue__unhealthy():
     full = SelfMonitor(FixedStats(processor_stats(queue_depth=95)), queue_capacity=100).health()
     assert full.status == "unhealthy"
     assert "95/100" in full.reasons[0]
+
+
+def test_health__store_probe_fails__unhealthy_reason_first():
+    """Issue 11 (4): with the store unreachable, health said healthy (its counters were 0)."""
+    from src.agents.ml_foundation.observability_connector.store_probe import ProbeResult
+
+    down = ProbeResult("unreachable", "RepositoryError: no connection to db:5432/e2i")
+    monitor = SelfMonitor(
+        FixedStats(processor_stats(spool_bytes=64)), queue_capacity=100, store_probe=lambda: down
+    )
+    health = monitor.health()
+    assert health.status == "unhealthy"
+    assert health.reasons[0] == f"database unreachable: {down.error}"
+    assert (health.store, health.store_error) == ("unreachable", down.error)
+
+
+def test_health__store_answers_or_has_no_schema_yet__not_a_failure():
+    from src.agents.ml_foundation.observability_connector.store_probe import ProbeResult
+
+    for state in ("reachable", "reachable, no schema yet"):
+        monitor = SelfMonitor(
+            FixedStats(processor_stats()),
+            queue_capacity=100,
+            store_probe=lambda state=state: ProbeResult(state),
+        )
+        health = monitor.health()
+        assert (health.status, health.store, health.store_error) == ("healthy", state, None)
+
+
+def test_describe_failure__empty_timeout_and_secrets__meaningful_one_line():
+    """Issue 11 (8): a setup timeout was logged as `TimeoutError: `."""
+    from src.agents.ml_foundation.observability_connector.redaction import describe_failure
+
+    assert describe_failure(TimeoutError(), 12.0) == "TimeoutError: no answer within 12 s"
+    text = describe_failure(OSError("connect to postgresql://u:pw123@db/e2i\nfailed"))
+    assert text == "OSError: connect to postgresql://u:***@db/e2i failed"

@@ -31,6 +31,7 @@ from .models import QualityMetrics
 from .nodes.context_manager import InvalidContextCounter
 from .observability_context import create_child_context, create_observability_context
 from .self_monitor import HealthSnapshot, SelfMonitor
+from .store_probe import StoreProbe
 
 
 class ObservabilityConnectorAgent:
@@ -55,12 +56,18 @@ class ObservabilityConnectorAgent:
         self.metrics_service = connector.metrics_service
         self.cache = connector.metrics_cache
         self.invalid_traceparents = InvalidContextCounter()
+        self._store_probe = (
+            StoreProbe(self.repository, self.config.storage.timeout_seconds)
+            if self.repository is not None
+            else None
+        )
         self.monitor = SelfMonitor(
             self.processor,  # type: ignore[arg-type]
             queue_capacity=self.config.batching.max_queue_size,
             circuit_state=lambda: self.connector.circuit_state,
             cache=self.cache,
             context_counter=self.invalid_traceparents,
+            store_probe=self._store_probe,
         )
         self._graph: Any = None
 
@@ -108,6 +115,8 @@ class ObservabilityConnectorAgent:
         return create_child_context(parent_context, operation_name)
 
     def health(self) -> HealthSnapshot:
+        """Queue, counters, spool, breaker, cache, and whether the span store and Redis answer
+        now (one read and one PING, each bounded by its timeout: not for a hot loop)."""
         return self.monitor.health()
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -116,6 +125,8 @@ class ObservabilityConnectorAgent:
     def close(self, timeout: float | None = None) -> bool:
         """Flush, stop the worker (unsent spans go to the spool), release connections; for the
         shared process-default connector, only flush."""
+        if self._store_probe is not None:
+            self._store_probe.close()
         if not self._owns_connector:
             return self.connector.flush(timeout)
         return self.connector.close(timeout)

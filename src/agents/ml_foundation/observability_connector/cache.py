@@ -73,6 +73,11 @@ class MetricsCache(ABC):
     @abstractmethod
     def stats(self) -> CacheStats: ...
 
+    def probe(self) -> str | None:
+        """Why the cache's shared store does not answer now, or None (the in-process cache
+        has none). Called by `health()`; never raises."""
+        return None
+
     def on_batch_written(self, sink_name: str, n: int) -> None:
         """Batch processor callback: once per batch, invalidate when the database changed."""
         if sink_name == DATABASE_SINK and n > 0:

@@ -41,6 +41,7 @@ from src.repositories.span_store import RepositoryError, SpanRepository
 
 from .loop_thread import LoopThread
 from .models import ObservabilitySpan
+from .redaction import describe_failure
 from .sinks import PermanentSinkError, RetryableSinkError, SinkUnavailableError
 
 __all__ = ["DatabaseSink"]
@@ -145,7 +146,7 @@ class DatabaseSink:
             raise
         except Exception as exc:  # broad on purpose: whatever setup hit, the spans wait
             raise SinkUnavailableError(
-                f"database sink {self.name!r}: setup failed: {type(exc).__name__}: {exc}"
+                f"database sink {self.name!r}: setup failed: {describe_failure(exc, self.timeout)}"
             ) from exc
 
     def _check_open(self) -> None:
@@ -161,7 +162,8 @@ class DatabaseSink:
                 raise self._translated(exc) from exc
 
     def _translated(self, exc: Exception) -> RetryableSinkError | PermanentSinkError:
-        text = f"database sink {self.name!r}: {type(exc).__name__}: {exc}"
+        # describe_failure: a bare TimeoutError() used to read `TimeoutError: `
+        text = f"database sink {self.name!r}: {describe_failure(exc, self.timeout)}"
         if getattr(exc, "permanent", False):
             return PermanentSinkError(text)
         return RetryableSinkError(text)

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["MASK", "mask_credentials"]
+__all__ = ["MASK", "describe_failure", "mask_credentials"]
 
 MASK = "***"
+_MAX_REASON_CHARS = 300
 
 # scheme://userinfo@ where userinfo runs (greedily) to the last '@' before the path starts
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/?#\s'\"]*)@")
@@ -44,3 +45,13 @@ def mask_credentials(text: str) -> str:
     if "://" not in text and "=" not in text:
         return text
     return _SECRET_PARAMETER.sub(rf"\g<1>{MASK}", _URL_USERINFO.sub(_mask_userinfo, text))
+
+
+def describe_failure(exc: BaseException, timeout: float | None = None) -> str:
+    """`Type: message` on one line, secrets masked; an empty message (`TimeoutError()`) says
+    what it means instead of leaving `TimeoutError: `."""
+    text = " ".join(str(exc).split())
+    if not text and isinstance(exc, TimeoutError):
+        text = f"no answer within {timeout:g} s" if timeout else "no answer in time"
+    text = mask_credentials(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+    return text if len(text) <= _MAX_REASON_CHARS else text[: _MAX_REASON_CHARS - 1] + "…"

@@ -170,6 +170,18 @@ class RedisMetricsCache(MetricsCache):
                 errors=self._errors,
             )
 
+    def probe(self) -> str | None:
+        """PING Redis now (for `health()`): a failure switches to the in-memory fallback like
+        any other Redis error and is returned without URL or password. A success does not
+        end a degraded spell by itself: the next cache call does, after replaying pending
+        invalidations (so no stale entry is served)."""
+        try:
+            self._client.ping()
+        except _REDIS_FAILURES as exc:
+            self._on_error(exc)
+            return f"{type(exc).__name__}: {self._scrub(str(exc))}"
+        return None
+
     def close(self) -> None:
         """Release the connection pool. Safe to call twice."""
         self._client.close()

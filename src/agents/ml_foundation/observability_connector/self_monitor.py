@@ -4,18 +4,26 @@ A tracer that silently loses spans is worse than none, so every loss path (drops
 spool cap, sinks refusing batches, invalid traceparents) is a counter here, and `status` turns
 them into one word an operator can alert on:
 
-- `healthy`: nothing lost, nothing waiting on disk, Opik reachable (or disabled);
+- `healthy`: the span store answers, nothing lost, nothing waiting on disk, Opik reachable
+  (or disabled);
 - `degraded`: still losing nothing, but working around a failure (breaker open or half-open,
   spans waiting in a spool, Redis down and the cache serving from memory);
-- `unhealthy`: spans were dropped, or the queue is nearly full.
+- `unhealthy`: the span store does not answer (`database unreachable: <reason>`), spans were
+  dropped, or the queue is nearly full.
+
+Counters alone cannot see a store that is down before anything was written to it, so `health()`
+asks: the store through a `store_probe` (one cheap read, see `store_probe.py`) and Redis through
+the cache's `probe()` (a PING). Each call of `health()` costs those two round trips.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from .processor_stats import ProcessorStats
+from .store_probe import ProbeResult
 
 QUEUE_ALERT_FRACTION = 0.9
 
@@ -29,7 +37,11 @@ class HealthSnapshot:
     status: str
     """`healthy`, `degraded` or `unhealthy` (see the module docstring)."""
     reasons: list[str] = field(default_factory=list)
-    """Why the status is not `healthy`, one short sentence each."""
+    """Why the status is not `healthy`, one short sentence each (the worst first)."""
+    store: str = "not checked"
+    """`reachable`, `reachable, no schema yet`, `unreachable`, or `not checked` (no probe)."""
+    store_error: str | None = None
+    """Why the span store did not answer (one line, no secrets)."""
     queue_depth: int
     queue_capacity: int
     submitted: int
@@ -65,23 +77,33 @@ class SelfMonitor:
         circuit_state: Any = None,
         cache: _HasStats | None = None,
         context_counter: Any = None,
+        store_probe: Callable[[], ProbeResult] | None = None,
     ) -> None:
         """`circuit_state` is a zero-argument callable returning the breaker state (or None
-        when there is no Opik sink); `context_counter` has a `.value` of invalid headers."""
+        when there is no Opik sink); `context_counter` has a `.value` of invalid headers;
+        `store_probe()` says whether the span store answers (a `StoreProbe`)."""
         self._processor = processor
         self._queue_capacity = queue_capacity
         self._circuit_state = circuit_state
         self._cache = cache
         self._context_counter = context_counter
+        self._store_probe = store_probe
 
     def health(self) -> HealthSnapshot:
+        probe = self._store_probe() if self._store_probe is not None else None
+        store_error = probe.error if probe is not None else None
+        cache_probe = getattr(self._cache, "probe", None)
+        if cache_probe is not None:
+            cache_probe()  # a failed PING marks the cache degraded in its stats
         stats: ProcessorStats = self._processor.stats()
         circuit = self._circuit_state() if self._circuit_state is not None else "disabled"
         cache = self._cache.stats() if self._cache is not None else None
         lookups = (cache.hits + cache.misses) if cache is not None else 0
         queue_nearly_full = stats.queue_depth >= QUEUE_ALERT_FRACTION * self._queue_capacity
         reasons = self._reasons(stats, circuit, cache, queue_nearly_full)
-        if stats.dropped or queue_nearly_full:
+        if store_error is not None:
+            reasons.insert(0, f"database unreachable: {store_error}")
+        if store_error is not None or stats.dropped or queue_nearly_full:
             status = "unhealthy"
         elif reasons:
             status = "degraded"
@@ -90,6 +112,8 @@ class SelfMonitor:
         return HealthSnapshot(
             status=status,
             reasons=reasons,
+            store=probe.state if probe is not None else "not checked",
+            store_error=store_error,
             queue_depth=stats.queue_depth,
             queue_capacity=self._queue_capacity,
             submitted=stats.submitted,
