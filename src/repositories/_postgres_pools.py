@@ -20,6 +20,7 @@ retries.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import math
 import threading
@@ -82,6 +83,9 @@ class PoolRunner:
         self._parent_pools: list[AsyncConnectionPool] = []  # inherited through fork()
         self._closed = False
         self._last_connect_error: str | None = None
+        # Registered now, so it runs after the hooks of anything built on this repository later
+        # (the batch processor's final flush): atexit runs hooks last-registered first.
+        atexit.register(self._close_at_exit)
 
     @property
     def target(self) -> str:
@@ -103,6 +107,7 @@ class PoolRunner:
             if self._closed:
                 return
             self._closed = True
+        atexit.unregister(self._close_at_exit)
         try:
             if self._loop_thread.is_running:
                 await asyncio.wait_for(
@@ -112,6 +117,22 @@ class PoolRunner:
             logger.warning("closing connection pool %s: %s", self._name, type(exc).__name__)
         finally:
             await asyncio.to_thread(self._loop_thread.stop, timeout)
+
+    def _close_at_exit(self, timeout: float = 1.0) -> None:
+        """A pool nobody closed, at interpreter exit: close it on its loop, then stop the loop.
+        Left to the daemon thread's death, each of its worker tasks was printed as "Task was
+        destroyed but it is pending!"."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            if self._loop_thread.is_running:
+                self._loop_thread.run(lambda: self._close_pool(timeout), timeout + 1.0)
+        except (TimeoutError, RuntimeError, psycopg.Error) as exc:
+            logger.debug("closing connection pool %s at exit: %s", self._name, type(exc).__name__)
+        finally:
+            self._loop_thread.stop(timeout)
 
     # -- on the runner's loop -----------------------------------------------------------------
 

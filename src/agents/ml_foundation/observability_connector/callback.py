@@ -37,6 +37,7 @@ from .callback_runs import (
     run_name,
     text_attributes,
 )
+from .fallback_connector import default_connector_or_fallback
 from .models import ObservabilitySpan, SpanEvent, SpanKind, utc_now
 from .usage import ProblemCounter, extract_model_name, extract_usage
 
@@ -93,7 +94,10 @@ class ObservabilityCallbackHandler(BaseCallbackHandler):
     ) -> None:
         """`capture_prompts`/`max_chars` default like `CaptureSettings`; `max_runs` bounds the
         map of open runs (oldest evicted and counted); `trace_inner_chains=False` keeps only
-        the root, graph nodes, LLMs and tools; `clock` returns timezone-aware datetimes."""
+        the root, graph nodes, LLMs and tools; `clock` returns timezone-aware datetimes.
+        Without `connector`: the process default; if a broken configuration keeps it from being
+        built, a warning is logged and this handler counts and discards its spans
+        (`fallback_connector.py`) rather than raise into the agent."""
         super().__init__()
         if agent_name is not None and (not isinstance(agent_name, str) or not agent_name):
             raise ValueError(f"agent_name must be a non-empty string or None, got {agent_name!r}")
@@ -101,10 +105,8 @@ class ObservabilityCallbackHandler(BaseCallbackHandler):
             raise ValueError(f"max_chars must be an integer >= 0, got {max_chars!r}")
         if isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1:
             raise ValueError(f"max_runs must be an integer >= 1, got {max_runs!r}")
-        if connector is None:
-            from src.mlops.opik_connector import get_opik_connector
-
-            connector = get_opik_connector()
+        if connector is None:  # the process default; a broken config must not break the agent
+            connector = default_connector_or_fallback()
         self._agent_name = agent_name
         self._connector = connector
         self._capture = bool(capture_prompts)
