@@ -8,9 +8,6 @@ Exit codes of `health`: 0 healthy, 1 unhealthy, 3 degraded.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,10 +19,10 @@ from src.agents.ml_foundation.observability_connector.agent import Observability
 from src.agents.ml_foundation.observability_connector.config import load_config
 from src.cli.main import app
 from tests.fixtures.postgres import PgServer
+from tests.fixtures.processes import environment, run_python
 from tests.fixtures.redis import RedisServer
 from tests.integration.test_cli import OVERRIDES
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "s3cret-pw-7a1f"
 ROLE = "e2i_pw_check"
 
@@ -151,20 +148,11 @@ def test_cli__wrong_database_password__one_clear_line(password_role: str, tmp_pa
     config = tmp_path / "obs.yaml"
     config.write_text("storage:\n  timeout_seconds: 1\n", encoding="utf-8")
 
-    env = {k: v for k, v in os.environ.items() if k not in OVERRIDES}
     args = ["--config", str(config), "--database-url", password_role, "metrics"]
 
     # a real process: the driver's lines went through logging's last-resort stderr handler,
     # which pytest's log capture would hide from an in-process run
-    done = subprocess.run(
-        [sys.executable, "-m", "src.cli.main", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_python(["-m", "src.cli.main", *args], environment(OVERRIDES))
 
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()

@@ -10,10 +10,8 @@ a seeded SQLite store plus two spans whose names a careless or hostile caller ch
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import subprocess
-import sys
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,9 +25,9 @@ from src.agents.ml_foundation.observability_connector.models import (
 )
 from src.cli.render import NAME_MAX_CHARS
 from src.repositories.observability_span import SqliteSpanRepository
+from tests.fixtures.processes import environment, run_python
 from tests.fixtures.seeded_store import SeededStore, seed_store
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 LONG_AGENT = "agent_" + "x" * 294
 EVIL_AGENT = "evil\x1b[2J\x1b]0;pwned\x07name"
 EVIL_AGENT_SHOWN = "evil\\x1b[2J\\x1b]0;pwned\\x07name"
@@ -81,16 +79,7 @@ def odd_store(tmp_path_factory: pytest.TempPathFactory) -> SeededStore:
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """The CLI as a process, stdout and stderr pipes (not terminals)."""
-    environ = {k: v for k, v in os.environ.items() if k not in ENV_DROPPED} | env
-    return subprocess.run(
-        [sys.executable, "-m", "src.cli.main", *args],
-        cwd=REPO_ROOT,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    return run_python(["-m", "src.cli.main", *args], environment(ENV_DROPPED, **env))
 
 
 def table_rows(stdout: str) -> dict[str, list[str]]:

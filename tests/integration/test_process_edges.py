@@ -5,30 +5,20 @@ without closing anything (its spans left to the `atexit` hooks).
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import psycopg
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.fixtures.processes import environment, run_python
+
 CLEARED = ("E2I_OBS_CONFIG", "E2I_OBS_DATABASE_URL", "SUPABASE_URL", "SUPABASE_KEY", "REDIS_URL")
 
 
-def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if k not in CLEARED} | env
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=REPO_ROOT,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+def run_code(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return run_python(["-c", textwrap.dedent(code)], environment(CLEARED, **env))
 
 
 EXIT_WITHOUT_CLOSE = """
@@ -57,7 +47,7 @@ def test_postgres_process__exit_through_atexit__stderr_clean_and_spans_stored(
 ):
     """Issue 11 (9): exiting through atexit printed "Task was destroyed but it is pending!"
     three times (the pool's worker tasks, left to the daemon loop's death)."""
-    done = run_python(EXIT_WITHOUT_CLOSE, E2I_OBS_DATABASE_URL=pg_dsn, SPOOL=str(tmp_path))
+    done = run_code(EXIT_WITHOUT_CLOSE, E2I_OBS_DATABASE_URL=pg_dsn, SPOOL=str(tmp_path))
 
     assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr
     assert "Task was destroyed" not in done.stderr
@@ -88,7 +78,7 @@ def test_handler__config_file_not_utf8__agent_runs_one_warning(tmp_path: Path):
     config = tmp_path / "latin1.yaml"
     config.write_bytes("opik:\n  project_name: caf\xe9\n".encode("latin-1"))
 
-    done = run_python(HANDLER_OVER_BROKEN_CONFIG, E2I_OBS_CONFIG=str(config))
+    done = run_code(HANDLER_OVER_BROKEN_CONFIG, E2I_OBS_CONFIG=str(config))
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["the agent's answer", "flushed False", "discarded 1"]
