@@ -38,6 +38,7 @@ from src.agents.ml_foundation.observability_connector.config import (
     SamplingSettings,
     load_config,
 )
+from src.agents.ml_foundation.observability_connector.redaction import mask_credentials
 from src.agents.ml_foundation.observability_connector.sampling import Sampler
 
 __all__ = [
@@ -87,7 +88,8 @@ def _env_rate(env: Mapping[str, str], name: str, default: float) -> float:
 
 @dataclass
 class OpikConfig:
-    """E2I's Opik settings (see the module docstring). `api_key` never shows in `repr()`."""
+    """E2I's Opik settings (see the module docstring). `api_key` never shows in `repr()`, nor
+    a password inside `url`."""
 
     api_key: SecretStr | str | None = None
     workspace: str | None = None
@@ -118,9 +120,10 @@ class OpikConfig:
 
     def __repr__(self) -> str:
         key = None if self.api_key is None else _MASK
+        url = None if self.url is None else mask_credentials(self.url)  # user:password@
         return (
             f"OpikConfig(api_key={key!r}, workspace={self.workspace!r}, "
-            f"project_name={self.project_name!r}, url={self.url!r}, use_local={self.use_local!r}, "
+            f"project_name={self.project_name!r}, url={url!r}, use_local={self.use_local!r}, "
             f"enabled={self.enabled!r}, sample_rate={self.sample_rate!r}, "
             f"always_sample_errors={self.always_sample_errors!r})"
         )

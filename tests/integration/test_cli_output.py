@@ -194,3 +194,27 @@ def test_demo__piped__metrics_table_not_cut_to_80_columns(tmp_path: Path):
     for cells in rows:
         assert all("…" not in cell for cell in cells), cells
         assert all(re.fullmatch(r"\d[\d,.]* m?s", cell) for cell in cells[5:8]), cells
+
+
+def test_cli__opik_url_with_password__never_printed(tmp_path: Path):
+    """Issue 11 (7): a user:password inside OPIK_URL_OVERRIDE must not reach any output: the
+    demo's banner, the sink's failure warnings (Opik is down here), health's JSON."""
+    from tests.fixtures.postgres import free_port
+
+    url = f"http://opik-user:url-pw-4242@127.0.0.1:{free_port()}/api"
+    store = f"sqlite:///{tmp_path / 'demo.db'}"
+    env = {"OPIK_URL_OVERRIDE": url, "E2I_OBS_CONFIG": str(tmp_path / "obs.yaml")}
+    (tmp_path / "obs.yaml").write_text(
+        f"storage:\n  spool_dir: {tmp_path / 'spool'}\n"
+        "batching:\n  retry_max_attempts: 1\n  shutdown_timeout_seconds: 5\n",
+        encoding="utf-8",
+    )
+
+    demo = run_cli("--database-url", store, "demo", "--requests", "2", **env)
+    health = run_cli("--database-url", store, "health", "--json", **env)
+
+    assert demo.returncode == 0, demo.stderr
+    assert "Opik: sending spans to http://opik-user:***@127.0.0.1:" in demo.stdout
+    assert health.returncode in (0, 3), health.stderr  # the opik spool may be waiting
+    for output in (demo.stdout, demo.stderr, health.stdout, health.stderr):
+        assert "url-pw-4242" not in output

@@ -82,6 +82,15 @@ def test_opik_config__from_env__sdk_url_wins_over_e2i_endpoint() -> None:
     assert OpikConfig.from_env(env).url == "http://a/api/"
 
 
+@pytest.mark.parametrize("variable", ["OPIK_URL_OVERRIDE", "OPIK_ENDPOINT"])
+def test_opik_config__url_with_user_password__masked_in_repr_and_str(variable: str) -> None:
+    """Issue 11 (7): a user:password inside the Opik URL showed wherever the config did."""
+    config = OpikConfig.from_env({variable: "http://alice:url-pw-99@opik.internal:5173/api/"})
+    assert config.url == "http://alice:url-pw-99@opik.internal:5173/api/"
+    for text in (repr(config), str(config)):
+        assert "url-pw-99" not in text and "http://alice:***@opik.internal:5173/api/" in text
+
+
 @pytest.mark.parametrize(
     ("env", "named"),
     [
