@@ -57,7 +57,7 @@ class ObservabilityConnectorAgent:
         self.cache = connector.metrics_cache
         self.invalid_traceparents = InvalidContextCounter()
         self._store_probe = (
-            StoreProbe(self.repository, self.config.storage.timeout_seconds)
+            StoreProbe(self.repository, _store_timeout(self.config))
             if self.repository is not None
             else None
         )
@@ -145,3 +145,10 @@ class ObservabilityConnectorAgent:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def _store_timeout(config: ObservabilityConfig) -> float:
+    """The longest a store call may take: the call's own timeout, or the PostgreSQL pool's wait
+    for a connection if longer (the probe then reads the pool's reason, not its own timeout)."""
+    storage = config.storage
+    return max(storage.timeout_seconds, getattr(storage, "pool_timeout_seconds", 0.0))
