@@ -201,7 +201,7 @@ def _breaker_settings(base: CircuitBreakerSettings, given: Any) -> CircuitBreake
         values = {k: v for k, v in given.items() if k in names}
     else:
         values = {n: getattr(given, n) for n in names if getattr(given, n, None) is not None}
-    return CircuitBreakerSettings.model_validate({**base.model_dump(), **values})
+    return CircuitBreakerSettings.model_validate({**dict(base), **values})
 
 
 def resolve_config(config: Any = None, circuit_breaker_config: Any = None) -> ObservabilityConfig:
@@ -215,9 +215,10 @@ def resolve_config(config: Any = None, circuit_breaker_config: Any = None) -> Ob
         resolved = config
     elif isinstance(config, OpikConfig):
         base = config.source if config.source is not None else load_config()
-        opik = OpikSettings.model_validate({**base.opik.model_dump(), **config.opik_overrides()})
+        # dict(section), not model_dump(): a dump masks URL credentials (it is for showing)
+        opik = OpikSettings.model_validate({**dict(base.opik), **config.opik_overrides()})
         sampling = SamplingSettings.model_validate(
-            {**base.sampling.model_dump(), **config.sampling_overrides()}
+            {**dict(base.sampling), **config.sampling_overrides()}
         )
         resolved = base.model_copy(update={"opik": opik, "sampling": sampling})
     else:

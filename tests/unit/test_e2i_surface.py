@@ -91,6 +91,17 @@ def test_opik_config__url_with_user_password__masked_in_repr_and_str(variable: s
         assert "url-pw-99" not in text and "http://alice:***@opik.internal:5173/api/" in text
 
 
+def test_resolve_config__opik_url_with_password_in_base__kept_for_the_client() -> None:
+    """A masked dump must never be what a connector is built from: the password would be
+    replaced by `***` and Opik would refuse every batch."""
+    url = "http://alice:url-pw-99@opik.internal:5173/api/"
+    base = ObservabilityConfig(opik=OpikSettings(url_override=url, local_endpoint=url))
+    view = OpikConfig(project_name="e2i-x", source=base)
+    resolved = resolve_config(view, {"failure_threshold": 2})
+    assert (resolved.opik.url_override, resolved.opik.local_endpoint) == (url, url)
+    assert resolved.opik.project_name == "e2i-x" and resolved.circuit_breaker.failure_threshold == 2
+
+
 @pytest.mark.parametrize(
     ("env", "named"),
     [

@@ -18,7 +18,8 @@ __all__ = ["Section"]
 class Section(BaseModel):
     """A frozen config section. Secrets are `SecretStr`; any other text that is a URL with a
     user:password (OPIK_URL_OVERRIDE, supabase_url, ...) shows masked in `repr`, `str` and
-    `model_dump` (so in `redacted()` too); the attribute itself holds the real value."""
+    `model_dump` (so in `redacted()` too); the attribute itself holds the real value. To
+    derive a section from another, start from `dict(section)` (real values), not a dump."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
