@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_MODE ?= full
 
-.PHONY: install phoenix system-deps test lint demo bench bench-smoke clean
+.PHONY: install phoenix system-deps test lint demo bench bench-smoke bench-scale clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,10 @@ bench: install system-deps
 
 bench-smoke:
 	$(MAKE) bench BENCH_MODE=smoke
+
+# The figures behind BENCHMARKS.md's "Scale on paper" (PostgreSQL, ~2 min).
+bench-scale: install system-deps
+	$(PY) -m benchmarks.scale_on_paper 100000 1000000
 
 clean:
 	rm -rf $(VENV) $(PHOENIX_VENV) .e2i_obs .pytest_cache .ruff_cache

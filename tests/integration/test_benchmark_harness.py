@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -83,3 +84,25 @@ def test_update_markdown__existing_notes__kept_and_generated_section_replaced(
     assert text.rstrip().endswith("closing")
     assert "second table" in text and "first table" not in text
     assert text.count(BEGIN_MARKER) == text.count(END_MARKER) == 1
+
+
+def test_scale_on_paper__small_run__prints_each_figure_behind_the_section() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks.scale_on_paper", "2000", "20000"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    out = completed.stdout
+    figures = {
+        "ingest": r"ingest: 2,000 spans, [\d,]+ spans/s wall, [\d,]+ spans per",
+        "disk": r"disk: [\d,]+ B/span table\+TOAST, [\d,]+ B/span indexes",
+        "retention": r"retention, oldest of \d+ days \([\d,]+ rows\): DELETE [\d.]+ s",
+        "rollups": r"rollup groups: [\d,]+ \(minute, agent, model\) in a day of [\d,]+ spans",
+        "arithmetic": r"cores at peak: [\d.]+; disk/day: [\d,]+ GB",
+    }
+    for name, pattern in figures.items():
+        assert re.search(pattern, out), (name, out)
