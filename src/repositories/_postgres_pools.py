@@ -11,6 +11,10 @@ callers on any loop await the result. Cancelling the caller cancels the operatio
 belongs to the loop that opened it: a forked child (which gets a fresh loop) opens its own and
 leaves the parent's untouched, since finishing it would end the parent's sessions.
 
+Connections are not checked at checkout (that cost a round trip per batch); an operation whose
+connection turns out broken (the server restarted, a proxy dropped an idle session) runs again
+on another connection, which is what the check did, paid only when it happens.
+
 Every psycopg failure leaves here as `RepositoryError` naming the operation and the server
 (host:port/db), never the DSN's password; a data or integrity error (SQLSTATE class 22 or 23,
 e.g. 22003 for a number out of range) as `RepositoryDataError`, which the pipeline never
@@ -140,6 +144,17 @@ class PoolRunner:
         try:
             pool = self._current_pool()
             await pool.open()  # a no-op once open
+            # A pooled connection that had died (a server restart, an idle timeout) fails at
+            # once and the pool drops it; the work runs again on the next, at most once per
+            # pooled connection. Every operation is safe to repeat: inserts are idempotent,
+            # reads read, a retention call deletes the next batch.
+            for _ in range(self._max_size):
+                async with pool.connection() as conn:
+                    try:
+                        return await work(conn)
+                    except psycopg.OperationalError:
+                        if not conn.broken:
+                            raise
             async with pool.connection() as conn:
                 return await work(conn)
         except PoolTimeout:
@@ -184,8 +199,8 @@ class PoolRunner:
                 "connect_timeout": max(2, math.ceil(self._timeout)),
                 "application_name": "e2i-observability",
             },
-            # A connection broken by a server restart is replaced, not handed out.
-            check=AsyncConnectionPool.check_connection,
+            # No check per checkout (a round trip per batch): `_on_connection` retries once
+            # on another connection when the one handed out turns out broken.
         )
 
     def _connection_class(self) -> type[psycopg.AsyncConnection[Any]]:

@@ -4,11 +4,8 @@ psycopg 3 with an `AsyncConnectionPool` on a private event loop, so any caller l
 it (see `_postgres_pools`). The schema, the percentile statistics and the retention delete
 (one batch per call; the repository loops) live in `database/ml/mlops_tables.sql`, so this
 module and the Supabase backend (which calls the same SQL functions over `rpc`) agree by
-construction. Batches are `COPY`'d into a staging table and moved with one
-`INSERT ... SELECT ... ON CONFLICT DO NOTHING`, whose row count is the number of new spans.
-The staging table is a session's temp table made once (`IF NOT EXISTS`, emptied at each
-commit): creating and dropping one per batch churned the system catalogs and cost a quarter
-of the insert time.
+construction. Batches are `COPY`'d straight into the table, with an idempotent fallback for
+replays (`_postgres_batch`).
 """
 
 from __future__ import annotations
@@ -46,6 +43,7 @@ from src.repositories._arguments import (
     resolve_window,
     utc_now,
 )
+from src.repositories._postgres_batch import write_batch
 from src.repositories._postgres_pools import PoolRunner
 from src.repositories._rows import (
     SPAN_COLUMNS,
@@ -72,15 +70,6 @@ _PLACEHOLDERS = ", ".join(
     "%s::jsonb" if column in ("attributes", "events") else "%s" for column in SPAN_COLUMNS
 )
 _INSERT_ONE = f"INSERT INTO {_TABLE} ({_COLUMNS}) VALUES ({_PLACEHOLDERS}) ON CONFLICT DO NOTHING"
-_CREATE_STAGE = (
-    f"CREATE TEMP TABLE IF NOT EXISTS ml_spans_stage ON COMMIT DELETE ROWS AS "
-    f"SELECT {_COLUMNS} FROM {_TABLE} WITH NO DATA"
-)
-_COPY_STAGE = f"COPY ml_spans_stage ({_COLUMNS}) FROM STDIN"
-_INSERT_STAGED = (
-    f"INSERT INTO {_TABLE} ({_COLUMNS}) SELECT {_COLUMNS} FROM ml_spans_stage "
-    "ON CONFLICT DO NOTHING"
-)
 _SELECT_WINDOW = (
     f"SELECT {_COLUMNS} FROM {_TABLE} WHERE start_time >= %(start)s AND start_time <= %(end)s "
     "AND (%(agent)s::text IS NULL OR agent_name = %(agent)s::text) "
@@ -182,16 +171,7 @@ class PostgresSpanRepository:
         if not rows:
             return 0
 
-        async def copy_in(conn: Connection) -> int:
-            async with conn.transaction(), conn.cursor() as cursor:
-                await cursor.execute(_CREATE_STAGE)
-                async with cursor.copy(_COPY_STAGE) as copy:
-                    for row in rows:
-                        await copy.write_row(row)
-                await cursor.execute(_INSERT_STAGED)
-                return cursor.rowcount
-
-        return await self._pools.run("insert batch", copy_in)
+        return await self._pools.run("insert batch", lambda conn: write_batch(conn, rows))
 
     async def get_spans_by_time_window(
         self,

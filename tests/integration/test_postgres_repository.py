@@ -119,6 +119,29 @@ async def test_server_restart__calls_fail_then_recover__same_repository(
         await repo.close()
 
 
+async def test_connection_dropped_by_the_server__next_batch__stored_on_first_try(
+    pg_server: PgServer, pg_dsn: str
+):
+    """Connections are not checked at checkout: one the server dropped (an idle timeout, a
+    proxy, an administrator) fails at first use, and the batch runs again on a new one."""
+    repo = PostgresSpanRepository(pg_dsn, max_size=2, clock=clock)
+    await repo.setup()
+    try:
+        assert await repo.insert_spans_batch([make_span()]) == 1
+        with psycopg.connect(pg_server.admin_dsn, autocommit=True) as admin:
+            (dropped,) = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = 'e2i-observability'"
+            ).fetchone()
+        assert dropped >= 1
+        spans = [make_span() for _ in range(3)]
+        assert await repo.insert_spans_batch(spans) == 3
+        stored = await repo.get_spans_by_trace(TRACE)
+        assert all(span in stored for span in spans)
+    finally:
+        await repo.close()
+
+
 class LoopThread:
     """An event loop running in its own thread, as the batch processor's worker has."""
 

@@ -162,7 +162,8 @@ def assert_stats_close(actual: list[LatencyStats], expected: list[LatencyStats])
 # -- writing and reading ----------------------------------------------------------------------
 
 
-async def test_repository__round_trip__reads_back_equal_spans(repository):
+def varied_spans(**llm_fields) -> list[ObservabilitySpan]:
+    """An LLM span with every column set, a started span, and one with a non-UTC offset."""
     plus_two = timezone(timedelta(hours=2))
     full = make_span(
         5,
@@ -181,6 +182,7 @@ async def test_repository__round_trip__reads_back_equal_spans(repository):
         output_tokens=30,
         thread_id="thread-7",
         tracestate="congo=t61rcWkgMzE,rojo=00f067aa0ba902b7",
+        **llm_fields,
     )
     started = make_span(2, duration_ms=None, agent="orchestrator")
     odd_time = ObservabilitySpan(  # a non-UTC offset and a derived duration
@@ -191,14 +193,36 @@ async def test_repository__round_trip__reads_back_equal_spans(repository):
         start_time=(NOW - timedelta(minutes=4)).astimezone(plus_two),
         end_time=(NOW - timedelta(minutes=3, microseconds=7)).astimezone(plus_two),
     )
+    return [full, started, odd_time]
 
-    assert await repository.insert_spans_batch([full, started, odd_time]) == 3
+
+async def test_repository__round_trip__reads_back_equal_spans(repository):
+    spans = varied_spans()
+    assert await repository.insert_spans_batch(spans) == 3
 
     stored = await repository.get_spans_by_trace(TRACE_A)
-    assert stored == sorted([full, started, odd_time], key=lambda s: (s.start_time, s.span_id))
+    assert stored == sorted(spans, key=lambda s: (s.start_time, s.span_id))
     for span in stored:
         assert span.start_time.utcoffset() == timedelta(0)
         assert span.end_time is None or span.end_time.utcoffset() == timedelta(0)
+
+
+async def test_insert_spans_batch__replayed_spans_among_new__new_read_back_equal(repository):
+    """A batch holding a span already stored takes PostgreSQL's idempotent path (its plain
+    COPY is refused): the new spans must still come back equal, every column included."""
+    stored_before = make_span(9)
+    assert await repository.insert_spans_batch([stored_before]) == 1
+    spans = varied_spans(
+        provider="anthropic",
+        cache_read_tokens=7,
+        cache_write_tokens=3,
+        reasoning_tokens=2,
+        cost_usd=0.000123456789,
+    )
+    assert await repository.insert_spans_batch([stored_before, *spans, spans[0]]) == 3
+    stored = await repository.get_spans_by_trace(TRACE_A)
+    expected = sorted([stored_before, *spans], key=lambda s: (s.start_time, s.span_id))
+    assert stored == expected
 
 
 async def test_repository__nul_characters__stored_as_replacement_character(repository):
