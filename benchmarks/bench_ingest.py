@@ -1,7 +1,8 @@
 """Benchmark 2: ingestion throughput, `submit()` -> durable in the database.
 
 Ours: every span handed to `BatchProcessor.submit()` from one thread, the clock stopped when
-`flush()` returns (every span committed by the `DatabaseSink`); default batching settings (so
+`flush()` returns (every span committed by the `DatabaseSink`), with the default span policy
+(redaction and size limits, as `build_opik_connector` wires it); default batching settings (so
 adaptive batches: up to 5,000 spans per write while a backlog exists) except a queue that holds
 the whole run (a spill to the spool would measure the spool, not ingestion).
 The floor: the same rows, already converted, written by the bare driver in one transaction:
@@ -20,12 +21,16 @@ from pathlib import Path
 import psycopg
 
 from src.agents.ml_foundation.observability_connector.batch_processor import BatchProcessor
-from src.agents.ml_foundation.observability_connector.config import BatchingSettings
+from src.agents.ml_foundation.observability_connector.config import (
+    BatchingSettings,
+    SpansSettings,
+)
 from src.agents.ml_foundation.observability_connector.config_otlp import OtlpSettings
 from src.agents.ml_foundation.observability_connector.db_sink import DatabaseSink
 from src.agents.ml_foundation.observability_connector.models import ObservabilitySpan
 from src.agents.ml_foundation.observability_connector.otlp.sink import OtlpSink
 from src.agents.ml_foundation.observability_connector.sinks import Sink
+from src.agents.ml_foundation.observability_connector.span_policy import SpanPolicy
 from src.mlops.circuit_breaker import CircuitBreaker
 from src.repositories import _sqlite_sql
 from src.repositories._rows import SPAN_COLUMNS, span_to_postgres_row, span_to_sqlite_row
@@ -67,7 +72,10 @@ def _through_pipeline(
         **({} if adaptive else {"max_backlog_batch_size": 1}),
     )
     with tempfile.TemporaryDirectory(prefix="e2i-bench-spool-") as spool:
-        processor = BatchProcessor(sinks, settings, Path(spool))
+        # the default connector path applies the span policy (redaction, size limits) too
+        processor = BatchProcessor(
+            sinks, settings, Path(spool), span_policy=SpanPolicy(SpansSettings())
+        )
         try:
             start = time.perf_counter()
             for span in spans:

@@ -109,9 +109,10 @@ def test_span_policy__input_over_limit__truncated_with_marker():
 
 def test_span_policy__structured_output_over_limit__cut_json_text():
     value = {"rows": list(range(50))}
+    compact = json.dumps(value, separators=(",", ":"))  # sizes are of compact JSON
     span = _policy(max_output_size_bytes=16).apply(_span({"output": value}))
-    assert span.attributes["output"] == json.dumps(value, ensure_ascii=False)[:16]
-    assert span.attributes["output_original_bytes"] == len(json.dumps(value, ensure_ascii=False))
+    assert span.attributes["output"] == compact[:16] == '{"rows":[0,1,2,3'
+    assert span.attributes["output_original_bytes"] == len(compact)
 
 
 def test_span_policy__no_truncation__oversized_value_dropped():
@@ -127,7 +128,7 @@ def test_span_policy__metadata_over_limit__largest_values_cut_first_small_kept()
     assert (kept["input_tokens"], kept["model"], kept["medium"]) == (7, "m1", "m" * 300)
     assert kept["big"] == "b" * len(kept["big"]) and len(kept["big"]) < 1000
     assert span.attributes["attributes_truncated"] == ["big"]
-    assert sum(len(json.dumps({k: v})) for k, v in kept.items()) <= 1000 + 4 * len(kept)
+    assert len(json.dumps(kept, separators=(",", ":"))) <= 1000 + 4 * len(kept)
 
 
 def test_span_policy__metadata_over_limit_no_truncation__largest_dropped():

@@ -50,6 +50,8 @@ _MARKER_SUFFIXES = ("_truncated", "_original_chars", "_original_bytes", "_omitte
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\- ]+")
 _WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 _MAX_DEPTH = 64
+_CONTAINERS = (dict, list, tuple)
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str, separators=(",", ":"))
 _KEY_CACHE_SIZE = 4096
 
 
@@ -78,14 +80,27 @@ def _key_matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
 
 
 def _size(value: Any) -> int:
-    if isinstance(value, str):
-        return len(value.encode("utf-8", "surrogatepass"))
-    return len(json.dumps(value, default=str, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    text = value if isinstance(value, str) else _ENCODER.encode(value)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+_SCALAR_BOUNDS = {bool: 5, type(None): 4, float: 24}
+
+
+def _size_bound(value: Any) -> int:
+    """An upper bound of `_size(value)` without encoding, for a string or a scalar; anything
+    else gets an unbounded answer (the caller then encodes it)."""
+    kind = value.__class__
+    if kind is str:
+        return 6 * len(value) + 2  # a control character escapes to 6 bytes; others <= 4
+    if kind is int:
+        return value.bit_length() // 3 + 2
+    return _SCALAR_BOUNDS.get(kind, 1 << 62)
 
 
 def _cut(value: Any, limit: int) -> str:
     """`value` (its JSON text if not a string) cut to at most `limit` UTF-8 bytes."""
-    text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+    text = value if isinstance(value, str) else _ENCODER.encode(value)
     return text.encode("utf-8", "surrogatepass")[:limit].decode("utf-8", "ignore")
 
 
@@ -108,7 +123,7 @@ class SpanPolicy:
         """The span as sinks may see it: the same object when nothing changes, else a copy."""
         try:
             attributes, changed = self._attributes(span.attributes)
-            events, events_changed = self._events(span)
+            events, events_changed = self._events(span) if span.events else (span.events, False)
         # broad except, on purpose: a span we cannot inspect must not reach a sink unmasked
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"[:200]
@@ -129,25 +144,30 @@ class SpanPolicy:
         return hit
 
     def _redact(self, value: Any, depth: int = 0) -> tuple[Any, bool]:
+        """`value` with secret keys masked, and whether anything changed (no copy if not)."""
+        if depth >= _MAX_DEPTH:
+            return "[too deep]", True
         if isinstance(value, dict):
-            if depth >= _MAX_DEPTH:
-                return "[too deep]", True
-            out: dict[Any, Any] = {}
-            changed = False
+            out: dict[Any, Any] | None = None
             for key, item in value.items():
                 if isinstance(key, str) and self._is_secret(key):
-                    out[key] = REDACTED
-                    changed = True
+                    new: Any = REDACTED
+                elif isinstance(item, _CONTAINERS):
+                    new, changed = self._redact(item, depth + 1)
+                    if not changed:
+                        continue
                 else:
-                    out[key], item_changed = self._redact(item, depth + 1)
-                    changed = changed or item_changed
-            return (out, True) if changed else (value, False)
-        if isinstance(value, list | tuple):
-            if depth >= _MAX_DEPTH:
-                return "[too deep]", True
-            items = [self._redact(item, depth + 1) for item in value]
-            if any(c for _, c in items):
-                return [v for v, _ in items], True
+                    continue  # a scalar under an ordinary key: kept as is
+                if out is None:
+                    out = dict(value)
+                out[key] = new
+            return (value, False) if out is None else (out, True)
+        items = [
+            self._redact(item, depth + 1) if isinstance(item, _CONTAINERS) else (item, False)
+            for item in value
+        ]
+        if any(changed for _, changed in items):
+            return [v for v, _ in items], True
         return value, False
 
     def _events(self, span: ObservabilitySpan) -> tuple[list[Any], bool]:
@@ -165,6 +185,8 @@ class SpanPolicy:
         if not original:
             return original, False
         attributes, changed = self._redact(original)
+        if self._within_limits(attributes):
+            return attributes, changed
         attributes = dict(attributes)
         s = self.settings
         for keys, include, limit in (
@@ -183,8 +205,33 @@ class SpanPolicy:
                     changed = True
         return attributes, self._limit_metadata(attributes) or changed
 
+    def _within_limits(self, attributes: dict[str, Any]) -> bool:
+        """Nothing to remove or cut? Decided cheaply for the common span (a few short scalar
+        attributes) from an upper bound of its size, encoding only when the bound says maybe."""
+        s = self.settings
+        bound = 0
+        for key, value in attributes.items():
+            if key in INPUT_ATTRIBUTES or key in OUTPUT_ATTRIBUTES:
+                include, limit = (
+                    (s.include_input, s.max_input_size_bytes)
+                    if key in INPUT_ATTRIBUTES
+                    else (s.include_output, s.max_output_size_bytes)
+                )
+                if not include or (_size_bound(value) > limit and _size(value) > limit):
+                    return False
+                continue
+            bound += len(key) * 4 + 4 + _size_bound(value)
+        limit = s.max_metadata_size_bytes
+        if bound <= limit:
+            return True
+        payload = (*INPUT_ATTRIBUTES, *OUTPUT_ATTRIBUTES)
+        return _size({k: v for k, v in attributes.items() if k not in payload}) <= limit
+
     def _limit(self, attributes: dict[str, Any], key: str, limit: int) -> bool:
-        size = _size(attributes[key])
+        value = attributes[key]
+        if _size_bound(value) <= limit:
+            return False
+        size = _size(value)
         if size <= limit:
             return False
         if self.settings.truncate_on_overflow:
