@@ -601,3 +601,409 @@ BEGIN
     END IF;
 END
 $roles$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Rollups (issue 15): per-minute and per-hour figures written with the spans
+-- ---------------------------------------------------------------------------------------------
+-- Window metrics read these instead of every span: O(slots x agents), not O(spans). A
+-- statement-level trigger adds the rows an INSERT (or COPY) really inserted (its transition
+-- table: a span skipped by ON CONFLICT DO NOTHING is not in it, so a replay never counts twice)
+-- in the same transaction, whatever the path: psycopg, PostgREST (Supabase), plain SQL.
+-- period_s: 60 (minute slots) or 3600 (hour slots); slot: the slot's start (UTC, date_bin).
+-- Tokens, cost and llm_calls are from llm spans only, as in ml_agent_latency_stats. Model and
+-- provider '' stand for none (a primary key cannot hold NULL).
+-- Latency: a DDSketch-style histogram per slot and agent, relative accuracy a = 0.01:
+-- bucket = ceil(ln(duration_ms) / ln(gamma)), gamma = (1 + a) / (1 - a); -100000 for 0 ms.
+-- Histograms merge by adding counts (see src/repositories/rollups.py for the read side).
+-- Rollups outlive span retention (ml_delete_old_spans leaves them); ml_delete_old_rollups
+-- has its own age; ml_rebuild_rollups recomputes them from the spans.
+CREATE TABLE IF NOT EXISTS public.ml_observability_rollups (
+    period_s           integer NOT NULL CHECK (period_s IN (60, 3600)),
+    slot               timestamptz NOT NULL,
+    agent_name         text NOT NULL,
+    llm_model          text NOT NULL DEFAULT '',
+    provider           text NOT NULL DEFAULT '',
+    agent_tier         smallint,
+    span_count         bigint NOT NULL DEFAULT 0,
+    error_count        bigint NOT NULL DEFAULT 0,
+    completed_count    bigint NOT NULL DEFAULT 0,
+    duration_count     bigint NOT NULL DEFAULT 0,
+    duration_sum       double precision NOT NULL DEFAULT 0,
+    duration_max       double precision,
+    llm_calls          bigint NOT NULL DEFAULT 0,
+    input_tokens       bigint NOT NULL DEFAULT 0,
+    output_tokens      bigint NOT NULL DEFAULT 0,
+    total_tokens       bigint NOT NULL DEFAULT 0,
+    cache_read_tokens  bigint NOT NULL DEFAULT 0,
+    cache_write_tokens bigint NOT NULL DEFAULT 0,
+    reasoning_tokens   bigint NOT NULL DEFAULT 0,
+    cost_usd           numeric NOT NULL DEFAULT 0,
+    priced_calls       bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (period_s, slot, agent_name, llm_model, provider)
+);
+
+CREATE TABLE IF NOT EXISTS public.ml_observability_rollup_buckets (
+    period_s   integer NOT NULL CHECK (period_s IN (60, 3600)),
+    slot       timestamptz NOT NULL,
+    agent_name text NOT NULL,
+    bucket     integer NOT NULL,
+    count      bigint NOT NULL,
+    PRIMARY KEY (period_s, slot, agent_name, bucket)
+);
+
+COMMENT ON TABLE public.ml_observability_rollups IS
+    'Per-minute (period_s 60) and per-hour (3600) span counts, errors, durations, llm tokens '
+    'and cost per agent, model and provider; written with the spans, kept after them.';
+COMMENT ON TABLE public.ml_observability_rollup_buckets IS
+    'Latency histogram per slot and agent: bucket = ceil(ln(duration_ms) / ln(1.01 / 0.99)).';
+
+-- The two upserts adding the spans of p_source (a relation or a parenthesised SELECT with the
+-- span table's columns) to the rollups. Rows are locked in key order (ORDER BY), so two
+-- writers adding to the same slots wait for each other instead of deadlocking.
+CREATE OR REPLACE FUNCTION public.ml_rollup_statements(p_source text)
+RETURNS text[]
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ''
+AS $fn$
+SELECT ARRAY[
+    format($q$
+INSERT INTO public.ml_observability_rollups AS r (
+    period_s, slot, agent_name, llm_model, provider, agent_tier, span_count, error_count,
+    completed_count, duration_count, duration_sum, duration_max, llm_calls, input_tokens,
+    output_tokens, total_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,
+    cost_usd, priced_calls)
+SELECT p.period_s,
+       date_bin(p.step, s.start_time, timestamptz '2000-01-01 00:00:00+00'),
+       s.agent_name, coalesce(s.llm_model, ''), coalesce(s.provider, ''),
+       max(s.agent_tier), count(*),
+       count(*) FILTER (WHERE s.status = 'error'),
+       count(*) FILTER (WHERE s.status = 'completed'),
+       count(s.duration_ms), coalesce(sum(s.duration_ms), 0), max(s.duration_ms),
+       count(*) FILTER (WHERE s.span_kind = 'llm'),
+       coalesce(sum(s.input_tokens) FILTER (WHERE s.span_kind = 'llm'), 0),
+       coalesce(sum(s.output_tokens) FILTER (WHERE s.span_kind = 'llm'), 0),
+       coalesce(sum(s.total_tokens) FILTER (WHERE s.span_kind = 'llm'), 0),
+       coalesce(sum(s.cache_read_tokens) FILTER (WHERE s.span_kind = 'llm'), 0),
+       coalesce(sum(s.cache_write_tokens) FILTER (WHERE s.span_kind = 'llm'), 0),
+       coalesce(sum(s.reasoning_tokens) FILTER (WHERE s.span_kind = 'llm'), 0),
+       coalesce(sum(s.cost_usd) FILTER (WHERE s.span_kind = 'llm'), 0),
+       count(s.cost_usd) FILTER (WHERE s.span_kind = 'llm')
+FROM %1$s AS s
+CROSS JOIN (VALUES (60, interval '1 minute'), (3600, interval '1 hour')) AS p(period_s, step)
+GROUP BY 1, 2, 3, 4, 5
+ORDER BY 1, 2, 3, 4, 5
+ON CONFLICT (period_s, slot, agent_name, llm_model, provider) DO UPDATE SET
+    agent_tier = greatest(r.agent_tier, excluded.agent_tier),
+    span_count = r.span_count + excluded.span_count,
+    error_count = r.error_count + excluded.error_count,
+    completed_count = r.completed_count + excluded.completed_count,
+    duration_count = r.duration_count + excluded.duration_count,
+    duration_sum = r.duration_sum + excluded.duration_sum,
+    duration_max = greatest(r.duration_max, excluded.duration_max),
+    llm_calls = r.llm_calls + excluded.llm_calls,
+    input_tokens = r.input_tokens + excluded.input_tokens,
+    output_tokens = r.output_tokens + excluded.output_tokens,
+    total_tokens = r.total_tokens + excluded.total_tokens,
+    cache_read_tokens = r.cache_read_tokens + excluded.cache_read_tokens,
+    cache_write_tokens = r.cache_write_tokens + excluded.cache_write_tokens,
+    reasoning_tokens = r.reasoning_tokens + excluded.reasoning_tokens,
+    cost_usd = r.cost_usd + excluded.cost_usd,
+    priced_calls = r.priced_calls + excluded.priced_calls
+$q$, p_source),
+    format($q$
+INSERT INTO public.ml_observability_rollup_buckets AS b (period_s, slot, agent_name, bucket, count)
+SELECT p.period_s,
+       date_bin(p.step, s.start_time, timestamptz '2000-01-01 00:00:00+00'),
+       s.agent_name,
+       CASE WHEN s.duration_ms > 0
+            THEN ceil(ln(s.duration_ms) / ln(1.01::float8 / 0.99::float8))::integer
+            ELSE -100000 END,
+       count(*)
+FROM %1$s AS s
+CROSS JOIN (VALUES (60, interval '1 minute'), (3600, interval '1 hour')) AS p(period_s, step)
+WHERE s.duration_ms IS NOT NULL
+GROUP BY 1, 2, 3, 4
+ORDER BY 1, 2, 3, 4
+ON CONFLICT (period_s, slot, agent_name, bucket) DO UPDATE SET count = b.count + excluded.count
+$q$, p_source)
+]
+$fn$;
+
+-- The trigger: SECURITY DEFINER, so a role that may insert spans (service_role over
+-- PostgREST) adds to the rollups without any grant on them.
+CREATE OR REPLACE FUNCTION public.ml_rollup_new_spans()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = ''
+AS $fn$
+DECLARE
+    v_statement text;
+BEGIN
+    FOREACH v_statement IN ARRAY public.ml_rollup_statements('new_spans') LOOP
+        EXECUTE v_statement;
+    END LOOP;
+    RETURN NULL;
+END
+$fn$;
+
+CREATE OR REPLACE TRIGGER ml_observability_spans_rollup
+    AFTER INSERT ON public.ml_observability_spans
+    REFERENCING NEW TABLE AS new_spans
+    FOR EACH STATEMENT EXECUTE FUNCTION public.ml_rollup_new_spans();
+
+-- Recompute the rollups from the spans that started at or after p_since (NULL: the oldest
+-- span), from the start of that hour on; older rollups (spans already deleted) stay. Inserts
+-- wait meanwhile (SHARE lock), so no span is counted twice or missed. Returns spans rolled up.
+CREATE OR REPLACE FUNCTION public.ml_rebuild_rollups(p_since timestamptz DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = ''
+AS $fn$
+DECLARE
+    v_from      timestamptz;
+    v_statement text;
+    v_spans     bigint;
+BEGIN
+    LOCK TABLE public.ml_observability_spans IN SHARE MODE;
+    v_from := date_bin(
+        interval '1 hour',
+        coalesce(p_since, (SELECT min(start_time) FROM public.ml_observability_spans)),
+        timestamptz '2000-01-01 00:00:00+00'
+    );
+    IF v_from IS NULL THEN  -- no spans and no p_since: nothing to recompute
+        RETURN 0;
+    END IF;
+    DELETE FROM public.ml_observability_rollups WHERE slot >= v_from;
+    DELETE FROM public.ml_observability_rollup_buckets WHERE slot >= v_from;
+    FOREACH v_statement IN ARRAY public.ml_rollup_statements(format(
+        '(SELECT * FROM public.ml_observability_spans WHERE start_time >= %L::timestamptz)',
+        v_from
+    )) LOOP
+        EXECUTE v_statement;
+    END LOOP;
+    SELECT count(*) INTO v_spans FROM public.ml_observability_spans WHERE start_time >= v_from;
+    RETURN v_spans;
+END
+$fn$;
+
+-- Rollup retention: delete the slots that started before p_now - p_older_than; returns the
+-- number of rollup rows (both tables) deleted.
+CREATE OR REPLACE FUNCTION public.ml_delete_old_rollups(
+    p_older_than interval,
+    p_now        timestamptz DEFAULT now()
+)
+RETURNS bigint
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = ''
+AS $fn$
+DECLARE
+    v_rows    bigint;
+    v_buckets bigint;
+BEGIN
+    IF p_older_than IS NULL OR p_older_than < interval '0' THEN
+        RAISE EXCEPTION 'p_older_than must be a non-negative interval, got %', p_older_than
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    DELETE FROM public.ml_observability_rollups WHERE slot < p_now - p_older_than;
+    GET DIAGNOSTICS v_rows = ROW_COUNT;
+    DELETE FROM public.ml_observability_rollup_buckets WHERE slot < p_now - p_older_than;
+    GET DIAGNOSTICS v_buckets = ROW_COUNT;
+    RETURN v_rows + v_buckets;
+END
+$fn$;
+
+-- Window reads. The window [p_start, p_end] comes split (rollups.split_window): raw spans in
+-- [p_start, p_minute_from) and [p_minute_to, p_end], minute slots in [p_minute_from,
+-- p_hour_from) and [p_hour_to, p_minute_to), hour slots in [p_hour_from, p_hour_to).
+-- Per agent: counts, duration sum/max, llm calls and tokens (the window's edges from spans).
+CREATE OR REPLACE FUNCTION public.ml_rollup_totals(
+    p_start       timestamptz,
+    p_minute_from timestamptz,
+    p_hour_from   timestamptz,
+    p_hour_to     timestamptz,
+    p_minute_to   timestamptz,
+    p_end         timestamptz,
+    p_agent       text DEFAULT NULL
+)
+RETURNS TABLE (
+    agent_name      text,
+    agent_tier      smallint,
+    span_count      bigint,
+    error_count     bigint,
+    completed_count bigint,
+    duration_count  bigint,
+    duration_sum    double precision,
+    duration_max    double precision,
+    llm_calls       bigint,
+    input_tokens    bigint,
+    output_tokens   bigint,
+    total_tokens    bigint
+)
+LANGUAGE sql
+STABLE
+SET search_path = ''
+AS $fn$
+    WITH slots AS (
+        SELECT r.* FROM public.ml_observability_rollups AS r
+        WHERE r.period_s = 60 AND r.slot >= p_minute_from AND r.slot < p_hour_from
+        UNION ALL
+        SELECT r.* FROM public.ml_observability_rollups AS r
+        WHERE r.period_s = 60 AND r.slot >= p_hour_to AND r.slot < p_minute_to
+        UNION ALL
+        SELECT r.* FROM public.ml_observability_rollups AS r
+        WHERE r.period_s = 3600 AND r.slot >= p_hour_from AND r.slot < p_hour_to
+    ),
+    edges AS (
+        SELECT s.* FROM public.ml_observability_spans AS s
+        WHERE s.start_time >= p_start AND s.start_time < p_minute_from
+        UNION ALL
+        SELECT s.* FROM public.ml_observability_spans AS s
+        WHERE s.start_time >= p_minute_to AND s.start_time <= p_end
+    ),
+    parts AS (
+        SELECT r.agent_name, max(r.agent_tier) AS agent_tier, sum(r.span_count) AS spans,
+               sum(r.error_count) AS errors, sum(r.completed_count) AS completed,
+               sum(r.duration_count) AS durations, sum(r.duration_sum) AS duration_sum,
+               max(r.duration_max) AS duration_max, sum(r.llm_calls) AS llm_calls,
+               sum(r.input_tokens) AS input_tokens, sum(r.output_tokens) AS output_tokens,
+               sum(r.total_tokens) AS total_tokens
+        FROM slots AS r
+        WHERE p_agent IS NULL OR r.agent_name = p_agent
+        GROUP BY r.agent_name
+        UNION ALL
+        SELECT e.agent_name, max(e.agent_tier), count(*),
+               count(*) FILTER (WHERE e.status = 'error'),
+               count(*) FILTER (WHERE e.status = 'completed'),
+               count(e.duration_ms), coalesce(sum(e.duration_ms), 0), max(e.duration_ms),
+               count(*) FILTER (WHERE e.span_kind = 'llm'),
+               coalesce(sum(e.input_tokens) FILTER (WHERE e.span_kind = 'llm'), 0),
+               coalesce(sum(e.output_tokens) FILTER (WHERE e.span_kind = 'llm'), 0),
+               coalesce(sum(e.total_tokens) FILTER (WHERE e.span_kind = 'llm'), 0)
+        FROM edges AS e
+        WHERE p_agent IS NULL OR e.agent_name = p_agent
+        GROUP BY e.agent_name
+    )
+    SELECT p.agent_name, max(p.agent_tier)::smallint, sum(p.spans)::bigint,
+           sum(p.errors)::bigint, sum(p.completed)::bigint, sum(p.durations)::bigint,
+           sum(p.duration_sum)::double precision, max(p.duration_max),
+           sum(p.llm_calls)::bigint, sum(p.input_tokens)::bigint, sum(p.output_tokens)::bigint,
+           sum(p.total_tokens)::bigint
+    FROM parts AS p
+    GROUP BY p.agent_name
+    ORDER BY p.agent_name COLLATE "C"
+$fn$;
+
+-- Per agent and latency bucket: the merged histogram of the same split window.
+CREATE OR REPLACE FUNCTION public.ml_rollup_buckets(
+    p_start       timestamptz,
+    p_minute_from timestamptz,
+    p_hour_from   timestamptz,
+    p_hour_to     timestamptz,
+    p_minute_to   timestamptz,
+    p_end         timestamptz,
+    p_agent       text DEFAULT NULL
+)
+RETURNS TABLE (agent_name text, bucket integer, count bigint)
+LANGUAGE sql
+STABLE
+SET search_path = ''
+AS $fn$
+    WITH parts AS (
+        SELECT b.agent_name, b.bucket, b.count FROM public.ml_observability_rollup_buckets AS b
+        WHERE b.period_s = 60 AND b.slot >= p_minute_from AND b.slot < p_hour_from
+        UNION ALL
+        SELECT b.agent_name, b.bucket, b.count FROM public.ml_observability_rollup_buckets AS b
+        WHERE b.period_s = 60 AND b.slot >= p_hour_to AND b.slot < p_minute_to
+        UNION ALL
+        SELECT b.agent_name, b.bucket, b.count FROM public.ml_observability_rollup_buckets AS b
+        WHERE b.period_s = 3600 AND b.slot >= p_hour_from AND b.slot < p_hour_to
+        UNION ALL
+        SELECT s.agent_name,
+               CASE WHEN s.duration_ms > 0
+                    THEN ceil(ln(s.duration_ms) / ln(1.01::float8 / 0.99::float8))::integer
+                    ELSE -100000 END,
+               1
+        FROM public.ml_observability_spans AS s
+        WHERE s.duration_ms IS NOT NULL
+          AND ((s.start_time >= p_start AND s.start_time < p_minute_from)
+               OR (s.start_time >= p_minute_to AND s.start_time <= p_end))
+    )
+    SELECT p.agent_name, p.bucket, sum(p.count)::bigint
+    FROM parts AS p
+    WHERE p_agent IS NULL OR p.agent_name = p_agent
+    GROUP BY p.agent_name, p.bucket
+$fn$;
+
+ALTER TABLE public.ml_observability_rollups ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.ml_observability_rollup_buckets ENABLE ROW LEVEL SECURITY;
+REVOKE ALL ON FUNCTION public.ml_rollup_new_spans() FROM PUBLIC;
+REVOKE ALL ON FUNCTION public.ml_rebuild_rollups(timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION public.ml_delete_old_rollups(interval, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION public.ml_rollup_totals(
+    timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, text
+) FROM PUBLIC;
+REVOKE ALL ON FUNCTION public.ml_rollup_buckets(
+    timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, text
+) FROM PUBLIC;
+
+DO $rollup_roles$
+DECLARE
+    v_role text;
+BEGIN
+    -- anon and authenticated: nothing (Supabase's default privileges would grant them all).
+    FOREACH v_role IN ARRAY ARRAY['anon', 'authenticated'] LOOP
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = v_role) THEN
+            EXECUTE format('REVOKE ALL ON TABLE public.ml_observability_rollups FROM %I', v_role);
+            EXECUTE format('REVOKE ALL ON TABLE public.ml_observability_rollup_buckets FROM %I',
+                           v_role);
+            EXECUTE format('REVOKE ALL ON FUNCTION public.ml_rebuild_rollups(timestamptz) '
+                           'FROM %I', v_role);
+            EXECUTE format('REVOKE ALL ON FUNCTION public.ml_delete_old_rollups(interval, '
+                           'timestamptz) FROM %I', v_role);
+            EXECUTE format('REVOKE ALL ON FUNCTION public.ml_rollup_totals(timestamptz, '
+                           'timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, '
+                           'text) FROM %I', v_role);
+            EXECUTE format('REVOKE ALL ON FUNCTION public.ml_rollup_buckets(timestamptz, '
+                           'timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, '
+                           'text) FROM %I', v_role);
+        END IF;
+    END LOOP;
+
+    -- service_role (the backend's key): reads, rebuilds and expires rollups.
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'service_role') THEN
+        GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE public.ml_observability_rollups
+            TO service_role;
+        GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE public.ml_observability_rollup_buckets
+            TO service_role;
+        GRANT EXECUTE ON FUNCTION public.ml_rebuild_rollups(timestamptz) TO service_role;
+        GRANT EXECUTE ON FUNCTION public.ml_delete_old_rollups(interval, timestamptz)
+            TO service_role;
+        GRANT EXECUTE ON FUNCTION public.ml_rollup_totals(timestamptz, timestamptz, timestamptz,
+            timestamptz, timestamptz, timestamptz, text) TO service_role;
+        GRANT EXECUTE ON FUNCTION public.ml_rollup_buckets(timestamptz, timestamptz, timestamptz,
+            timestamptz, timestamptz, timestamptz, text) TO service_role;
+        DROP POLICY IF EXISTS ml_obs_rollups_service_role_all ON public.ml_observability_rollups;
+        CREATE POLICY ml_obs_rollups_service_role_all ON public.ml_observability_rollups
+            AS PERMISSIVE FOR ALL TO service_role USING (true) WITH CHECK (true);
+        DROP POLICY IF EXISTS ml_obs_rollup_buckets_service_role_all
+            ON public.ml_observability_rollup_buckets;
+        CREATE POLICY ml_obs_rollup_buckets_service_role_all
+            ON public.ml_observability_rollup_buckets
+            AS PERMISSIVE FOR ALL TO service_role USING (true) WITH CHECK (true);
+    END IF;
+END
+$rollup_roles$;
+
+-- A database whose spans predate the rollups gets them computed once, here.
+DO $rollup_backfill$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM public.ml_observability_rollups)
+       AND EXISTS (SELECT 1 FROM public.ml_observability_spans) THEN
+        PERFORM public.ml_rebuild_rollups(NULL);
+    END IF;
+END
+$rollup_backfill$;

@@ -155,12 +155,20 @@ def metrics(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print QualityMetrics as JSON, nothing else.")
     ] = False,
+    exact: Annotated[
+        bool,
+        typer.Option(
+            "--exact",
+            help="Compute from the raw spans (default: per-minute rollups; counts, tokens "
+            "and cost exact, percentiles within 1%).",
+        ),
+    ] = False,
 ) -> None:
     """Per-agent span counts, errors, latency percentiles, tokens and cost over a window."""
     config = settings_of(ctx).load()
 
     async def work(repository: SpanRepository) -> QualityMetrics:
-        return await MetricsService(repository).get_quality_metrics(window, agent)
+        return await MetricsService(repository).get_quality_metrics(window, agent, exact=exact)
 
     result = run_with_repository(config, work)
     if as_json:

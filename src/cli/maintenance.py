@@ -9,12 +9,17 @@ not empty, so a cron job or an operator notices a sink that is still down.
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from src.agents.ml_foundation.observability_connector.processor_stats import ProcessorStats
+from src.agents.ml_foundation.observability_connector.time_window import (
+    ACCEPTED_WINDOWS,
+    parse_time_window,
+)
 from src.repositories.span_store import SpanRepository
 
 from .options import check_positive, settings_of
@@ -30,7 +35,7 @@ from .terminal import make_console
 
 __all__ = ["db_app", "spool_app"]
 
-db_app = typer.Typer(help="Span database: schema and retention.", no_args_is_help=True)
+db_app = typer.Typer(help="Span database: schema, retention and rollups.", no_args_is_help=True)
 spool_app = typer.Typer(help="The on-disk spool of spans no sink took yet.", no_args_is_help=True)
 
 
@@ -92,14 +97,72 @@ def db_cleanup(
             f"Delete every span older than {retention_days} days from {store}?", abort=True
         )
 
-    async def work(repository: SpanRepository) -> int:
-        if counting:
-            return await repository.count_old_spans(retention_days)
-        return await repository.delete_old_spans(retention_days, config.retention.batch_size)
+    rollup_days = max(config.retention.rollup_days, retention_days)
 
-    count = run_with_repository(config, work)
+    async def work(repository: SpanRepository) -> tuple[int, int]:
+        if counting:
+            return await repository.count_old_spans(retention_days), 0
+        spans = await repository.delete_old_spans(retention_days, config.retention.batch_size)
+        return spans, await repository.delete_old_rollups(rollup_days)
+
+    count, rollups = run_with_repository(config, work)
     verb = "would delete (dry run, nothing deleted)" if counting else "deleted"
     typer.echo(f"{verb} {count:,} spans older than {retention_days} days from {store}")
+    if not counting:  # rollups have their own, longer retention (retention.rollup_days)
+        typer.echo(f"deleted {rollups:,} rollup rows older than {rollup_days} days")
+
+
+@db_app.command("rollup")
+def db_rollup(
+    ctx: typer.Context,
+    rebuild: Annotated[
+        bool,
+        typer.Option("--rebuild", help="Recompute the per-minute/hour rollups from the spans."),
+    ] = False,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Only spans from this hour on: an ISO-8601 time (2026-03-01T00:00:00+00:00; "
+            "no offset means UTC) or an age such as 6h or 7d (default: every span).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Rollups feed window metrics; `--rebuild` recomputes them from the stored spans (after
+    a restore, an import that bypassed the span table, or a change to the rollup schema).
+    Rollups older than the oldest span kept are left as they are."""
+    if not rebuild:
+        raise CliError("db rollup: nothing to do; pass --rebuild", EXIT_USAGE)
+    start = parse_since(since)
+    config = settings_of(ctx).load()
+    if (missing := missing_sqlite_store(config)) is not None:
+        raise missing
+
+    async def work(repository: SpanRepository) -> int:
+        return await repository.rebuild_rollups(start)
+
+    count = run_with_repository(config, work)
+    scope = "every span" if start is None else f"spans from {start:%Y-%m-%d %H:00} UTC on"
+    typer.echo(f"rebuilt rollups of {count:,} spans ({scope}) in {describe_store(config)}")
+
+
+def parse_since(value: str | None) -> datetime | None:
+    """`--since`: an ISO-8601 time (naive means UTC) or an age like `6h`; else a usage error."""
+    if value is None:
+        return None
+    try:
+        return datetime.now(UTC) - parse_time_window(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise CliError(
+            f"--since {value!r} is neither an ISO-8601 time (2026-03-01T00:00:00+00:00) "
+            f"nor an age ({ACCEPTED_WINDOWS})",
+            EXIT_USAGE,
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _spool_table(stats: ProcessorStats) -> Table:

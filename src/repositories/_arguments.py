@@ -25,6 +25,7 @@ __all__ = [
     "Window",
     "check_agent_name",
     "check_agent_tier",
+    "check_aware",
     "check_cost_by",
     "check_int",
     "check_limit",
@@ -112,6 +113,15 @@ def check_agent_tier(agent_tier: int | None) -> int | None:
     ):
         raise ValueError(f"agent_tier must be an integer from 0 to 5 or None, got {agent_tier!r}")
     return agent_tier
+
+
+def check_aware(name: str, value: datetime) -> datetime:
+    """A timezone-aware datetime (in UTC), else a ValueError naming `name`."""
+    if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be a timezone-aware datetime, got {value!r}")
+    return value.astimezone(UTC)
+
+
 def check_cost_by(by: str) -> str:
     """One of `COST_BREAKDOWN_KEYS` (agent, model, day, provider), else a ValueError."""
     if by not in COST_BREAKDOWN_KEYS:

@@ -350,6 +350,8 @@ def summary_from_row(trace_id: str, row: Sequence[Any]) -> TraceSummary:
         if values[name] is not None:
             values[name] = parse_utc(values[name])
     return TraceSummary(trace_id=trace_id, **values)
+
+
 def _usd(value: Any) -> float | None:
     return None if value is None else float(value)  # numeric arrives as Decimal or text
 

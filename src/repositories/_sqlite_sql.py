@@ -15,6 +15,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
+from src.repositories import _sqlite_rollups as rollups
 from src.repositories._rows import SPAN_COLUMNS
 from src.repositories.span_store import TABLE_NAME
 
@@ -88,6 +89,13 @@ def add_missing_columns(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE {TABLE_NAME} ADD COLUMN {name} {definition}")
 
 
+def add_rollups(conn: sqlite3.Connection) -> None:
+    """Migration 3: the rollup tables, then the rollups of every span already stored."""
+    for statement in rollups.CREATE_ROLLUPS:
+        conn.execute(statement)
+    rollups.rebuild(conn, None)
+
+
 Migration = tuple[str, ...] | Callable[[sqlite3.Connection], None]
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -103,6 +111,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     # 2: cost columns (issue 13).
     add_missing_columns,
+    # 3: rollup tables (issue 15), filled from the spans already stored.
+    add_rollups,
 )
 """Append-only; migration i (1-based) is applied when `PRAGMA user_version` < i: a tuple of
 statements, or a function of the connection."""

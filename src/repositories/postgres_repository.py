@@ -11,7 +11,7 @@ replays (`_postgres_batch`).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -30,8 +30,10 @@ from src.agents.ml_foundation.observability_connector.models import (
 from src.agents.ml_foundation.observability_connector.resources import schema_file
 from src.repositories._arguments import (
     Clock,
+    Window,
     check_agent_name,
     check_agent_tier,
+    check_aware,
     check_cost_by,
     check_int,
     check_limit,
@@ -54,6 +56,12 @@ from src.repositories._rows import (
     stats_from_row,
     summary_from_row,
     window_summary_from_row,
+)
+from src.repositories.rollups import (
+    DEFAULT_ROLLUP_RETENTION_DAYS,
+    latency_stats_from_rollups,
+    split_window,
+    window_summary_from_rollups,
 )
 from src.repositories.span_store import TABLE_NAME
 
@@ -98,6 +106,11 @@ DO $$ BEGIN
         GRANT SELECT ON TABLE public.v_agent_latency_summary TO authenticated;
     END IF;
 END $$"""
+_BOUNDS = "%s::timestamptz, " * 6 + "%s::text"
+_ROLLUP_TOTALS = f"SELECT * FROM public.ml_rollup_totals({_BOUNDS})"
+_ROLLUP_BUCKETS = f"SELECT * FROM public.ml_rollup_buckets({_BOUNDS})"
+_REBUILD_ROLLUPS = "SELECT public.ml_rebuild_rollups(%s::timestamptz)"
+_DELETE_OLD_ROLLUPS = "SELECT public.ml_delete_old_rollups(%s::interval, %s::timestamptz)"
 _DELETE_OLD = "SELECT public.ml_delete_old_spans(%s::interval, %s::integer, %s::timestamptz)"
 
 
@@ -204,15 +217,41 @@ class PostgresSpanRepository:
         (row,) = await self._pools.run("trace summary", _fetch(_TRACE_SUMMARY, params))
         return summary_from_row(trace_id, row)
 
+    async def _rollup_read(
+        self, window: str, agent_name: str | None
+    ) -> tuple[list[Any], list[Any], Window]:
+        """Per-agent totals and latency buckets of the window (rollups, raw edges): one
+        repeatable-read transaction, so both reads see the same rows."""
+        resolved = resolve_window(window, self._clock)
+        params = (*split_window(resolved).as_tuple(), check_agent_name(agent_name))
+
+        async def read(conn: Connection) -> tuple[list[Any], list[Any]]:
+            async with conn.transaction():
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                totals = await (await conn.execute(_ROLLUP_TOTALS, params)).fetchall()
+                buckets = await (await conn.execute(_ROLLUP_BUCKETS, params)).fetchall()
+            return totals, buckets
+
+        totals, buckets = await self._pools.run("rollup read", read)
+        return totals, buckets, resolved
+
     async def get_latency_stats(
-        self, window: str, agent_name: str | None = None
+        self, window: str, agent_name: str | None = None, *, exact: bool = False
     ) -> list[LatencyStats]:
+        if not exact:
+            totals, buckets, resolved = await self._rollup_read(window, agent_name)
+            return latency_stats_from_rollups(totals, buckets, window, resolved.minutes)
         resolved = resolve_window(window, self._clock)
         params = (_seconds(resolved.length), check_agent_name(agent_name), resolved.end)
         rows = await self._pools.run("latency stats", _fetch(_LATENCY_STATS, params))
         return [stats_from_row(row, window) for row in rows]
 
-    async def get_window_summary(self, window: str, agent_name: str | None = None) -> WindowSummary:
+    async def get_window_summary(
+        self, window: str, agent_name: str | None = None, *, exact: bool = False
+    ) -> WindowSummary:
+        if not exact:
+            totals, buckets, _ = await self._rollup_read(window, agent_name)
+            return window_summary_from_rollups(totals, buckets, window)
         resolved = resolve_window(window, self._clock)
         params = (_seconds(resolved.length), check_agent_name(agent_name), resolved.end)
         rows = await self._pools.run("window summary", _fetch(_WINDOW_SUMMARY, params))
@@ -242,6 +281,19 @@ class PostgresSpanRepository:
         )
         rows = await self._pools.run("cost breakdown", _fetch(_COST_BREAKDOWN, params))
         return [breakdown_from_row(row) for row in rows]
+
+    async def rebuild_rollups(self, since: datetime | None = None) -> int:
+        """Recompute the rollups from the spans that started at or after `since`'s hour
+        (None: all spans); older rollups stay. Returns the number of spans rolled up."""
+        start = None if since is None else check_aware("since", since)
+        rows = await self._pools.run("rebuild rollups", _fetch(_REBUILD_ROLLUPS, (start,)))
+        return int(rows[0][0])
+
+    async def delete_old_rollups(self, days: int = DEFAULT_ROLLUP_RETENTION_DAYS) -> int:
+        """Delete rollup rows of slots older than `days` (their own retention); the count."""
+        params = (_seconds(check_retention(days, 1)), current_time(self._clock))
+        rows = await self._pools.run("delete old rollups", _fetch(_DELETE_OLD_ROLLUPS, params))
+        return int(rows[0][0])
 
     async def delete_old_spans(self, days: int = 90, batch_size: int = 1000) -> int:
         """One `ml_delete_old_spans` call (one batch, its own transaction) at a time until a

@@ -7,6 +7,7 @@ All methods are coroutines. Time windows are strings such as `1h` or `24h`
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from src.agents.ml_foundation.observability_connector.cost_models import (
@@ -84,10 +85,13 @@ class SpanRepository(Protocol):
         (zero counts for a trace with no spans)."""
 
     async def get_latency_stats(
-        self, window: str, agent_name: str | None = None
+        self, window: str, agent_name: str | None = None, *, exact: bool = False
     ) -> list[LatencyStats]:
         """Per-agent statistics over the window, computed by the backend, sorted by agent.
-        Their cost fields stay zero: `get_cost_stats` has those (`MetricsService` merges)."""
+        Their cost fields stay zero: `get_cost_stats` has those (`MetricsService` merges).
+        Default: from the rollups (whole minutes) and the raw spans of the window's partial
+        minutes, so counts and tokens are exact and percentiles within 1% (`rollups.py`);
+        `exact=True`: from the raw spans only (percentile_cont)."""
 
     async def get_cost_stats(self, window: str, agent_name: str | None = None) -> list[CostSummary]:
         """LLM cost per agent over the window (sorted by agent), preceded by the whole
@@ -99,14 +103,25 @@ class SpanRepository(Protocol):
         """Cost and token kinds of the window's LLM spans grouped `by` agent, model,
         provider or day (UTC date), sorted by key; ValueError for another `by`."""
 
-    async def get_window_summary(self, window: str, agent_name: str | None = None) -> WindowSummary:
-        """Totals and latencies over every span of the window (the p95 over all of them)."""
+    async def get_window_summary(
+        self, window: str, agent_name: str | None = None, *, exact: bool = False
+    ) -> WindowSummary:
+        """Totals and latencies over every span of the window (the p95 over all of them);
+        `exact` as in `get_latency_stats`."""
 
     async def delete_old_spans(self, days: int = 90, batch_size: int = 1000) -> int:
         """Delete spans older than `days` in batches of `batch_size`; return the count."""
 
     async def count_old_spans(self, days: int = 90) -> int:
         """How many spans `delete_old_spans(days)` would delete now (retention dry run)."""
+
+    async def rebuild_rollups(self, since: datetime | None = None) -> int:
+        """Recompute the rollups from the spans that started at or after the hour of `since`
+        (None: every span); rollups older than that stay. Returns the spans rolled up."""
+
+    async def delete_old_rollups(self, days: int = 400) -> int:
+        """Delete the rollups of slots older than `days` (their own retention, longer than the
+        spans'); return the number of rollup rows deleted."""
 
     async def close(self) -> None:
         """Release connections. Safe to call twice."""

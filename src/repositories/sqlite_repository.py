@@ -15,8 +15,9 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from src.agents.ml_foundation.observability_connector.cost_models import (
     CostBreakdownRow,
@@ -29,12 +30,14 @@ from src.agents.ml_foundation.observability_connector.models import (
     TraceSummary,
     WindowSummary,
 )
+from src.repositories import _sqlite_rollups as rollup_sql
 from src.repositories import _sqlite_sql as sql
 from src.repositories._arguments import (
     Clock,
     Window,
     check_agent_name,
     check_agent_tier,
+    check_aware,
     check_cost_by,
     check_limit,
     check_retention,
@@ -54,6 +57,12 @@ from src.repositories._rows import (
     stats_from_row,
     summary_from_row,
     window_summary_from_row,
+)
+from src.repositories.rollups import (
+    DEFAULT_ROLLUP_RETENTION_DAYS,
+    latency_stats_from_rollups,
+    split_window,
+    window_summary_from_rollups,
 )
 from src.repositories.span_store import RepositoryDataError, RepositoryError
 
@@ -121,6 +130,7 @@ class SqliteSpanRepository:
             conn.execute("PRAGMA synchronous=NORMAL")  # with WAL: survives a process crash
             conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
             conn.execute("PRAGMA foreign_keys=ON")
+            rollup_sql.ensure_math(conn)
         except sqlite3.Error:
             conn.close()
             raise
@@ -203,7 +213,14 @@ class SqliteSpanRepository:
             return 0
 
         def insert(conn: sqlite3.Connection) -> int:
-            return self._write(conn, lambda: conn.executemany(sql.INSERT_SPAN, rows).rowcount)
+            def write() -> int:
+                (before,) = conn.execute(rollup_sql.MAX_ROWID).fetchone()
+                inserted = conn.executemany(sql.INSERT_SPAN, rows).rowcount
+                if inserted:  # rollups of the rows really inserted, same transaction
+                    rollup_sql.add_new_rows(conn, before)
+                return inserted
+
+            return self._write(conn, write)
 
         return self._call("insert", insert)
 
@@ -242,9 +259,40 @@ class SqliteSpanRepository:
         )
         return summary_from_row(trace_id, row)
 
+    async def _rollup_read(
+        self, window: str, agent_name: str | None
+    ) -> tuple[list[Any], list[Any], Window]:
+        """Per-agent totals and latency buckets of the window, from rollups and raw edges."""
+        resolved = resolve_window(window, self._clock)
+        bounds = split_window(resolved)
+        params: dict[str, Any] = {
+            name: format_utc(value)
+            for name, value in zip(
+                ("start", "minute_from", "hour_from", "hour_to", "minute_to", "end"),
+                bounds.as_tuple(),
+                strict=True,
+            )
+        }
+        params["agent"] = check_agent_name(agent_name)
+
+        def read(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
+            conn.execute("BEGIN")  # one snapshot for both reads
+            try:
+                totals = conn.execute(rollup_sql.ROLLUP_TOTALS, params).fetchall()
+                buckets = conn.execute(rollup_sql.ROLLUP_BUCKETS, params).fetchall()
+            finally:
+                conn.execute("COMMIT")
+            return totals, buckets
+
+        totals, buckets = await self._run("rollup read", read)
+        return totals, buckets, resolved
+
     async def get_latency_stats(
-        self, window: str, agent_name: str | None = None
+        self, window: str, agent_name: str | None = None, *, exact: bool = False
     ) -> list[LatencyStats]:
+        if not exact:
+            totals, buckets, resolved = await self._rollup_read(window, agent_name)
+            return latency_stats_from_rollups(totals, buckets, window, resolved.minutes)
         resolved = resolve_window(window, self._clock)
         params = {
             **_window_params(resolved),
@@ -256,7 +304,12 @@ class SqliteSpanRepository:
         )
         return [stats_from_row(row, window) for row in rows]
 
-    async def get_window_summary(self, window: str, agent_name: str | None = None) -> WindowSummary:
+    async def get_window_summary(
+        self, window: str, agent_name: str | None = None, *, exact: bool = False
+    ) -> WindowSummary:
+        if not exact:
+            totals, buckets, _ = await self._rollup_read(window, agent_name)
+            return window_summary_from_rollups(totals, buckets, window)
         params = {
             **_window_params(resolve_window(window, self._clock)),
             "agent": check_agent_name(agent_name),
@@ -295,6 +348,31 @@ class SqliteSpanRepository:
             "cost breakdown", lambda conn: conn.execute(query, params).fetchall()
         )
         return [breakdown_from_row(row) for row in rows]
+
+    async def rebuild_rollups(self, since: datetime | None = None) -> int:
+        """Recompute the rollups from the spans that started at or after `since`'s hour
+        (None: all spans); older rollups stay. Returns the number of spans rolled up."""
+        start = None if since is None else format_utc(check_aware("since", since))
+
+        def work(conn: sqlite3.Connection) -> int:
+            return self._write(conn, lambda: rollup_sql.rebuild(conn, start))
+
+        return await self._run("rebuild rollups", work)
+
+    async def delete_old_rollups(self, days: int = DEFAULT_ROLLUP_RETENTION_DAYS) -> int:
+        """Delete rollup rows of slots older than `days` (their own retention); the count."""
+        cutoff = format_utc(current_time(self._clock) - check_retention(days, 1))
+
+        def work(conn: sqlite3.Connection) -> int:
+            def delete() -> int:
+                return sum(
+                    conn.execute(statement, (cutoff,)).rowcount
+                    for statement in rollup_sql.DELETE_OLD_ROLLUPS
+                )
+
+            return self._write(conn, delete)
+
+        return await self._run("delete old rollups", work)
 
     async def delete_old_spans(self, days: int = 90, batch_size: int = 1000) -> int:
         cutoff = format_utc(current_time(self._clock) - check_retention(days, batch_size))

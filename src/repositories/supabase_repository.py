@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -44,8 +45,10 @@ from src.agents.ml_foundation.observability_connector.models import (
 from src.agents.ml_foundation.observability_connector.redaction import mask_credentials
 from src.repositories._arguments import (
     Clock,
+    Window,
     check_agent_name,
     check_agent_tier,
+    check_aware,
     check_cost_by,
     check_int,
     check_limit,
@@ -71,6 +74,14 @@ from src.repositories._rows import (
     stats_from_row,
     summary_from_row,
     window_summary_from_row,
+)
+from src.repositories.rollups import (
+    BUCKET_COLUMNS,
+    DEFAULT_ROLLUP_RETENTION_DAYS,
+    TOTAL_COLUMNS,
+    latency_stats_from_rollups,
+    split_window,
+    window_summary_from_rollups,
 )
 from src.repositories.span_store import TABLE_NAME, RepositoryError
 from src.repositories.supabase_errors import (
@@ -103,6 +114,11 @@ WINDOW_SUMMARY_FUNCTION = "ml_window_summary"
 COUNT_OLD_FUNCTION = "ml_count_old_spans"
 COST_FUNCTION = "ml_agent_cost_stats"
 BREAKDOWN_FUNCTION = "ml_cost_breakdown"
+ROLLUP_TOTALS_FUNCTION = "ml_rollup_totals"
+ROLLUP_BUCKETS_FUNCTION = "ml_rollup_buckets"
+REBUILD_FUNCTION = "ml_rebuild_rollups"
+ROLLUP_RETENTION_FUNCTION = "ml_delete_old_rollups"
+_BOUND_ARGS = ("p_start", "p_minute_from", "p_hour_from", "p_hour_to", "p_minute_to", "p_end")
 
 
 class SupabaseSpanRepository:
@@ -237,9 +253,39 @@ class SupabaseSpanRepository:
         (row,) = response.data
         return summary_from_row(trace_id, [row[column] for column in SUMMARY_COLUMNS])
 
+    async def _rollup_read(
+        self, window: str, agent_name: str | None
+    ) -> tuple[list[Any], list[Any], Window]:
+        """Per-agent totals and latency buckets of the window (rollups and raw edges), two
+        `rpc` calls sent together."""
+        resolved = resolve_window(window, self._clock)
+        args: dict[str, Any] = {
+            name: bound.isoformat()
+            for name, bound in zip(_BOUND_ARGS, split_window(resolved).as_tuple(), strict=True)
+        }
+        args["p_agent"] = check_agent_name(agent_name)
+        totals, buckets = await asyncio.gather(
+            self._run(
+                f"call {ROLLUP_TOTALS_FUNCTION}",
+                lambda c: c.rpc(ROLLUP_TOTALS_FUNCTION, args).execute(),
+            ),
+            self._run(
+                f"call {ROLLUP_BUCKETS_FUNCTION}",
+                lambda c: c.rpc(ROLLUP_BUCKETS_FUNCTION, args).execute(),
+            ),
+        )
+        return (
+            [[row[c] for c in TOTAL_COLUMNS] for row in totals.data],
+            [[row[c] for c in BUCKET_COLUMNS] for row in buckets.data],
+            resolved,
+        )
+
     async def get_latency_stats(
-        self, window: str, agent_name: str | None = None
+        self, window: str, agent_name: str | None = None, *, exact: bool = False
     ) -> list[LatencyStats]:
+        if not exact:
+            totals, buckets, resolved = await self._rollup_read(window, agent_name)
+            return latency_stats_from_rollups(totals, buckets, window, resolved.minutes)
         args = self._stats_args(window, agent_name)
         response = await self._run(
             f"call {STATS_FUNCTION}", lambda c: c.rpc(STATS_FUNCTION, args).execute()
@@ -247,7 +293,12 @@ class SupabaseSpanRepository:
         # The function sorts by agent (COLLATE "C"); json_agg keeps its order.
         return [stats_from_row([row[c] for c in STATS_COLUMNS], window) for row in response.data]
 
-    async def get_window_summary(self, window: str, agent_name: str | None = None) -> WindowSummary:
+    async def get_window_summary(
+        self, window: str, agent_name: str | None = None, *, exact: bool = False
+    ) -> WindowSummary:
+        if not exact:
+            totals, buckets, _ = await self._rollup_read(window, agent_name)
+            return window_summary_from_rollups(totals, buckets, window)
         args = self._stats_args(window, agent_name)
         response = await self._run(
             f"call {WINDOW_SUMMARY_FUNCTION}",
@@ -282,6 +333,25 @@ class SupabaseSpanRepository:
             f"call {BREAKDOWN_FUNCTION}", lambda c: c.rpc(BREAKDOWN_FUNCTION, args).execute()
         )
         return [breakdown_from_row([row[c] for c in BREAKDOWN_COLUMNS]) for row in response.data]
+
+    async def rebuild_rollups(self, since: datetime | None = None) -> int:
+        """Recompute the rollups from the spans that started at or after `since`'s hour
+        (None: all spans) in one `rpc`; older rollups stay. Returns the spans rolled up."""
+        args = {"p_since": None if since is None else check_aware("since", since).isoformat()}
+        response = await self._run(
+            f"call {REBUILD_FUNCTION}", lambda c: c.rpc(REBUILD_FUNCTION, args).execute()
+        )
+        return int(response.data or 0)
+
+    async def delete_old_rollups(self, days: int = DEFAULT_ROLLUP_RETENTION_DAYS) -> int:
+        """Delete rollup rows of slots older than `days` (their own retention); the count."""
+        check_retention(days, 1)
+        args = {"p_older_than": f"{days} days", "p_now": current_time(self._clock).isoformat()}
+        response = await self._run(
+            f"call {ROLLUP_RETENTION_FUNCTION}",
+            lambda c: c.rpc(ROLLUP_RETENTION_FUNCTION, args).execute(),
+        )
+        return int(response.data or 0)
 
     async def delete_old_spans(self, days: int = 90, batch_size: int = 1000) -> int:
         """One `rpc` per batch (each its own transaction, well inside `statement_timeout`)

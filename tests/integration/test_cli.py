@@ -644,3 +644,71 @@ def test_cli__postgres_url_with_bad_port__exit_2_password_masked(port: str):
     assert result.exit_code == 2
     assert "invalid port" in one_line_error(result.stderr)
     assert "hunter2" not in result.stderr
+
+
+# --------------------------------------------------------------------------- rollups (issue 15)
+
+
+def rollup_counts(path: Path) -> list[tuple[object, ...]]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(
+            "SELECT period_s, slot, agent_name, llm_model, span_count, error_count, total_tokens "
+            "FROM ml_observability_rollups ORDER BY 1, 2, 3, 4"
+        ).fetchall()
+
+
+def test_db_cleanup__old_spans_deleted__rollups_kept(fresh: SeededStore):
+    rollups = rollup_counts(fresh.path)
+    assert sum(row[4] for row in rollups if row[0] == 60) == span_count(fresh.path)
+
+    result = invoke("--database-url", fresh.url, "db", "cleanup", "--days", "30", "--yes")
+
+    assert result.exit_code == 0, result.stderr
+    assert "deleted 0 rollup rows older than 400 days" in result.stdout
+    assert rollup_counts(fresh.path) == rollups
+    trend = invoke("--database-url", fresh.url, "metrics", "--window", "400d", "--json")
+    exact = invoke("--database-url", fresh.url, "metrics", "-w", "400d", "--json", "--exact")
+    total = len(fresh.recent) + len(fresh.old)
+    assert QualityMetrics.model_validate_json(trend.stdout).total_spans == total
+    remaining = total - len(fresh.older_than(30))
+    assert QualityMetrics.model_validate_json(exact.stdout).total_spans == remaining
+
+
+def test_db_rollup__rebuild__same_rollups_from_the_spans(fresh: SeededStore):
+    rollups = rollup_counts(fresh.path)
+    with sqlite3.connect(fresh.path) as conn:
+        conn.execute("DELETE FROM ml_observability_rollups")
+
+    result = invoke("--database-url", fresh.url, "db", "rollup", "--rebuild")
+    since = invoke("--database-url", fresh.url, "db", "rollup", "--rebuild", "--since", "3d")
+
+    assert result.exit_code == 0, result.stderr
+    total = len(fresh.recent) + len(fresh.old)
+    assert result.stdout.startswith(f"rebuilt rollups of {total:,} spans (every span)")
+    assert since.exit_code == 0, since.stderr
+    assert "spans from " in since.stdout
+    assert rollup_counts(fresh.path) == rollups
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "nothing to do; pass --rebuild"),
+        (("--rebuild", "--since", "yesterday"), "--since 'yesterday' is neither an ISO-8601"),
+    ],
+)
+def test_db_rollup__bad_arguments__one_line_error_exit_2(fresh: SeededStore, args, message):
+    result = invoke("--database-url", fresh.url, "db", "rollup", *args)
+
+    assert result.exit_code == 2
+    assert message in one_line_error(result.stderr)
+
+
+def test_config__rollup_retention_shorter_than_spans__clear_error(fresh: SeededStore, tmp_path):
+    config = write_config(tmp_path / "obs.yaml", "retention:\n  days: 90\n  rollup_days: 30\n")
+
+    result = invoke("--config", str(config), "--database-url", fresh.url, "db", "cleanup", "-y")
+
+    assert result.exit_code != 0
+    assert "retention.rollup_days must be >= retention.days (90)" in result.stderr
+    assert "got 30" in result.stderr

@@ -93,12 +93,19 @@ class Matches:
         return f"Matches({self.pattern.pattern!r})"
 
 
-def approx_tree(value: Any) -> Any:
-    """`value` with every float wrapped in pytest.approx (SQL and Python round differently)."""
+ROLLUP_PERCENTILES = ("p50_ms", "p95_ms", "p99_ms", "p95_latency_ms")
+"""Metrics come from rollups by default: these within 1% of percentile_cont (issue 15)."""
+
+
+def approx_tree(value: Any, key: str | None = None) -> Any:
+    """`value` with every float wrapped in pytest.approx (SQL and Python round differently;
+    latency percentiles from rollups within 1%)."""
     if isinstance(value, float):
+        if key in ROLLUP_PERCENTILES:
+            return pytest.approx(value, rel=0.01)
         return pytest.approx(value, rel=1e-9, abs=1e-9)
     if isinstance(value, dict):
-        return {k: approx_tree(v) for k, v in value.items()}
+        return {k: approx_tree(v, k) for k, v in value.items()}
     if isinstance(value, list):
         return [approx_tree(v) for v in value]
     return value

@@ -169,9 +169,10 @@ def test_report__one_bucket__percentiles_equal_the_store(seeded: SeededStore):
     for agent, (bucket,) in data.latency.items():
         stats = metrics.agents[agent]
         assert bucket.count == stats.count
-        assert bucket.p50_ms == pytest.approx(stats.p50_ms)
-        assert bucket.p95_ms == pytest.approx(stats.p95_ms)
-        assert bucket.p99_ms == pytest.approx(stats.p99_ms)
+        # the report's buckets are exact; the metrics' percentiles come from rollups (1%)
+        assert bucket.p50_ms == pytest.approx(stats.p50_ms, rel=0.01)
+        assert bucket.p95_ms == pytest.approx(stats.p95_ms, rel=0.01)
+        assert bucket.p99_ms == pytest.approx(stats.p99_ms, rel=0.01)
 
 
 def test_report__empty_store__renders_placeholders_without_errors(chromium: str, tmp_path: Path):

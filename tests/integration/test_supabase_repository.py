@@ -212,7 +212,7 @@ async def test_get_latency_stats__window_and_agent__rpc_with_interval_agent_and_
     await repo.insert_spans_batch(spans)
     supabase_stack.double.clear_requests()
 
-    (stats,) = await repo.get_latency_stats("1h", agent_name="gap_analyzer")
+    (stats,) = await repo.get_latency_stats("1h", agent_name="gap_analyzer", exact=True)
 
     request = only_request(supabase_stack.double)
     assert (request.method, request.path) == ("POST", "/rest/v1/rpc/ml_agent_latency_stats")
@@ -231,6 +231,26 @@ async def test_get_latency_stats__window_and_agent__rpc_with_interval_agent_and_
     assert stats.p99_ms == pytest.approx(cuts[98])
     assert stats.max_ms == max(all_durations)
     assert (stats.input_tokens, stats.output_tokens, stats.total_tokens) == (4, 6, 10)
+
+    supabase_stack.double.clear_requests()
+    rolled = await repo.get_latency_stats("1h", agent_name="gap_analyzer")  # from rollups
+    requests = sorted(supabase_stack.double.requests, key=lambda r: r.path)
+    assert [r.path for r in requests] == [
+        "/rest/v1/rpc/ml_rollup_buckets",
+        "/rest/v1/rpc/ml_rollup_totals",
+    ]
+    bounds = {  # NOW is on a whole hour: the whole window is hour slots
+        "p_start": (NOW - timedelta(hours=1)).isoformat(),
+        "p_minute_from": (NOW - timedelta(hours=1)).isoformat(),
+        "p_hour_from": (NOW - timedelta(hours=1)).isoformat(),
+        "p_hour_to": NOW.isoformat(),
+        "p_minute_to": NOW.isoformat(),
+        "p_end": NOW.isoformat(),
+        "p_agent": "gap_analyzer",
+    }
+    assert all(r.body == bounds for r in requests)
+    assert (rolled[0].count, rolled[0].error_count, rolled[0].total_tokens) == (5, 1, 10)
+    assert rolled[0].p95_ms == pytest.approx(stats.p95_ms, rel=0.01)
 
 
 async def test_delete_old_spans__5_old_batch_2__3_rpcs_same_cutoff_never_a_rest_delete(

@@ -91,11 +91,14 @@ class ObservabilityConnectorAgent:
         return ObservabilityCallbackHandler(agent_name, connector=self.connector, **options)
 
     async def get_quality_metrics(
-        self, window: str = "24h", agent_name: str | None = None
+        self, window: str = "24h", agent_name: str | None = None, *, exact: bool = False
     ) -> QualityMetrics:
-        """Per-agent latency percentiles, errors and tokens over `window` (cached)."""
+        """Per-agent latency percentiles, errors and tokens over `window` (cached; from
+        rollups, percentiles within 1%; `exact=True`: from the raw spans, not cached)."""
         if self.metrics_service is None:
             raise RuntimeError("this connector was built without a metrics service")
+        if exact:
+            return await self.metrics_service.get_quality_metrics(window, agent_name, exact=True)
         return await self.metrics_service.get_quality_metrics(window, agent_name)
 
     def create_observability_context(

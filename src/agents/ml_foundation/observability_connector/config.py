@@ -30,6 +30,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from .config_formats import nearest, normalize
@@ -197,6 +198,18 @@ class RetentionSettings(_Section):
     batch_size: int = Field(default=1000, ge=1)
     dry_run: bool = False
     """Cleanup counts the spans it would delete and deletes none."""
+    rollup_days: int = Field(default=400, ge=1)
+    """Age past which `db cleanup` deletes per-minute/hour rollups; at least `days`, so
+    window metrics and trends outlive the spans they were computed from."""
+
+    @model_validator(mode="after")
+    def _rollups_outlive_spans(self) -> RetentionSettings:
+        if self.rollup_days < self.days:
+            raise ValueError(
+                f"retention.rollup_days must be >= retention.days ({self.days}) so rollups "
+                f"outlive the spans they summarise, got {self.rollup_days}"
+            )
+        return self
 
 
 class StorageSettings(_Section):

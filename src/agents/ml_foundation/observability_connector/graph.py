@@ -198,8 +198,10 @@ class _LazyMetricsService:
             return self._built[1]
 
     async def get_quality_metrics(
-        self, window: str = "24h", agent_name: str | None = None
+        self, window: str = "24h", agent_name: str | None = None, *, exact: bool = False
     ) -> QualityMetrics:
+        if exact:
+            return await self._service().get_quality_metrics(window, agent_name, exact=True)
         return await self._service().get_quality_metrics(window, agent_name)
 
 

@@ -117,6 +117,9 @@ class ObservabilityInput(TypedDict, total=False):
     """Metrics window such as `15m`, `1h`, `24h` (default), `7d`."""
     agent_name: str | None
     """Restrict metrics to one agent; None for all."""
+    exact_metrics: bool
+    """Compute metrics from the raw spans (default False: per-minute rollups, counts, tokens
+    and cost exact, percentiles within 1%)."""
     traceparent: str | None
     """Incoming W3C traceparent; absent or invalid starts a new trace."""
     tracestate: str | None

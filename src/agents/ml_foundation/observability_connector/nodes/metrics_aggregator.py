@@ -59,21 +59,28 @@ class MetricsService:
         self._clock = clock or utc_now
 
     async def get_quality_metrics(
-        self, window: str = DEFAULT_WINDOW, agent_name: str | None = None
+        self, window: str = DEFAULT_WINDOW, agent_name: str | None = None, *, exact: bool = False
     ) -> QualityMetrics:
-        """Totals and per-agent statistics; ValueError for a bad window or agent name."""
+        """Totals and per-agent statistics; ValueError for a bad window or agent name.
+
+        By default the repository reads its per-minute rollups (counts, tokens and cost exact;
+        percentiles within 1%); `exact=True` computes everything from the raw spans, past
+        the cache (neither read nor written, so a cached rollup answer never stands in)."""
         length = parse_time_window(window)
         _check_agent_name(agent_name)
-        if self.cache is not None:
+        if not isinstance(exact, bool):
+            raise ValueError(f"exact must be True or False, got {exact!r}")
+        if self.cache is not None and not exact:
             cached = self.cache.get(window, agent_name)
             if cached is not None:
                 return cached
         end = self._clock()
         if end.tzinfo is None or end.utcoffset() is None:
             raise ValueError(f"the metrics clock must return an aware datetime, got {end!r}")
+        raw = {"exact": True} if exact else {}  # a store without rollups takes no keyword
         stats, summary, costs = await asyncio.gather(
-            self.repository.get_latency_stats(window, agent_name),
-            self.repository.get_window_summary(window, agent_name),
+            self.repository.get_latency_stats(window, agent_name, **raw),
+            self.repository.get_window_summary(window, agent_name, **raw),
             self._cost_stats(window, agent_name),
             return_exceptions=True,  # all settle: no orphaned failure logged later
         )
@@ -83,7 +90,7 @@ class MetricsService:
         metrics = QualityMetrics.from_agent_stats(
             window, end - length, end, stats, agent_name, summary, costs=costs
         )
-        if self.cache is not None:
+        if self.cache is not None and not exact:
             self.cache.set(window, agent_name, metrics)
         return metrics
 
@@ -93,16 +100,16 @@ class MetricsService:
         return None if cost_stats is None else await cost_stats(window, agent_name)
 
     async def get_latency_stats(
-        self, window: str = DEFAULT_WINDOW, agent_name: str | None = None
+        self, window: str = DEFAULT_WINDOW, agent_name: str | None = None, *, exact: bool = False
     ) -> list[LatencyStats]:
         """Per-agent statistics sorted by agent (shares the cache with get_quality_metrics)."""
-        metrics = await self.get_quality_metrics(window, agent_name)
+        metrics = await self.get_quality_metrics(window, agent_name, exact=exact)
         return [metrics.agents[name] for name in sorted(metrics.agents)]
 
 
 class QualityMetricsSource(Protocol):
     def get_quality_metrics(
-        self, window: str = ..., agent_name: str | None = ...
+        self, window: str = ..., agent_name: str | None = ..., *, exact: bool = ...
     ) -> Awaitable[QualityMetrics]: ...
 
 
@@ -117,7 +124,11 @@ def make_metrics_aggregator_node(
         window = state.get("time_window", DEFAULT_WINDOW)  # "" or None is an error
         agent_name = state.get("agent_name")
         try:
-            metrics = await service.get_quality_metrics(window, agent_name)
+            exact = state.get("exact_metrics", False)
+            if exact:
+                metrics = await service.get_quality_metrics(window, agent_name, exact=exact)
+            else:  # a caller's own metrics service may predate `exact`
+                metrics = await service.get_quality_metrics(window, agent_name)
         except ValueError as exc:  # bad window / agent name / configuration
             return {"errors": [f"metrics_aggregator: {exc}"]}
         except (RepositoryError, OSError, TimeoutError) as exc:

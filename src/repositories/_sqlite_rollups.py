@@ -1,0 +1,235 @@
+"""SQL of the SQLite rollups: tables, the upserts run with each insert, the window reads,
+rebuild and retention. Same tables, columns and bucket formula as the PostgreSQL schema
+(`database/ml/mlops_tables.sql`, section "Rollups"); see `rollups.py` for why.
+
+Slots are fixed-width UTC text like the span times (`2026-01-02T03:04:00.000000+00:00`), cut
+from `start_time` with `substr`, so slot and span comparisons stay text comparisons.
+
+Which spans an insert really added: the span table is a rowid table and an insert runs under
+`BEGIN IMMEDIATE` (no other writer), so the new rows are exactly those with a rowid above the
+largest one before the insert (SQLite gives a new row max(rowid) + 1). A replayed span is
+skipped by `ON CONFLICT DO NOTHING`, gets no rowid, and never counts twice.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+
+from src.repositories.rollups import HOUR, LOG_GAMMA, MINUTE, ZERO_BUCKET
+from src.repositories.span_store import TABLE_NAME
+
+__all__ = [
+    "BUCKETS_TABLE",
+    "CREATE_ROLLUPS",
+    "DELETE_OLD_ROLLUPS",
+    "MAX_ROWID",
+    "ROLLUPS_TABLE",
+    "ROLLUP_BUCKETS",
+    "ROLLUP_TOTALS",
+    "add_new_rows",
+    "ensure_math",
+    "rebuild",
+]
+
+ROLLUPS_TABLE = "ml_observability_rollups"
+BUCKETS_TABLE = "ml_observability_rollup_buckets"
+
+CREATE_ROLLUPS = (
+    f"""
+CREATE TABLE IF NOT EXISTS {ROLLUPS_TABLE} (
+    period_s           INTEGER NOT NULL CHECK (period_s IN ({MINUTE}, {HOUR})),
+    slot               TEXT NOT NULL,
+    agent_name         TEXT NOT NULL,
+    llm_model          TEXT NOT NULL DEFAULT '',
+    provider           TEXT NOT NULL DEFAULT '',
+    agent_tier         INTEGER,
+    span_count         INTEGER NOT NULL DEFAULT 0,
+    error_count        INTEGER NOT NULL DEFAULT 0,
+    completed_count    INTEGER NOT NULL DEFAULT 0,
+    duration_count     INTEGER NOT NULL DEFAULT 0,
+    duration_sum       REAL NOT NULL DEFAULT 0,
+    duration_max       REAL,
+    llm_calls          INTEGER NOT NULL DEFAULT 0,
+    input_tokens       INTEGER NOT NULL DEFAULT 0,
+    output_tokens      INTEGER NOT NULL DEFAULT 0,
+    total_tokens       INTEGER NOT NULL DEFAULT 0,
+    cache_read_tokens  INTEGER NOT NULL DEFAULT 0,
+    cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+    reasoning_tokens   INTEGER NOT NULL DEFAULT 0,
+    cost_usd           REAL NOT NULL DEFAULT 0,
+    priced_calls       INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (period_s, slot, agent_name, llm_model, provider)
+) WITHOUT ROWID
+""",
+    f"""
+CREATE TABLE IF NOT EXISTS {BUCKETS_TABLE} (
+    period_s   INTEGER NOT NULL CHECK (period_s IN ({MINUTE}, {HOUR})),
+    slot       TEXT NOT NULL,
+    agent_name TEXT NOT NULL,
+    bucket     INTEGER NOT NULL,
+    count      INTEGER NOT NULL,
+    PRIMARY KEY (period_s, slot, agent_name, bucket)
+) WITHOUT ROWID
+""",
+)
+"""Migration 3 (issue 15); `rebuild` then rolls up the spans already stored."""
+
+MAX_ROWID = f"SELECT COALESCE(MAX(rowid), 0) FROM {TABLE_NAME}"
+
+_SLOT = (
+    f"CASE p.period_s WHEN {MINUTE} THEN substr(s.start_time, 1, 16) || ':00.000000+00:00' "
+    "ELSE substr(s.start_time, 1, 13) || ':00:00.000000+00:00' END"
+)
+_PERIODS = f"(SELECT {MINUTE} AS period_s UNION ALL SELECT {HOUR}) AS p"
+_BUCKET = (
+    f"CASE WHEN {{d}} > 0 THEN CAST(ceil(ln({{d}}) / {LOG_GAMMA!r}) AS INTEGER) "
+    f"ELSE {ZERO_BUCKET} END"
+)
+_LLM = "CASE WHEN s.span_kind = 'llm' THEN {} END"
+
+
+def _greatest(column: str) -> str:
+    """PostgreSQL's greatest(a, b) (NULLs ignored); SQLite's MAX(a, b) is NULL with a NULL."""
+    return f"MAX(COALESCE({column}, excluded.{column}), COALESCE(excluded.{column}, {column}))"
+
+
+_TOKENS = tuple(
+    f"{kind}_tokens"
+    for kind in ("input", "output", "total", "cache_read", "cache_write", "reasoning")
+)
+"""Summed over llm spans only."""
+_SUMMED = (
+    *("span_count", "error_count", "completed_count", "duration_count", "duration_sum"),
+    *("llm_calls", *_TOKENS, "cost_usd", "priced_calls"),
+)
+
+
+def _add_totals(where: str) -> str:
+    tokens = ", ".join(f"COALESCE(SUM({_LLM.format('s.' + c)}), 0)" for c in _TOKENS)
+    updates = ", ".join(f"{c} = {c} + excluded.{c}" for c in _SUMMED)
+    return f"""
+INSERT INTO {ROLLUPS_TABLE} (
+    period_s, slot, agent_name, llm_model, provider, agent_tier, span_count, error_count,
+    completed_count, duration_count, duration_sum, duration_max, llm_calls, input_tokens,
+    output_tokens, total_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,
+    cost_usd, priced_calls)
+SELECT p.period_s, {_SLOT}, s.agent_name, COALESCE(s.llm_model, ''), COALESCE(s.provider, ''),
+       MAX(s.agent_tier), COUNT(*), SUM(s.status = 'error'), SUM(s.status = 'completed'),
+       COUNT(s.duration_ms), COALESCE(SUM(s.duration_ms), 0), MAX(s.duration_ms),
+       SUM(s.span_kind = 'llm'), {tokens},
+       COALESCE(SUM({_LLM.format("s.cost_usd")}), 0), COUNT({_LLM.format("s.cost_usd")})
+FROM {TABLE_NAME} AS s CROSS JOIN {_PERIODS}
+WHERE {where}
+GROUP BY 1, 2, 3, 4, 5
+ON CONFLICT (period_s, slot, agent_name, llm_model, provider) DO UPDATE SET
+    agent_tier = {_greatest("agent_tier")}, duration_max = {_greatest("duration_max")}, {updates}
+"""
+
+
+def _add_buckets(where: str) -> str:
+    return f"""
+INSERT INTO {BUCKETS_TABLE} (period_s, slot, agent_name, bucket, count)
+SELECT p.period_s, {_SLOT}, s.agent_name, {_BUCKET.format(d="s.duration_ms")}, COUNT(*)
+FROM {TABLE_NAME} AS s CROSS JOIN {_PERIODS}
+WHERE ({where}) AND s.duration_ms IS NOT NULL
+GROUP BY 1, 2, 3, 4
+ON CONFLICT (period_s, slot, agent_name, bucket) DO UPDATE SET count = count + excluded.count
+"""
+
+
+_NEW_ROWS = "s.rowid > ?"
+_ADD_NEW = (_add_totals(_NEW_ROWS), _add_buckets(_NEW_ROWS))
+_SINCE = "s.start_time >= ?"
+_ADD_SINCE = (_add_totals(_SINCE), _add_buckets(_SINCE))
+
+
+def add_new_rows(conn: sqlite3.Connection, rowid_before: int) -> None:
+    """Add the span rows with rowid > `rowid_before` (this transaction's) to the rollups."""
+    for statement in _ADD_NEW:
+        conn.execute(statement, (rowid_before,))
+
+
+def rebuild(conn: sqlite3.Connection, since: str | None) -> int:
+    """Recompute the rollups of the spans from `since`'s hour on (None: the oldest span's);
+    older rollups stay. Runs inside the caller's write transaction; returns spans rolled up."""
+    if since is None:
+        (since,) = conn.execute(f"SELECT MIN(start_time) FROM {TABLE_NAME}").fetchone()
+        if since is None:
+            return 0
+    hour = since[:13] + ":00:00.000000+00:00"
+    for table in (ROLLUPS_TABLE, BUCKETS_TABLE):
+        conn.execute(f"DELETE FROM {table} WHERE slot >= ?", (hour,))
+    for statement in _ADD_SINCE:
+        conn.execute(statement, (hour,))
+    (count,) = conn.execute(
+        f"SELECT COUNT(*) FROM {TABLE_NAME} WHERE start_time >= ?", (hour,)
+    ).fetchone()
+    return int(count)
+
+
+def ensure_math(conn: sqlite3.Connection) -> None:
+    """SQLite builds without SQLITE_ENABLE_MATH_FUNCTIONS lack ln/ceil: supply Python's."""
+    try:
+        conn.execute("SELECT ln(2.0), ceil(0.5)")
+    except sqlite3.OperationalError:
+        conn.create_function("ln", 1, math.log, deterministic=True)
+        conn.create_function("ceil", 1, math.ceil, deterministic=True)
+
+
+DELETE_OLD_ROLLUPS = tuple(
+    f"DELETE FROM {table} WHERE slot < ?" for table in (ROLLUPS_TABLE, BUCKETS_TABLE)
+)
+
+_AGENT = "(:agent IS NULL OR agent_name = :agent)"
+_EDGES = (
+    "((start_time >= :start AND start_time < :minute_from) "
+    "OR (start_time >= :minute_to AND start_time <= :end))"
+)
+
+
+def _slot_ranges(table: str, columns: str) -> str:
+    """The three slot ranges as separate index range scans (an OR over period_s would not)."""
+    return " UNION ALL ".join(
+        f"SELECT {columns} FROM {table} WHERE {condition} AND {_AGENT}"
+        for condition in (
+            f"period_s = {MINUTE} AND slot >= :minute_from AND slot < :hour_from",
+            f"period_s = {MINUTE} AND slot >= :hour_to AND slot < :minute_to",
+            f"period_s = {HOUR} AND slot >= :hour_from AND slot < :hour_to",
+        )
+    )
+
+
+_TOTAL_PARTS = (
+    "agent_name, agent_tier, span_count, error_count, completed_count, duration_count, "
+    "duration_sum, duration_max, llm_calls, input_tokens, output_tokens, total_tokens"
+)
+
+ROLLUP_TOTALS = f"""
+WITH parts AS (
+    {_slot_ranges(ROLLUPS_TABLE, _TOTAL_PARTS)}
+    UNION ALL
+    SELECT agent_name, agent_tier, 1, status = 'error', status = 'completed',
+           duration_ms IS NOT NULL, COALESCE(duration_ms, 0), duration_ms, span_kind = 'llm',
+           CASE WHEN span_kind = 'llm' THEN COALESCE(input_tokens, 0) ELSE 0 END,
+           CASE WHEN span_kind = 'llm' THEN COALESCE(output_tokens, 0) ELSE 0 END,
+           CASE WHEN span_kind = 'llm' THEN COALESCE(total_tokens, 0) ELSE 0 END
+    FROM {TABLE_NAME} WHERE {_EDGES} AND {_AGENT}
+)
+SELECT agent_name, MAX(agent_tier), SUM(span_count), SUM(error_count), SUM(completed_count),
+       SUM(duration_count), SUM(duration_sum), MAX(duration_max), SUM(llm_calls),
+       SUM(input_tokens), SUM(output_tokens), SUM(total_tokens)
+FROM parts GROUP BY agent_name ORDER BY agent_name
+"""
+"""Per agent over a split window (`rollups.TOTAL_COLUMNS` order); params: the bounds
+(`start`, `minute_from`, `hour_from`, `hour_to`, `minute_to`, `end`) and `agent`."""
+
+ROLLUP_BUCKETS = f"""
+WITH parts AS (
+    {_slot_ranges(BUCKETS_TABLE, "agent_name, bucket, count")}
+    UNION ALL
+    SELECT agent_name, {_BUCKET.format(d="duration_ms")}, 1
+    FROM {TABLE_NAME} WHERE {_EDGES} AND {_AGENT} AND duration_ms IS NOT NULL
+)
+SELECT agent_name, bucket, SUM(count) FROM parts GROUP BY agent_name, bucket
+"""
