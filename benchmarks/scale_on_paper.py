@@ -9,7 +9,8 @@
 3. Retention by partition: `N_SEED` spans over 7 days copied into a table partitioned by day;
    removing the oldest day by `DROP TABLE <partition>` against `DELETE ... WHERE start_time <`
    on the plain table (same rows), timed with the WAL each one writes.
-4. Rollup rows a day: distinct (minute, agent, model) groups in one seeded day.
+4. Rollup rows a day: what the seeded spans' last full day wrote to the rollup tables (the
+   span table's trigger fills them during the seed's COPY), and the bytes a rollup row takes.
 
 Prints the figures and the arithmetic for 100M spans/day; writes nothing else.
 """
@@ -20,6 +21,7 @@ import os
 import sys
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -37,6 +39,8 @@ from .servers import PgServer, fresh_database, postgres_server
 SPANS_PER_DAY = 100_000_000
 PEAK_OVER_MEAN = 3.0  # a day's busiest minutes against its average rate
 _TICKS = os.sysconf("SC_CLK_TCK")
+_ROLLUPS = "public.ml_observability_rollups"
+_BUCKETS = "public.ml_observability_rollup_buckets"
 
 
 def _server_cpu_seconds(server: PgServer) -> float:
@@ -156,16 +160,38 @@ def drop_versus_delete(dsn: str) -> dict[str, float]:
     return result
 
 
-def rollup_groups_per_day(dsn: str) -> tuple[int, int]:
-    """(distinct (minute, agent, model) groups in the busiest seeded day, spans in that day)."""
-    with psycopg.connect(dsn) as conn:
-        groups, spans = conn.execute(
-            "SELECT count(DISTINCT (date_trunc('minute', start_time), agent_name,"
-            f" coalesce(llm_model, ''))), count(*) FROM {TABLE_NAME}"
-            " WHERE start_time >= (SELECT max(start_time) FROM"
-            f" {TABLE_NAME}) - interval '1 day'"
+def rollups_per_day(dsn: str) -> dict[str, float]:
+    """Rollup rows the seeded spans' last full day produced (minute and hour slots, figures and
+    histogram buckets), the bytes a row takes, and the widest histogram of an agent-hour."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"VACUUM ANALYZE {_ROLLUPS}, {_BUCKETS}")
+        (day_end,) = conn.execute(
+            f"SELECT date_trunc('day', max(start_time)) FROM {TABLE_NAME}"
         ).fetchone()
-    return groups, spans
+        window = (day_end - timedelta(days=1), day_end)
+        (spans,) = conn.execute(
+            f"SELECT count(*) FROM {TABLE_NAME} WHERE start_time >= %s AND start_time < %s",
+            window,
+        ).fetchone()
+        result = {"spans": float(spans)}
+        for name, table in (("figures", _ROLLUPS), ("buckets", _BUCKETS)):
+            for period in (60, 3600):
+                (rows,) = conn.execute(
+                    f"SELECT count(*) FROM {table} WHERE period_s = %s AND slot >= %s"
+                    " AND slot < %s",
+                    (period, *window),
+                ).fetchone()
+                result[f"{name}_{period}"] = float(rows)
+            total, size = conn.execute(
+                f"SELECT count(*), pg_total_relation_size('{table}') FROM {table}"
+            ).fetchone()
+            result[f"{name}_bytes_per_row"] = size / max(total, 1)
+        (widest,) = conn.execute(
+            f"SELECT max(n) FROM (SELECT count(*) AS n FROM {_BUCKETS} WHERE period_s = 3600"
+            " GROUP BY slot, agent_name) AS per_agent_hour"
+        ).fetchone()
+        result["widest_agent_hour"] = float(widest or 0)
+    return result
 
 
 def main(argv: list[str]) -> None:
@@ -176,7 +202,7 @@ def main(argv: list[str]) -> None:
         heap, index = bytes_per_span(ingest_dsn)
         seed_dsn = fresh_database(server, "scale_seed")
         _seed_postgres(seed_dsn, n_seed)
-        groups, day_spans = rollup_groups_per_day(seed_dsn)
+        rollups = rollups_per_day(seed_dsn)
         removal = drop_versus_delete(seed_dsn)
     print(f"ingest: {n_ingest:,} spans, {wall_rate:,.0f} spans/s wall, {per_core:,.0f} spans per")
     print(f"  CPU-second (this process + PostgreSQL; ours {our_share:.0%} of the CPU)")
@@ -186,7 +212,14 @@ def main(argv: list[str]) -> None:
         f" DELETE {removal['delete_s']:.3f} s / {removal['delete_wal_bytes'] / 1e6:,.1f} MB WAL;"
         f" DROP partition {removal['drop_s']:.3f} s / {removal['drop_wal_bytes'] / 1e3:,.1f} kB WAL"
     )
-    print(f"rollup groups: {groups:,} (minute, agent, model) in a day of {day_spans:,} spans")
+    print(
+        f"rollups for a day of {rollups['spans']:,.0f} spans: figures {rollups['figures_60']:,.0f}"
+        f" minute + {rollups['figures_3600']:,.0f} hour rows"
+        f" ({rollups['figures_bytes_per_row']:,.0f} B/row), histogram buckets"
+        f" {rollups['buckets_60']:,.0f} minute + {rollups['buckets_3600']:,.0f} hour rows"
+        f" ({rollups['buckets_bytes_per_row']:,.0f} B/row); widest agent-hour histogram:"
+        f" {rollups['widest_agent_hour']:,.0f} buckets"
+    )
     mean = SPANS_PER_DAY / 86_400
     peak = mean * PEAK_OVER_MEAN
     print(f"100M spans/day: mean {mean:,.0f}/s, peak x{PEAK_OVER_MEAN:g} {peak:,.0f}/s")

@@ -101,7 +101,7 @@ def test_scale_on_paper__small_run__prints_each_figure_behind_the_section() -> N
         "ingest": r"ingest: 2,000 spans, [\d,]+ spans/s wall, [\d,]+ spans per",
         "disk": r"disk: [\d,]+ B/span table\+TOAST, [\d,]+ B/span indexes",
         "retention": r"retention, oldest of \d+ days \([\d,]+ rows\): DELETE [\d.]+ s",
-        "rollups": r"rollup groups: [\d,]+ \(minute, agent, model\) in a day of [\d,]+ spans",
+        "rollups": r"rollups for a day of [\d,]+ spans: figures [\d,]+ minute \+ [\d,]+ hour rows",
         "arithmetic": r"cores at peak: [\d.]+; disk/day: [\d,]+ GB",
     }
     for name, pattern in figures.items():
