@@ -320,7 +320,7 @@ class OpikConnector:
         callback hot path, ten times the assignment)."""
         try:
             if span.agent_tier is None:
-                tier = self._tier_of(span.agent_name)
+                tier = self.tier_of(span.agent_name)
                 if tier is not None:
                     span.agent_tier = tier
             self.processor.submit(span)
@@ -350,7 +350,9 @@ class OpikConnector:
         return done
 
     # -- internals -------------------------------------------------------------------------
-    def _tier_of(self, agent_name: str) -> int | None:
+    def tier_of(self, agent_name: str) -> int | None:
+        """The tier `submit` gives a span of `agent_name` that has none: the registry's, else
+        the configured default. The callback handler asks once per agent and sets it itself."""
         registry = self._registry
         tier = None
         if registry is not None:

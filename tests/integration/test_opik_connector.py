@@ -12,6 +12,9 @@ from langchain_core.language_models.fake_chat_models import (
 )
 from langchain_core.messages import AIMessage, HumanMessage
 
+from src.agents.ml_foundation.observability_connector.callback import (
+    ObservabilityCallbackHandler,
+)
 from src.agents.ml_foundation.observability_connector.config import (
     CaptureSettings,
     ObservabilityConfig,
@@ -185,6 +188,20 @@ def test_trace_agent__registry__fills_agent_tier() -> None:
         pass
     assert processor.by_name()["analyze"].agent_tier == 2
     assert processor.by_name()["x"].agent_tier is None
+
+
+def test_callback_handler__over_the_connector__tier_of_each_agent_as_submit_gives_it() -> None:
+    """The handler asks the connector's `tier_of` once per agent and sets the tier itself;
+    the spans carry what `submit` would have filled in (registry, else the default)."""
+    connector, processor = _connector(registry={"gap_analyzer": 2})
+    named = ObservabilityCallbackHandler("gap_analyzer", connector)
+    unnamed = ObservabilityCallbackHandler(None, connector)
+    for handler in (named, named, unnamed):
+        model = GenericFakeChatModel(messages=iter([_usage_message()]))
+        model.invoke("q", config={"callbacks": [handler]})
+    tiers = [(s.agent_name, s.agent_tier) for s in processor.spans]
+    assert tiers == [("gap_analyzer", 2), ("gap_analyzer", 2), ("GenericFakeChatModel", None)]
+    assert connector.tier_of("not_registered") is None
 
 
 @pytest.mark.parametrize(

@@ -83,13 +83,25 @@ def test_build_span__end_before_start__clamped_to_zero_duration():
     assert span.end_time == START and span.duration_ms == 0.0 and revalidated(span) == span
 
 
-def test_build_span__streamed_llm_run__events_copied_and_ttft_set():
+def test_build_span__streamed_llm_run__events_kept_and_ttft_set():
+    """The span takes over the (finished, popped) record's events and attributes: no copies
+    on the hot path."""
     first = START + timedelta(milliseconds=40)
     events = [SpanEvent(name="first_token", timestamp=first)]
-    rec = record(SpanKind.LLM, first_token_at=first, events=events)
+    rec = record(SpanKind.LLM, first_token_at=first, events=list(events))
     span = build_span(rec, START + timedelta(milliseconds=90))
     assert span.attributes["ttft_ms"] == 40.0 and span.events == events
-    assert span.events is not rec.events and revalidated(span) == span
+    assert revalidated(span) == span
+
+
+def test_build_span__model_named_by_neither_usage_nor_response__looked_up_in_start_sources():
+    sources = ({"kwargs": {"model": "m-kwargs"}}, {"model_name": "m-params"}, {})
+    rec = record(SpanKind.LLM, llm_model=None, model_sources=sources)
+    assert build_span(rec, START, usage=TokenUsage(1, 1, 2, None)).llm_model == "m-params"
+    rec = record(SpanKind.LLM, llm_model=None, model_sources=sources)
+    assert build_span(rec, START, usage=TokenUsage(1, 1, 2, "m-usage")).llm_model == "m-usage"
+    rec = record(SpanKind.LLM, llm_model="m-response", model_sources=sources)
+    assert build_span(rec, START).llm_model == "m-response"
 
 
 def test_build_span__two_spans__distinct_version_4_ids():

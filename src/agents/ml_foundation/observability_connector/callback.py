@@ -17,7 +17,7 @@ import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
@@ -30,7 +30,6 @@ from .callback_runs import (
     error_outcome,
     is_graph_node,
     is_plumbing,
-    model_name_at_start,
     open_record,
     prompt_text,
     provider_at_start,
@@ -74,6 +73,10 @@ def _aware(now: datetime) -> datetime:
     return now
 
 
+_MAX_CACHED_TIERS = 1024
+_NOT_CHECKED = object()  # no tzinfo (not even None, a naive clock's) is this
+
+
 class ObservabilityCallbackHandler(BaseCallbackHandler):
     """Turns LangChain / LangGraph runs into spans submitted to a connector."""
 
@@ -114,6 +117,12 @@ class ObservabilityCallbackHandler(BaseCallbackHandler):
         self._max_runs = max_runs
         self._inner_chains = bool(trace_inner_chains)
         self._clock = clock or utc_now
+        # Per-handler caches for the hot path: the time zone the clock was last seen to return
+        # aware datetimes in (checked again whenever it changes), and each agent's tier as the
+        # connector assigns it (its `tier_of`, e.g. OpikConnector's registry lookup).
+        self._aware_tz: tzinfo | object = UTC if clock is None else _NOT_CHECKED
+        self._tier_of: Callable[[str], int | None] | None = getattr(connector, "tier_of", None)
+        self._tiers: dict[str, int | None] = {}
         self._lock = threading.Lock()
         self._runs: OrderedDict[UUID, RunRecord] = OrderedDict()
         self._submitted = 0
@@ -262,13 +271,15 @@ class ObservabilityCallbackHandler(BaseCallbackHandler):
         self, serialized: Any, prompts: list[Any], run_id: UUID, kwargs: Mapping[str, Any]
     ) -> None:
         name = run_name(serialized, kwargs, "llm")
-        params, metadata = kwargs.get("invocation_params"), kwargs.get("metadata")
-        model = model_name_at_start(serialized, params, metadata)
+        metadata = kwargs.get("metadata")
+        # the model name is looked up once, at the end: the response's name wins, these are
+        # the fallback (`build_span`)
+        sources = (serialized, kwargs.get("invocation_params"), metadata)
         provider = provider_at_start(serialized, metadata)
         attrs = {}
         if self._capture:
             attrs = text_attributes(self._max_chars, "input", prompt_text(prompts))
-        self._start(run_id, SpanKind.LLM, name, kwargs, attrs, model=model, provider=provider)
+        self._start(run_id, SpanKind.LLM, name, kwargs, attrs, sources=sources, provider=provider)
 
     def _start(
         self,
@@ -279,11 +290,11 @@ class ObservabilityCallbackHandler(BaseCallbackHandler):
         attributes: dict[str, Any],
         *,
         node: bool = False,
-        model: str | None = None,
+        sources: tuple[Any, Any, Any] | None = None,
         provider: str | None = None,
     ) -> None:
         """Remember a starting run (parent_run_id, tags and metadata come from the hook)."""
-        now = _aware(self._clock())
+        now = self._now()
         parent_run_id = hook_kwargs.get("parent_run_id")
         with self._lock:
             parent = self._runs.get(parent_run_id) if parent_run_id is not None else None
@@ -297,10 +308,11 @@ class ObservabilityCallbackHandler(BaseCallbackHandler):
             hook_kwargs.get("metadata") or {},
             attributes,
             is_node=node,
-            model=model,
+            model=None,
             agent_name=self._agent_name,
             start_time=now,
             provider=provider,
+            model_sources=sources,
         )
         evicted = 0
         with self._lock:
@@ -310,6 +322,29 @@ class ObservabilityCallbackHandler(BaseCallbackHandler):
             self._runs[run_id] = record
         for _ in range(evicted):
             self._evicted.record(f"max_runs={self._max_runs} reached")
+
+    def _now(self) -> datetime:
+        """The clock's time, checked to be timezone-aware once per time zone it returns."""
+        now = self._clock()
+        if now.tzinfo is not self._aware_tz:
+            self._aware_tz = _aware(now).tzinfo
+        return now
+
+    def _tier(self, agent_name: str) -> int | None:
+        """The connector's tier for `agent_name`, asked once per agent (None if it has none)."""
+        try:
+            return self._tiers[agent_name]
+        except KeyError:
+            pass
+        if self._tier_of is None:
+            return None
+        try:
+            tier = self._tier_of(agent_name)
+        except Exception:  # the connector's own submit tries again and reports it
+            return None
+        if len(self._tiers) < _MAX_CACHED_TIERS:
+            self._tiers[agent_name] = tier
+        return tier
 
     def _finish(self, run_id: UUID, *, model: str | None = None, **outcome: Any) -> None:
         end = self._clock()
@@ -325,10 +360,11 @@ class ObservabilityCallbackHandler(BaseCallbackHandler):
                     ancestor.attributes["interrupted"] = True
         if record is None or record.kind is None:
             return
-        _aware(end)
+        if end.tzinfo is not self._aware_tz:
+            self._aware_tz = _aware(end).tzinfo
         if model:
             record.llm_model = model
-        span = build_span(record, end, **outcome)
+        span = build_span(record, end, agent_tier=self._tier(record.agent_name), **outcome)
         try:
             self._connector.submit(span)
         except Exception as exc:  # a failing connector must not break the agent

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from uuid import UUID
+from uuid import UUID, SafeUUID
 
 from langgraph.errors import GraphBubbleUp, GraphInterrupt
 
@@ -76,8 +76,18 @@ def _new_span_id() -> str:
             return f"{bits:016x}"
 
 
+_new_object = object.__new__
+_set_attribute = object.__setattr__
+_UNKNOWN_SAFETY = SafeUUID.unknown
+
+
 def _new_uuid4() -> UUID:
-    return UUID(int=_getrandbits(128) & _UUID4_KEEP | _UUID4_SET)
+    """`UUID(int=...)` without its argument checks (the value is a version-4 int by
+    construction): UUID's own __init__ was a quarter of `build_span`."""
+    value = _new_object(UUID)
+    _set_attribute(value, "int", _getrandbits(128) & _UUID4_KEEP | _UUID4_SET)
+    _set_attribute(value, "is_safe", _UNKNOWN_SAFETY)
+    return value
 
 
 @dataclass(slots=True)
@@ -103,6 +113,9 @@ class RunRecord:
     tracestate: str | None = None
     thread_id: str | None = None
     llm_model: str | None = None
+    model_sources: tuple[Any, Any, Any] | None = None
+    """An LLM run's (serialized, invocation_params, metadata): the model name is looked up
+    there only if the response names none (`build_span`), once per run."""
     provider: str | None = None
     first_token_at: datetime | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
@@ -124,6 +137,7 @@ def open_record(
     agent_name: str | None,
     start_time: datetime,
     provider: str | None = None,
+    model_sources: tuple[Any, Any, Any] | None = None,
 ) -> RunRecord:
     """The record of a starting run: a child inherits its trace from the parent's record; a
     root (or a run whose parent we never saw or evicted) joins the current W3C context, if
@@ -166,6 +180,7 @@ def open_record(
         tracestate=tracestate,
         thread_id=str(metadata["thread_id"]) if metadata.get("thread_id") else thread_id,
         llm_model=model,
+        model_sources=model_sources,
         provider=provider,
         attributes=attributes,
     )
@@ -288,8 +303,10 @@ def build_span(
     error_message: str | None = None,
     attributes: Mapping[str, Any] | None = None,
     usage: TokenUsage | None = None,
+    agent_tier: int | None = None,
 ) -> ObservabilitySpan:
-    """The complete span of a finished run (tokens only on `llm` spans).
+    """The complete span of a finished run (tokens only on `llm` spans). The record is
+    consumed: the span takes over its attributes and events (no copies on the hot path).
 
     Built without pydantic validation (`_trusted_span`): this runs on every call in the
     agent's thread, and validating the 22 fields cost more than the rest of the handler. Every
@@ -300,7 +317,9 @@ def build_span(
     """
     if record.kind is None or record.span_id is None:
         raise ValueError(f"run {record.run_id} was skipped and has no span")
-    attrs = {**record.attributes, **attributes} if attributes else dict(record.attributes)
+    attrs = record.attributes
+    if attributes:
+        attrs.update(attributes)
     start = record.start_time
     end = end_time if end_time > start else start
     model, provider = record.llm_model, record.provider
@@ -319,6 +338,8 @@ def build_span(
             provider = provider or usage.provider
             cache_read, cache_write = usage.cache_read_tokens, usage.cache_write_tokens
             reasoning = usage.reasoning_tokens
+        if model is None and record.model_sources is not None:
+            model = model_name_at_start(*record.model_sources)
     return _trusted_span(
         {
             "id": _new_uuid4(),
@@ -335,14 +356,14 @@ def build_span(
             "error_type": error_type,
             "error_message": error_message,
             "attributes": attrs,
-            "events": list(record.events),
+            "events": record.events,
             "llm_model": model,
             "input_tokens": input_tokens,
             "output_tokens": output_tokens,
             "total_tokens": total_tokens,
             "thread_id": record.thread_id,
             "tracestate": record.tracestate,
-            "agent_tier": None,
+            "agent_tier": agent_tier,
             "provider": provider,
             "cache_read_tokens": cache_read,
             "cache_write_tokens": cache_write,
@@ -359,8 +380,6 @@ _SPAN_FIELDS = frozenset(
     | {"total_tokens", "thread_id", "tracestate", "provider", "cache_read_tokens"}
     | {"cache_write_tokens", "reasoning_tokens", "cost_usd"}
 )
-_new_object = object.__new__
-_set_attribute = object.__setattr__
 
 
 @functools.cache
