@@ -816,7 +816,11 @@ BEGIN
 END
 $fn$;
 
--- Window reads. The window [p_start, p_end] comes split (rollups.split_window): raw spans in
+-- Window reads. Both run a few milliseconds of work: parallel workers cost more to start than
+-- they save (max_parallel_workers_per_gather = 0), and a SQL function's generic plan guesses a
+-- few hundred bucket rows where there are tens of thousands, so it would sort them by text;
+-- hashing them is about twice as fast (enable_sort = off, this function only).
+-- The window [p_start, p_end] comes split (rollups.split_window): raw spans in
 -- [p_start, p_minute_from) and [p_minute_to, p_end], minute slots in [p_minute_from,
 -- p_hour_from) and [p_hour_to, p_minute_to), hour slots in [p_hour_from, p_hour_to).
 -- Per agent: counts, duration sum/max, llm calls and tokens (the window's edges from spans).
@@ -846,6 +850,7 @@ RETURNS TABLE (
 LANGUAGE sql
 STABLE
 SET search_path = ''
+SET max_parallel_workers_per_gather = 0
 AS $fn$
     WITH slots AS (
         SELECT r.* FROM public.ml_observability_rollups AS r
@@ -911,6 +916,8 @@ RETURNS TABLE (agent_name text, bucket integer, count bigint)
 LANGUAGE sql
 STABLE
 SET search_path = ''
+SET max_parallel_workers_per_gather = 0
+SET enable_sort = off
 AS $fn$
     WITH parts AS (
         SELECT b.agent_name, b.bucket, b.count FROM public.ml_observability_rollup_buckets AS b
