@@ -12,12 +12,18 @@ the tracer's flush. Two measures:
   (so every thread of the process is counted: Opik's and Langfuse's sender threads, our batch
   worker writing SQLite), divided by calls, minus the bare CPU per call. The loopback server
   runs in another process so its work is not billed to the peers.
+
+The p99 verdict ("traced p99 <= 2x bare p99") comes from `p99_runs` (>= 5 in full mode)
+separate measurements of bare and ours alone, each with its own interleaved blocks: a tail on
+2 shared cores moves by 2x between runs, so one run cannot decide it. The row reports the
+ratio's range over the runs (its median in `ours/bare`) and is met only if every run met it.
 """
 
 from __future__ import annotations
 
 import gc
 import itertools
+import math
 import operator
 import time
 from collections.abc import Callable
@@ -35,7 +41,7 @@ __all__ = ["run_callback_benchmarks"]
 TRACERS = ("bare", "floor", "ours", "ours_no_pricing", "ours_handler_only", *PEERS)
 FLOOR_TARGET = Target("ours/floor", "<=", 1.5, "ours <= 1.5x floor")
 PEER_TARGET = Target("ours/best_peer", "<=", 0.2, "ours <= 1/5 of best peer")
-P99_TARGET = Target("ours/bare", "<=", 2.0, "traced p99 <= 2x bare p99")
+P99_TARGET = Target("ours/bare max", "<=", 2.0, "traced p99 <= 2x bare p99 in every run")
 PRICING_TARGET = Target(
     "ours/no_pricing", "<=", 1.1, "pricing adds nothing on the agent thread (<= 1.1x)"
 )
@@ -130,6 +136,7 @@ def _rows(
     cpu: dict[str, float],
     requests: dict[str, int],
     targets: bool,
+    p99_ratios: list[float],
 ) -> list[BenchResult]:
     n = len(latencies["bare"])
     peers = [p for p in PEERS]
@@ -174,23 +181,56 @@ def _rows(
         )
     if "ours_no_pricing" in latencies:
         rows.append(_pricing_row(label, latencies, added(50), added_cpu, targets))
-    p99 = {name: percentile(values, 99) for name, values in latencies.items()}
-    rows.append(
-        BenchResult(
-            name=f"callback/{label}: p99 of a traced call",
-            backend="sqlite",
-            n=n,
-            unit="us_per_call",
-            baseline_label="bare call p99",
-            baseline=p99["bare"],
-            ours=p99["ours"],
-            peers={p: p99.get(p) for p in peers},
-            ratios={"ours/bare": _ratio(p99["ours"], p99["bare"])},
-            targets=[P99_TARGET] if targets else [],
-            notes=f"bare median {percentile(latencies['bare'], 50):.1f} us",
-        )
-    )
+    rows.append(_p99_row(label, latencies, p99_ratios, targets))
     return rows
+
+
+def _p99_row(
+    label: str, latencies: dict[str, list[float]], runs: list[float], targets: bool
+) -> BenchResult:
+    """Figures from the main run (all tracers); the ratio and verdict from the p99 runs."""
+    p99 = {name: percentile(values, 99) for name, values in latencies.items()}
+    ordered = sorted(runs)
+    over = sum(r > P99_TARGET.threshold for r in ordered)
+    return BenchResult(
+        name=f"callback/{label}: p99 of a traced call",
+        backend="sqlite",
+        n=len(latencies["bare"]),
+        unit="us_per_call",
+        baseline_label="bare call p99",
+        baseline=p99["bare"],
+        ours=p99["ours"],
+        peers={p: p99.get(p) for p in PEERS},
+        ratios={
+            "ours/bare": percentile(ordered, 50) if ordered else None,
+            "ours/bare min": ordered[0] if ordered else None,
+            "ours/bare max": ordered[-1] if ordered else None,
+        },
+        targets=[P99_TARGET] if targets else [],
+        notes=f"ours/bare over {len(ordered)} runs of bare and ours alone: "
+        + ", ".join(f"{r:.2f}" for r in runs)
+        + f" ({over} over 2x); in the main run {_ratio(p99['ours'], p99['bare']) or 0:.2f}; "
+        f"bare median {percentile(latencies['bare'], 50):.1f} us",
+    )
+
+
+def p99_ratios(
+    workload: Callable[[dict[str, Any]], Any],
+    tracers: list[Tracer],
+    n: int,
+    rounds: int,
+    warmup: int,
+    server: LoopbackServer,
+    runs: int,
+) -> list[float]:
+    """Traced p99 over bare p99 in each of `runs` separate measurements of bare and ours."""
+    pair = [t for t in tracers if t.name in ("bare", "ours")]
+    ratios = []
+    for _ in range(runs):
+        latencies, _cpu, _requests = _measure(workload, pair, n, rounds, warmup, server)
+        bare = percentile(latencies["bare"], 99)
+        ratios.append(percentile(latencies["ours"], 99) / bare if bare > 0 else math.nan)
+    return ratios
 
 
 def _pricing_row(
@@ -229,7 +269,7 @@ def _ratio(ours: float | None, reference: float | None) -> float | None:
 
 
 def run_callback_benchmarks(
-    *, n: int, graph_n: int, rounds: int, warmup: int, work_dir: Path
+    *, n: int, graph_n: int, rounds: int, warmup: int, work_dir: Path, p99_runs: int = 5
 ) -> list[BenchResult]:
     results: list[BenchResult] = []
     with LoopbackServer() as server:
@@ -244,7 +284,8 @@ def run_callback_benchmarks(
                 latencies, cpu, requests = _measure(
                     workload, tracers, calls, rounds, warmup, server
                 )
-                results.extend(_rows(label, latencies, cpu, requests, gated))
+                runs = p99_ratios(workload, tracers, calls, rounds, warmup, server, p99_runs)
+                results.extend(_rows(label, latencies, cpu, requests, gated, runs))
                 print(f"  callback/{label}: {len(latencies['bare'])} calls per tracer", flush=True)
         finally:
             for tracer in tracers:

@@ -52,11 +52,12 @@ class Sizes:
     query_reps: int
     cached_reps: int
     memory_spans: int
+    p99_runs: int
 
 
 SIZES = {
-    "full": Sizes(5000, 3000, 5, 300, 100_000, 2, 1_000_000, 9, 5000, 1_000_000),
-    "smoke": Sizes(40, 20, 2, 5, 500, 1, 2000, 2, 20, 2000),
+    "full": Sizes(5000, 3000, 5, 300, 100_000, 2, 1_000_000, 9, 5000, 1_000_000, 5),
+    "smoke": Sizes(40, 20, 2, 5, 500, 1, 2000, 2, 20, 2000, 2),
 }
 
 
@@ -80,6 +81,7 @@ def _run_all(sizes: Sizes, work_dir: Path) -> tuple[list[BenchResult], str]:
         rounds=sizes.rounds,
         warmup=sizes.warmup,
         work_dir=work_dir,
+        p99_runs=sizes.p99_runs,
     )
     with postgres_server() as pg:
         pg_version = server_version(pg)

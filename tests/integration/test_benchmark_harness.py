@@ -64,6 +64,12 @@ def test_benchmark_run__smoke_mode__writes_results_json_and_table(tmp_path: Path
         installed = importlib.util.find_spec(peer) is not None
         assert isinstance(figure, float) if installed else figure is None, (peer, figure)
 
+    # issue 15: the p99 verdict comes from several runs (>= 5 in full mode), as a range
+    p99 = next(r for r in results if r["name"] == "callback/llm_call: p99 of a traced call")
+    assert {"ours/bare", "ours/bare min", "ours/bare max"} <= set(p99["ratios"])
+    assert f"over {SIZES['smoke'].p99_runs} runs" in p99["notes"] and SIZES["full"].p99_runs >= 5
+    assert list(p99["targets"]) == ["traced p99 <= 2x bare p99 in every run"]
+
     table = (tmp_path / "BENCHMARKS.md").read_text()
     assert BEGIN_MARKER in table and END_MARKER in table
     assert "| Benchmark | Backend | N |" in table
