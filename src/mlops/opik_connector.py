@@ -148,6 +148,9 @@ class OpikConnector:
             else CircuitBreaker.from_settings(settings.circuit_breaker)
         )
         self._closed = False
+        self.last_flush: Any = None
+        """The batch processor's answer to the last `flush()` (a `FlushResult`: `.dropped` per
+        sink, `.timed_out`, `.stats`), or None before the first."""
 
     def __copy__(self) -> OpikConnector:
         """A connector is a process resource (queue, worker, connections): copies are itself.
@@ -328,11 +331,15 @@ class OpikConnector:
             SPAN_PROBLEMS.record(f"submit failed: {type(exc).__name__}: {exc}")
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Deliver everything submitted so far (and queued Opik scores); False on timeout."""
-        done = self.processor.flush(timeout)
+        """Deliver everything submitted so far (and queued Opik scores). True only when every
+        span submitted before the call is in every sink or durably spooled; False on timeout
+        or when any of them was dropped. The batch processor's full answer (a `FlushResult`:
+        what was dropped, per-sink counters) is kept in `last_flush`."""
+        result = self.processor.flush(timeout)
+        self.last_flush = result
         if self.opik_sink is not None:
             self.opik_sink.flush_feedback_scores()
-        return done
+        return bool(result)
 
     def close(self, timeout: float | None = None) -> bool:
         """Flush and stop the processor (unsent spans are spooled), then release resources."""

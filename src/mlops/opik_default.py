@@ -49,7 +49,6 @@ def build_opik_connector(config: ObservabilityConfig) -> OpikConnector:
     from src.agents.ml_foundation.observability_connector.batch_processor import BatchProcessor
     from src.agents.ml_foundation.observability_connector.cache import create_metrics_cache
     from src.agents.ml_foundation.observability_connector.db_sink import DatabaseSink
-    from src.agents.ml_foundation.observability_connector.delivery import redact
     from src.agents.ml_foundation.observability_connector.nodes.metrics_aggregator import (
         MetricsService,
     )
@@ -67,19 +66,13 @@ def build_opik_connector(config: ObservabilityConfig) -> OpikConnector:
 
     registry = load_agent_registry()
     repository = create_span_repository(config)
+    # No setup() here: the database sink runs it on its own thread (`prepare`), so building
+    # the connector never waits on a database; spans queue or spool meanwhile.
     db_sink = DatabaseSink(
         repository,
         timeout=config.storage.timeout_seconds,
         insert_batch_size=config.storage.insert_batch_size,
     )
-    try:
-        db_sink.setup()
-    except Exception as exc:  # broad on purpose: spans spool and replay once the DB is back
-        logger.warning(
-            "span database setup failed (%s: %s); spans will be spooled and replayed",
-            type(exc).__name__,
-            redact(str(exc)),
-        )
     sinks: list[object] = [db_sink]
     opik_sink = None
     fallback_log = None
@@ -129,7 +122,7 @@ def build_opik_connector(config: ObservabilityConfig) -> OpikConnector:
         repository=repository,
         config=config,
         registry=registry,
-        metrics_service=MetricsService(repository, cache),
+        metrics_service=MetricsService(repository, cache, ready=db_sink.wait_ready),
         on_close=release,
     )
 

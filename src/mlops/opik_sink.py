@@ -82,6 +82,10 @@ def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
 class OpikSink:
     """Sink writing complete spans (and one trace per trace id) to Opik; see the module doc."""
 
+    decides_retries = True
+    """Its circuit breaker decides when Opik is tried again (open: `SinkUnavailableError` at
+    once, no request), so the batch processor offers it every batch (see `sink_lane`)."""
+
     def __init__(
         self,
         client: OpikApi,

@@ -470,6 +470,28 @@ async def test_graph__bad_inputs__land_in_errors_and_good_spans_are_kept(
     assert [s.span_id for s in await stored_spans(wiring.repository)] == [good.span_id]
 
 
+async def test_graph__emit_with_a_span_no_store_holds__rest_stored_and_the_refusal_reported(
+    wiring: Wiring,
+) -> None:
+    """Issue 11 item 1: 21 spans, one with a token count no store can hold (put in without
+    validation): the database got 0 while `emit` reported errors=[]. Now the store's refusal is
+    isolated to that span, the 20 others are stored, and the emission says so."""
+    graph = build_observability_graph(wiring.processor, wiring.service)
+    spans = [make_span("gap_analyzer", 10.0 + i) for i in range(21)]
+    spans[10] = spans[10].model_copy(update={"input_tokens": 10**30})
+
+    state = await graph.ainvoke({"operation": "emit", "spans": spans})
+
+    stored = await stored_spans(wiring.repository)
+    assert sorted(s.span_id for s in stored) == sorted(
+        s.span_id for i, s in enumerate(spans) if i != 10
+    )
+    result = state["emission_result"]
+    assert (result.submitted, result.rejected, result.per_sink) == (21, 1, {"database": 20})
+    (error,) = state["errors"]
+    assert "1 span(s) refused for good by a sink (kept in the spool's rejected/)" in error
+
+
 @pytest.mark.parametrize("operation", ["delete_everything", None])
 async def test_graph__unknown_or_missing_operation__error_and_nothing_done(
     wiring: Wiring, operation: str | None

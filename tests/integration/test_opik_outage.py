@@ -75,7 +75,6 @@ class Pipeline:
             settings,
             tmp_path / "spool",
             sampler=Sampler(SamplingSettings()),
-            sleep=lambda seconds: None,
         )
         self.connector = OpikConnector(
             self.processor, opik_sink=self.opik_sink, on_close=self._release

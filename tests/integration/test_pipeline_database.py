@@ -7,6 +7,7 @@ Synchronisation is by `flush()`, `replay_spool()` and an on_batch_written Condit
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,10 @@ from src.agents.ml_foundation.observability_connector.models import (
     SpanKind,
     SpanStatus,
 )
-from src.agents.ml_foundation.observability_connector.sinks import RetryableSinkError
+from src.agents.ml_foundation.observability_connector.sinks import (
+    RetryableSinkError,
+    SinkUnavailableError,
+)
 from src.agents.ml_foundation.observability_connector.spool import Spool
 from src.repositories.postgres_repository import PostgresSpanRepository
 from src.repositories.span_store import TABLE_NAME
@@ -201,7 +205,6 @@ def test_pipeline__postgres_outage__spooled_then_replayed_exactly_once(
         [sink],
         settings(max_batch_wait_seconds=0.2),  # also the pace of the replay probe
         tmp_path / "spool",
-        sleep=lambda _: None,  # backoff waits are not what this test is about
         on_batch_written=written,
     )
     before, during = [make_span(i) for i in range(40)], [make_span(i) for i in range(40, 90)]
@@ -236,3 +239,66 @@ def test_pipeline__postgres_outage__spooled_then_replayed_exactly_once(
     assert spool.count() == 0
     assert after.submitted == after.accounted("database")
     assert postgres_counts(pg_dsn) == once_each([*before, *during])
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_pipeline__poison_span_met_live__store_refusal_isolated_rest_stored(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Issue 11 item 1: one token count a store cannot hold cost its whole batch (SQLite:
+    OverflowError, the batch spooled and later moved to rejected/ whole; PostgreSQL: 22003
+    retried for ever). Met live, the store's refusal is now permanent and the batch is split
+    until the poison is alone: 1 span in rejected/ with the store's reason, 1,999 stored."""
+    if backend == "sqlite":
+        repository = SqliteSpanRepository(tmp_path / "spans.db")
+        refusal = "Python int too large"
+    else:
+        repository = PostgresSpanRepository(request.getfixturevalue("pg_dsn"))
+        refusal = "22003"
+    sink = DatabaseSink(repository, timeout=60)
+    processor = BatchProcessor([sink], settings(max_batch_size=500), tmp_path / "spool")
+    spans = [make_span(i) for i in range(2000)]
+    poison = spans[1000].model_copy(update={"input_tokens": 10**30})  # past entry checks
+    try:
+        for span in [*spans[:1000], poison, *spans[1001:]]:
+            processor.submit(span)
+        result = processor.flush(timeout=WAIT)
+    finally:
+        processor.close(timeout=10)
+        sink.close()
+
+    assert result.ok and result.dropped == {}
+    database = result.stats.sinks["database"]
+    assert (database.emitted, database.rejected, database.spooled) == (1999, 1, 0)
+    rejected = tmp_path / "spool" / "database" / "rejected"
+    (kept,) = [line for p in rejected.glob("*.jsonl") for line in p.read_bytes().splitlines()]
+    assert ObservabilitySpan.model_construct(**json.loads(kept)).span_id == poison.span_id
+    reasons = "".join(p.read_text() for p in rejected.glob("*.reason"))
+    assert refusal in reasons and poison.span_id in reasons
+    if backend == "sqlite":
+        stored = sqlite_counts(tmp_path / "spans.db")
+    else:
+        stored = postgres_counts(request.getfixturevalue("pg_dsn"))
+    assert stored == once_each(spans[:1000] + spans[1001:])
+
+
+def test_database_sink__not_set_up_yet__sets_up_before_its_first_write(tmp_path: Path) -> None:
+    """Issue 11 item 2: setup() runs on the batch processor's thread (prepare / first write),
+    never in the constructor of the connector."""
+    sink = DatabaseSink(SqliteSpanRepository(tmp_path / "fresh.db"))
+    try:
+        assert not sink.setup_attempted.is_set()
+        assert sink.write([make_span(0)]) == 1
+        assert sink.setup_attempted.is_set()
+    finally:
+        sink.close()
+    assert sqlite_counts(tmp_path / "fresh.db") == once_each([make_span(0)])
+
+
+def test_database_sink__closed__unavailable_not_a_bug(tmp_path: Path) -> None:
+    sink = DatabaseSink(SqliteSpanRepository(tmp_path / "spans.db"))
+    sink.close()
+    with pytest.raises(SinkUnavailableError, match="closed"):
+        sink.write([make_span(0)])

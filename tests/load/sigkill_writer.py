@@ -1,40 +1,82 @@
-"""The writer process of the SIGKILL test: `python -m tests.load.sigkill_writer DIR N`.
+"""The writer process of the SIGKILL tests.
 
-Submits spans 0..N-1 (ids from `support.indexed_span`) to a BatchProcessor writing to
-DIR/obs.db and spooling to DIR/spool, printing each index on stdout after its `submit()`
-returned, so the parent knows exactly which spans were handed over. The first `PRELOAD` spans
-are submitted before the worker starts, so the overflow past the queue is certainly in the spool.
-After the last span it prints `submitted` and waits on stdin (the parent never answers: it sends
-SIGKILL while the worker is still writing the queue), so the kill always lands mid-run.
+    python -m tests.load.sigkill_writer DIR COUNT [--dsn DSN] [--rate SPANS_PER_SECOND]
+
+Builds the pipeline as the default connector does (`build_opik_connector`: the database sink
+sets itself up on its own thread, spool in DIR/spool, Opik off): SQLite at DIR/obs.db, or the
+PostgreSQL database `--dsn` names. Prints `ready`, then submits spans 0..COUNT-1 (ids from
+`support.indexed_span`), printing each index after its `submit()` returned, so the parent knows
+exactly which spans were handed over; `--rate` paces the load (a load generator's pacing, not
+something a test waits on). After the last span it prints `dropped <n>` (spans dropped, each
+counted, so far) and `submitted`, then waits on stdin: the parent sends SIGKILL before that.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
+import time
 from pathlib import Path
 
-from src.agents.ml_foundation.observability_connector.config import BatchingSettings
-from tests.load.support import SqlitePipeline, indexed_span
+from pydantic import SecretStr
 
-SETTINGS = BatchingSettings(max_batch_size=50, max_queue_size=500, max_batch_wait_seconds=3600.0)
-PRELOAD = 2000
+from src.agents.ml_foundation.observability_connector.config import (
+    BatchingSettings,
+    ObservabilityConfig,
+    OpikSettings,
+    StorageSettings,
+)
+from src.mlops.opik_default import build_opik_connector
+from tests.load.support import indexed_span
+
+SETTINGS = BatchingSettings(max_batch_size=50, max_queue_size=500, max_batch_wait_seconds=1.0)
+"""Small on purpose: the bound (queue + 2 batches = 600 spans) is tight enough to mean something."""
 
 
-def main(db_dir: Path, count: int) -> None:
-    pipeline = SqlitePipeline.build(db_dir, SETTINGS, autostart=False)
-    spans = [indexed_span(i) for i in range(count)]
+def config_for(directory: Path, dsn: str | None, settings: BatchingSettings) -> ObservabilityConfig:
+    spool = directory / "spool"
+    if dsn is None:
+        storage = StorageSettings(
+            backend="sqlite", sqlite_path=directory / "obs.db", spool_dir=spool
+        )
+    else:
+        storage = StorageSettings(
+            backend="postgres",
+            url=SecretStr(dsn),
+            spool_dir=spool,
+            timeout_seconds=1.0,
+            pool_timeout_seconds=1.0,
+        )
+    return ObservabilityConfig(storage=storage, opik=OpikSettings(enabled=False), batching=settings)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("count", type=int)
+    parser.add_argument("--dsn")
+    parser.add_argument("--rate", type=float)
+    args = parser.parse_args()
+    connector = build_opik_connector(config_for(args.directory, args.dsn, SETTINGS))
+    processor = connector.processor
     out = sys.stdout
-    for i, span in enumerate(spans):
-        if i == PRELOAD:
-            pipeline.processor.start()
-        pipeline.processor.submit(span)
+    out.write("ready\n")
+    out.flush()
+    started = time.monotonic()
+    for i in range(args.count):
+        processor.submit(indexed_span(i))
         out.write(f"{i}\n")
         out.flush()
+        if args.rate:
+            ahead = (i + 1) / args.rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+    out.write(f"dropped {processor.stats().dropped}\n")
     out.write("submitted\n")
     out.flush()
     sys.stdin.readline()  # the parent kills us here; if it does not, shut down cleanly
-    pipeline.close()
+    connector.close()
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), int(sys.argv[2]))
+    main()

@@ -6,8 +6,10 @@ check "every one, exactly once" against the database rows.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +22,7 @@ from src.agents.ml_foundation.observability_connector.models import (
     ObservabilitySpan,
     SpanKind,
 )
+from src.agents.ml_foundation.observability_connector.spool import REJECTED_DIR, Spool
 from src.repositories.span_store import TABLE_NAME
 from src.repositories.sqlite_repository import SqliteSpanRepository
 
@@ -65,6 +68,42 @@ def indexed_spans(first: int, last: int) -> Iterator[ObservabilitySpan]:
     return (indexed_span(i) for i in range(first, last))
 
 
+@contextlib.contextmanager
+def sqlite_locked(db: Path) -> Iterator[None]:
+    """Hold an exclusive write lock on the SQLite file: the store is "down" for writers (each
+    insert waits its busy timeout, then fails) until the block ends."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("BEGIN EXCLUSIVE")
+        yield
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
+def spooled_span_keys(spool_dir: Path) -> list[tuple[str, str]]:
+    """(trace_id, span_id) of every span waiting in a spool directory (duplicates kept)."""
+    spool = Spool(spool_dir, 2**62)
+    return [(s.trace_id, s.span_id) for batch in spool.pending_batches() for s in batch.spans]
+
+
+def rejected_span_keys(spool_dir: Path) -> list[tuple[str, str]]:
+    """(trace_id, span_id) of every span kept in a spool directory's rejected/."""
+    keys = []
+    for path in sorted((spool_dir / REJECTED_DIR).glob("*.jsonl")):
+        for line in path.read_bytes().splitlines():
+            span = json.loads(line)  # not validated: a span the model refuses is kept too
+            keys.append((span["trace_id"], span["span_id"]))
+    return keys
+
+
+def poisoned(span: ObservabilitySpan) -> ObservabilitySpan:
+    """`span` with a token count no store can hold, set without validation: what could still
+    get through entry checks (e.g. a span built with model_construct) and must cost no other
+    span. SQLite cannot bind 10**30 (OverflowError), PostgreSQL refuses it (SQLSTATE 22003)."""
+    return span.model_copy(update={"input_tokens": 10**30, "total_tokens": 10**30})
+
+
 def sqlite_span_keys(db: Path) -> list[tuple[str, str]]:
     """Every stored (trace_id, span_id), duplicates kept (there must be none)."""
     conn = sqlite3.connect(db)
@@ -90,12 +129,13 @@ class SqlitePipeline:
         settings: BatchingSettings,
         *,
         autostart: bool = True,
-        sleep: Callable[[float], None] | None = None,
+        busy_timeout_seconds: float = 10.0,
     ) -> SqlitePipeline:
         db, spool = tmp_path / "obs.db", tmp_path / "spool"
-        sink = DatabaseSink(SqliteSpanRepository(db), timeout=60)
+        repository = SqliteSpanRepository(db, busy_timeout_seconds=busy_timeout_seconds)
+        sink = DatabaseSink(repository, timeout=60)
         sink.setup()
-        processor = BatchProcessor([sink], settings, spool, autostart=autostart, sleep=sleep)
+        processor = BatchProcessor([sink], settings, spool, autostart=autostart)
         return cls(db, spool, sink, processor)
 
     def close(self) -> None:

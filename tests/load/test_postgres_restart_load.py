@@ -42,7 +42,6 @@ def test_pipeline__postgres_stopped_and_restarted_mid_run__spooled_replayed_exac
             retry_base_delay_seconds=0.01,
         ),
         tmp_path / "spool",
-        sleep=lambda seconds: None,
     )
     before_done, stopped = threading.Event(), threading.Event()
     during_done, restarted = threading.Event(), threading.Event()

@@ -5,7 +5,9 @@ Synchronisation is by `flush()`, `replay_spool()`, Events and Conditions; no tes
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import subprocess
 import sys
 import textwrap
@@ -24,6 +26,7 @@ from src.agents.ml_foundation.observability_connector.config import (
 )
 from src.agents.ml_foundation.observability_connector.models import ObservabilitySpan, SpanStatus
 from src.agents.ml_foundation.observability_connector.processor_stats import ProcessorStats
+from src.agents.ml_foundation.observability_connector.retry import RetryPolicy
 from src.agents.ml_foundation.observability_connector.sampling import Sampler
 from src.agents.ml_foundation.observability_connector.sinks import (
     PermanentSinkError,
@@ -287,7 +290,7 @@ def test_batch_processor__flush__everything_submitted_before_is_delivered(proces
     for i in range(7):
         processor.submit(make_span(i))
 
-    assert processor.flush(timeout=WAIT) is True
+    assert processor.flush(timeout=WAIT).ok is True
 
     assert sink.span_ids == ids(7)
     stats = processor.stats()
@@ -303,10 +306,10 @@ def test_batch_processor__flush_with_a_stuck_sink__false_on_timeout(processors) 
     processor.flush(timeout=0)
     assert sink.entered.wait(WAIT)
 
-    assert processor.flush(timeout=0) is False
+    assert processor.flush(timeout=0).ok is False
 
     sink.gate.set()
-    assert processor.flush(timeout=WAIT) is True
+    assert processor.flush(timeout=WAIT).ok is True
 
 
 def test_batch_processor__on_batch_written__once_per_batch(processors) -> None:
@@ -321,11 +324,28 @@ def test_batch_processor__on_batch_written__once_per_batch(processors) -> None:
 
 
 # ----------------------------------------------------------------------------- failures
+def rejected_lines(directory: Path) -> list[str]:
+    """Span ids kept in a sink's `rejected/`, and the reasons file's lines."""
+    folder = directory / "rejected"
+    if not folder.is_dir():
+        return []
+    spans = [
+        ObservabilitySpan.model_validate_json(line).span_id
+        for path in sorted(folder.glob("*.jsonl"))
+        for line in path.read_bytes().splitlines()
+    ]
+    return spans
+
+
+def reasons(directory: Path) -> str:
+    return "".join(p.read_text() for p in sorted((directory / "rejected").glob("*.reason")))
+
+
 def test_batch_processor__one_sink_down__the_other_still_gets_everything(
     processors, tmp_path: Path
 ) -> None:
-    good, down, delays = ListSink("good"), DownSink("down"), []
-    processor = processors([good, down], settings(), tmp_path, sleep=delays.append)
+    good, down = ListSink("good"), DownSink("down")
+    processor = processors([good, down], settings(), tmp_path, clock=FakeClock())
 
     for i in range(10):
         processor.submit(make_span(i))
@@ -339,6 +359,58 @@ def test_batch_processor__one_sink_down__the_other_still_gets_everything(
     assert Spool(tmp_path / "down", 10**9).count() == 2
     assert stats.spool_bytes["down"] > 0
     assert_balanced(stats)
+
+
+def test_batch_processor__sink_fails__batch_spooled_at_once_later_batches_without_a_try(
+    processors, tmp_path: Path
+) -> None:
+    """Issue 11 item 2: with a store down, a failing batch goes to the spool at once (here
+    without retries: E2I's `retry.enabled: false`) and later batches are not even tried until
+    the sink's wait has passed: nothing waits in memory for a store that is down."""
+    down, clock = DownSink("db"), FakeClock()
+    processor = processors([down], settings(retry_max_attempts=1), tmp_path, clock=clock)
+
+    for i in range(15):
+        processor.submit(make_span(i))
+        if i % 5 == 4:
+            assert processor.flush(timeout=WAIT)
+
+    stats = processor.stats()
+    assert down.calls == 1
+    assert stats.sinks["db"].spooled == 15
+    stored = [s.span_id for b in Spool(tmp_path / "db", 10**9).pending_batches() for s in b.spans]
+    assert stored == ids(15)
+    assert "connection refused" in (stats.last_error or "")
+    assert_balanced(stats)
+
+
+def test_batch_processor__batch_being_retried__other_batches_spooled_meanwhile(
+    processors, tmp_path: Path
+) -> None:
+    """Retries (E2I's `retry` section) run on the sink's own thread, for the batch that failed;
+    batches that come meanwhile go to the spool at once instead of waiting in memory."""
+    down, pause, retrying = DownSink("db"), threading.Event(), threading.Event()
+
+    def sleep(seconds: float) -> None:  # the lane's wait between two attempts
+        retrying.set()
+        pause.wait(WAIT)
+
+    processor = processors([down], settings(retry_max_attempts=2), tmp_path, sleep=sleep)
+    for i in range(5):
+        processor.submit(make_span(i))
+    processor.flush(timeout=0)
+    assert retrying.wait(WAIT)  # the first batch failed once and waits for its retry
+    for i in range(5, 15):
+        processor.submit(make_span(i))
+    meanwhile = processor.flush(timeout=WAIT / 2)
+    spooled_meanwhile = processor.stats().sinks["db"].spooled
+    pause.set()
+    assert processor.flush(timeout=WAIT)
+
+    assert meanwhile.timed_out  # the retried batch is still in flight ...
+    assert spooled_meanwhile == 10  # ... the two that came meanwhile are already on disk
+    assert down.calls == 2  # the retried batch's two attempts, none for the others
+    assert processor.stats().sinks["db"].spooled == 15
 
 
 def test_batch_processor__transient_failures__retried_with_backoff_then_delivered(
@@ -399,19 +471,59 @@ def test_batch_processor__retry_deadline__stops_before_max_attempts(processors) 
         sleep=sleep,
     )
     processor.submit(make_span(0))
-    assert processor.flush(timeout=WAIT)
+    result = processor.flush(timeout=WAIT)
 
     # waits of 1 s then 2 s (+-20 %): the second would end past 2.3 s, so only one retry
     assert len(delays) == 1
     assert sink.calls == 2
     assert processor.stats().dropped == 1  # no spool directory configured
+    assert not result and result.dropped == {"flaky": 1}  # and flush() says so
 
 
-def test_batch_processor__sink_unavailable__spooled_at_once_without_retries(
+def test_batch_processor__failing_sink__probed_after_the_wait_then_spool_replayed(
     processors, tmp_path: Path
 ) -> None:
-    sink, delays = DownSink("opik", SinkUnavailableError("circuit open")), []
-    processor = processors([sink], settings(), tmp_path, sleep=delays.append)
+    down, clock, written = DownSink("db"), FakeClock(), Written()
+    processor = processors(
+        [down],
+        settings(retry_base_delay_seconds=2.0, retry_max_attempts=1),
+        tmp_path,
+        clock=clock,
+        on_batch_written=written,
+    )
+    for i in range(5):
+        processor.submit(make_span(i))
+    assert processor.flush(timeout=WAIT)
+    down.up = True
+    clock.advance(1.0)  # within the wait (2 s +- 20 %): not probed yet
+    for i in range(5, 10):
+        processor.submit(make_span(i))
+    assert processor.flush(timeout=WAIT)
+    assert down.batches == []
+
+    clock.advance(2.0)  # past the wait: the next replay round is the probe
+
+    assert written.wait_total("db", 10)
+    assert sorted(down.span_ids) == sorted(ids(10))
+    stats = processor.stats()
+    assert (stats.replayed, stats.sinks["db"].retried) == (10, 1)
+    assert stats.spool_bytes == {"db": 0}
+
+
+def test_retry_policy__failing_sink_left_alone_doubling_up_to_the_cap() -> None:
+    policy = RetryPolicy(
+        max_attempts=1, base_delay_seconds=0.5, deadline_seconds=60.0, probe_cap_seconds=5.0
+    )
+    rng = random.Random(7)
+    waits = [policy.probe_delay(n, rng) for n in range(1, 7)]
+    for wait, expected in zip(waits, [0.5, 1.0, 2.0, 4.0, 5.0, 5.0], strict=True):
+        assert 0.8 * expected <= wait <= 1.2 * expected
+    assert policy.probe_delay(1, rng, retry_after=30) == 30.0
+
+
+def test_batch_processor__sink_unavailable__spooled_at_once(processors, tmp_path: Path) -> None:
+    sink = DownSink("opik", SinkUnavailableError("circuit open"))
+    processor = processors([sink], settings(), tmp_path, clock=FakeClock())
 
     for i in range(5):
         processor.submit(make_span(i))
@@ -419,42 +531,90 @@ def test_batch_processor__sink_unavailable__spooled_at_once_without_retries(
 
     stats = processor.stats()
     assert sink.calls == 1
-    assert delays == []
     assert stats.sinks["opik"].spooled == 5
     assert_balanced(stats)
 
 
-def test_batch_processor__permanent_error__counted_rejected_not_retried_not_spooled(
+class PoisonRefusingSink(ListSink):
+    """Refuses (PermanentSinkError) any batch holding a span whose operation is `poison`."""
+
+    def write(self, batch: Sequence[ObservabilitySpan]) -> int:
+        self.calls += 1
+        bad = [s.span_id for s in batch if s.operation_name == "poison"]
+        if bad:
+            raise PermanentSinkError(f"22003: integer out of range (span {bad[0]})")
+        self.batches.append(list(batch))
+        return len(batch)
+
+
+def test_batch_processor__one_poison_span__only_it_rejected_with_the_reason_rest_delivered(
     processors, tmp_path: Path
 ) -> None:
-    sink, delays = DownSink("opik", PermanentSinkError("422: span name too long")), []
-    processor = processors([sink], settings(), tmp_path, sleep=delays.append)
+    """Issue 11 item 1: one span a sink can never take cost its whole batch (20 valid spans
+    went to rejected/ with it). Now the batch is split until the refused span is alone."""
+    sink = PoisonRefusingSink("db")
+    processor = processors([sink], settings(max_batch_size=21), tmp_path)
+    for i in range(21):
+        processor.submit(make_span(i, operation_name="poison" if i == 10 else f"op-{i}"))
+
+    result = processor.flush(timeout=WAIT)
+
+    assert result.ok and result.dropped == {}
+    assert sorted(sink.span_ids) == sorted(ids(10) + ids(10, first=11))
+    assert rejected_lines(tmp_path / "db") == [make_span(10).span_id]
+    assert "22003: integer out of range" in reasons(tmp_path / "db")
+    assert make_span(10).span_id in reasons(tmp_path / "db")
+    db = result.stats.sinks["db"]
+    assert (db.emitted, db.rejected, db.spooled, db.dropped) == (20, 1, 0, 0)
+    assert sink.calls <= 1 + 2 * 5  # about 2 log2(21) extra writes, not one per span
+    assert_balanced(result.stats)
+
+
+def test_batch_processor__every_span_refused__each_rejected_not_retried(
+    processors, tmp_path: Path
+) -> None:
+    sink = DownSink("opik", PermanentSinkError("422: span name too long"))
+    processor = processors([sink], settings(), tmp_path)
 
     for i in range(5):
         processor.submit(make_span(i))
     assert processor.flush(timeout=WAIT)
 
     stats = processor.stats()
-    assert sink.calls == 1
-    assert delays == []
     assert stats.sinks["opik"].rejected == 5
     assert stats.rejected == 5
     assert stats.spooled == 0
+    assert sorted(rejected_lines(tmp_path / "opik")) == sorted(ids(5))
     assert "span name too long" in (stats.last_error or "")
     assert_balanced(stats)
 
 
+def test_batch_processor__refused_span_without_a_spool__counted_dropped_flush_false(
+    processors,
+) -> None:
+    sink = PoisonRefusingSink("db")
+    processor = processors([sink], settings(), None)
+    for i in range(5):
+        processor.submit(make_span(i, operation_name="poison" if i == 2 else "ok"))
+
+    result = processor.flush(timeout=WAIT)
+
+    assert not result and result.timed_out is False
+    assert result.dropped == {"db": 1}
+    assert result.stats.sinks["db"].emitted == 4
+    assert_balanced(result.stats)
+
+
 def test_batch_processor__broken_sink__never_raises_and_spools(processors, tmp_path: Path) -> None:
-    broken, good, delays = BrokenSink("broken"), ListSink("good"), []
-    processor = processors([broken, good], settings(), tmp_path, sleep=delays.append)
+    broken, good = BrokenSink("broken"), ListSink("good")
+    processor = processors([broken, good], settings(), tmp_path, clock=FakeClock())
 
     for i in range(5):
         processor.submit(make_span(i))
-    assert processor.flush(timeout=WAIT) is True
+    assert processor.flush(timeout=WAIT).ok is True
 
     stats = processor.stats()
     assert good.span_ids == ids(5)
-    assert delays == []  # a programming error is not retried
     assert stats.sinks["broken"].spooled == 5
     assert "TypeError" in (stats.last_error or "")
     assert_balanced(stats)
@@ -463,7 +623,7 @@ def test_batch_processor__broken_sink__never_raises_and_spools(processors, tmp_p
 def test_batch_processor__error_text__secrets_redacted(processors, tmp_path: Path) -> None:
     secret = "postgresql://obs:s3cr3t-pw@db.internal:5432/e2i password=hunter2"
     sink = DownSink("db", RetryableSinkError(f"could not connect to {secret}"))
-    processor = processors([sink], settings(retry_max_attempts=1), tmp_path)
+    processor = processors([sink], settings(), tmp_path)
     processor.submit(make_span(0))
     assert processor.flush(timeout=WAIT)
 
@@ -487,27 +647,77 @@ def test_batch_processor__callback_raises__delivery_continues(processors) -> Non
     assert sink.span_ids == ids(10)
 
 
+class PreparedSink(ListSink):
+    """`prepare()` blocks until `ready` is set (a database that takes its time to answer)."""
+
+    def __init__(self, name: str = "db", fail: bool = False) -> None:
+        super().__init__(name)
+        self.ready = threading.Event()
+        self.prepare_thread: threading.Thread | None = None
+        self.fail = fail
+
+    def prepare(self) -> None:
+        self.prepare_thread = threading.current_thread()
+        self.ready.wait(WAIT)
+        if self.fail:
+            raise RetryableSinkError("setup: connection refused")
+
+
+def test_batch_processor__slow_prepare__runs_on_the_sinks_thread_construction_never_waits(
+    processors,
+) -> None:
+    """Issue 11 item 2: creating the connector blocked the agent 10.2 s while setup() waited
+    for the database. Setup now runs on the sink's own thread; spans wait in the queue."""
+    sink = PreparedSink()
+    processor = processors([sink], settings(), None)  # returns while prepare() blocks
+    for i in range(3):
+        processor.submit(make_span(i))
+
+    assert processor.flush(timeout=0).timed_out is True
+    sink.ready.set()
+    assert processor.flush(timeout=WAIT)
+    assert sink.span_ids == ids(3)
+    assert sink.prepare_thread is not None
+    assert sink.prepare_thread is not threading.main_thread()
+
+
+def test_batch_processor__prepare_fails__spans_spooled_and_delivered_once_it_works(
+    processors, tmp_path: Path
+) -> None:
+    sink, clock, written = PreparedSink(fail=True), FakeClock(), Written()
+    sink.ready.set()
+    processor = processors([sink], settings(), tmp_path, clock=clock, on_batch_written=written)
+    for i in range(3):
+        processor.submit(make_span(i))
+    assert processor.flush(timeout=WAIT)
+    assert processor.stats().sinks["db"].spooled == 3
+
+    clock.advance(3600.0)
+
+    assert written.wait_total("db", 3)
+    assert sink.span_ids == ids(3)
+
+
 # ----------------------------------------------------------------------------- replay
 def test_batch_processor__sink_recovers__replay_delivers_every_span_once(
     processors, tmp_path: Path
 ) -> None:
-    sink, written = DownSink("db"), Written()
-    processor = processors(
-        [sink], settings(), tmp_path, sleep=lambda s: None, on_batch_written=written
-    )
+    sink, written, clock = DownSink("db"), Written(), FakeClock()
+    processor = processors([sink], settings(), tmp_path, clock=clock, on_batch_written=written)
     for i in range(10):
         processor.submit(make_span(i))
     assert processor.flush(timeout=WAIT)
     assert processor.stats().sinks["db"].spooled == 10
 
     sink.up = True
-    processor.submit(make_span(10))  # a live success triggers the replay of the spool
+    clock.advance(3600.0)  # past the failing sink's wait: the next batch is the probe
+    processor.submit(make_span(10))
     assert processor.flush(timeout=WAIT)
 
     assert written.wait_total("db", 11)
     assert sorted(sink.span_ids) == sorted(ids(11))
     stats = processor.stats()
-    assert stats.replayed == 10
+    assert stats.replayed + stats.emitted["db"] == 11
     assert stats.spool_bytes == {"db": 0}
     assert_balanced(stats)
 
@@ -564,7 +774,7 @@ def test_batch_processor__replay_spool__stops_at_first_failure(processors, tmp_p
             return super().write(batch)
 
     sink = FailsOnSecond("db")
-    processor = processors([sink], settings(), tmp_path, autostart=False)
+    processor = processors([sink], settings(), tmp_path, autostart=False, clock=FakeClock())
 
     assert processor.replay_spool(timeout=WAIT) == 1
     assert sink.span_ids == ids(1)
@@ -575,7 +785,7 @@ def test_batch_processor__replay_spool__stops_at_first_failure(processors, tmp_p
     assert spool.count() == 0
 
 
-def test_batch_processor__spooled_batch_refused_on_replay__deleted_and_counted(
+def test_batch_processor__spooled_batch_refused_on_replay__each_span_kept_in_rejected(
     processors, tmp_path: Path
 ) -> None:
     Spool(tmp_path / "opik", 10**9).append([make_span(0), make_span(1)])
@@ -586,12 +796,57 @@ def test_batch_processor__spooled_batch_refused_on_replay__deleted_and_counted(
 
     assert processor.stats().sinks["opik"].replay_rejected == 2
     assert Spool(tmp_path / "opik", 10**9).count() == 0
+    assert sorted(rejected_lines(tmp_path / "opik")) == ids(2)
+    assert "400: bad payload" in reasons(tmp_path / "opik")
+
+
+def test_batch_processor__two_processes_replay_one_spool_at_once__each_span_counted_once(
+    tmp_path: Path,
+) -> None:
+    """Issue 11 item 9: two concurrent replays counted 2,200 replayed for 2,000 spans (both
+    read the same files before either acknowledged them). A replay now claims each file."""
+    spool = Spool(tmp_path / "db", 10**9)
+    for i in range(0, 40, 4):
+        spool.append([make_span(i + k) for k in range(4)])
+    barrier = threading.Barrier(2, timeout=WAIT)
+
+    class MeetingSink(ListSink):
+        def write(self, batch: Sequence[ObservabilitySpan]) -> int:
+            if not self.batches:  # both replays are under way before either settles a file
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    barrier.wait()
+            return super().write(batch)
+
+    sinks = [MeetingSink("db"), MeetingSink("db")]
+    processors_ = [BatchProcessor([s], settings(), tmp_path, autostart=False) for s in sinks]
+    try:
+        results: list[int] = []
+        threads = [
+            threading.Thread(target=lambda p=p: results.append(p.replay_spool(WAIT)))
+            for p in processors_
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(WAIT)
+    finally:
+        for p in processors_:
+            p.close(timeout=5)
+
+    delivered = sinks[0].span_ids + sinks[1].span_ids
+    assert sorted(delivered) == sorted(ids(40))  # every span once, none twice
+    assert sum(results) == 40
+    assert sum(p.stats().replayed for p in processors_) == 40
+    assert spool.count() == 0
 
 
 # ----------------------------------------------------------------------------- overflow
-def test_batch_processor__queue_overflow__spills_to_every_spool_nothing_dropped(
+def test_batch_processor__queue_full_without_a_worker__submit_does_no_io_drops_counted(
     processors, tmp_path: Path
 ) -> None:
+    """Issue 11 item 3: a full queue spilled to the spool on the agent's own thread (encoding
+    and fsync in submit()). submit() is a queue put now: with no worker to spill, the overflow
+    is dropped and counted, and nothing is written to disk by the caller."""
     a, b = ListSink("a"), ListSink("b")
     processor = processors(
         [a, b], settings(max_queue_size=4, max_batch_size=2), tmp_path, autostart=False
@@ -602,58 +857,91 @@ def test_batch_processor__queue_overflow__spills_to_every_spool_nothing_dropped(
 
     stats = processor.stats()
     assert stats.queue_depth == 4
-    assert stats.dropped == 0
-    assert stats.sinks["a"].spooled == stats.sinks["b"].spooled == 6  # the oldest, 2 at a time
-    assert processor.flush(timeout=WAIT)
-    assert_balanced(processor.stats())
-    processor.replay_spool(timeout=WAIT)  # (the worker's start-up replay may have begun it)
-    assert processor.stats().replayed == 12
-    assert sorted(a.span_ids) == sorted(b.span_ids) == sorted(ids(10))
+    assert list(tmp_path.iterdir()) == []  # the caller wrote nothing
+    assert stats.sinks["a"].dropped == stats.sinks["b"].dropped == 6
+    result = processor.flush(timeout=WAIT)
+    assert not result and result.dropped == {"a": 6, "b": 6}
+    for name in ("a", "b"):  # the 4 queued: delivered, or spooled when the lane was busy
+        counters = result.stats.sinks[name]
+        assert counters.emitted + counters.spooled == 4
+    assert_balanced(result.stats)
+    assert processor.flush(timeout=WAIT)  # nothing new was lost: the next flush is true
 
 
-def test_batch_processor__overflow_past_spool_cap__drops_counted(
+def test_batch_processor__sink_busy_queue_past_half__worker_spills_to_the_spool(
     processors, tmp_path: Path
 ) -> None:
-    a, b = ListSink("a"), ListSink("b")
-    first_spill = [make_span(0), make_span(1)]
-    cap = sum(len(s.model_dump_json()) + 1 for s in first_spill) + 10
+    """A sink that is slow (not failing) keeps its batches in memory only while the queue is
+    under half full; past that the worker (never the caller) writes them to its spool."""
+    stuck, quick, written = GateSink("db"), ListSink("quick"), Written()
     processor = processors(
-        [a, b],
-        settings(max_queue_size=4, max_batch_size=2, spool_max_bytes=cap),
+        [stuck, quick],
+        settings(max_queue_size=20, max_batch_size=2),
         tmp_path,
-        autostart=False,
+        on_batch_written=written,
+    )
+    processor.submit(make_span(0))
+    processor.submit(make_span(1))
+    assert stuck.entered.wait(WAIT)  # db's lane is inside write() with the first batch
+
+    for i in range(2, 22):  # 20 more: the queue's bound, so nothing is dropped
+        processor.submit(make_span(i))
+    # The worker took a batch past the half-full mark: spooled for db (busy) before
+    # being handed to the idle quick sink.
+    assert written.wait_total("quick", 4)
+    assert processor.stats().sinks["db"].spooled >= 2
+    stuck.gate.set()
+    result = processor.flush(timeout=WAIT)
+
+    assert result.ok and result.dropped == {}
+    db = result.stats.sinks["db"]
+    assert db.spooled >= 2 and db.dropped == 0 and db.emitted + db.spooled == 22
+    processor.replay_spool(timeout=WAIT)
+    assert sorted(stuck.span_ids) == sorted(ids(22))
+    assert Spool(tmp_path / "db", 10**9).count() == 0
+
+
+def test_batch_processor__overflow_past_spool_cap__drops_counted_flush_false(
+    processors, tmp_path: Path
+) -> None:
+    down = DownSink("db")
+    first_batch = [make_span(0), make_span(1)]
+    cap = sum(len(s.model_dump_json()) + 1 for s in first_batch) + 10
+    processor = processors(
+        [down], settings(max_batch_size=2, spool_max_bytes=cap), tmp_path, clock=FakeClock()
     )
 
-    for i in range(10):
+    for i in range(6):
         processor.submit(make_span(i))
-    assert processor.flush(timeout=WAIT)
+    result = processor.flush(timeout=WAIT)
 
-    stats = processor.stats()
-    for name in ("a", "b"):
-        assert stats.sinks[name].spooled == 2
-        assert stats.sinks[name].dropped == 4
-        assert stats.sinks[name].emitted == 4
-    assert stats.dropped == 8
-    assert_balanced(stats)
-    assert "spool is full" in (stats.last_error or "")
+    assert not result and result.timed_out is False
+    assert result.dropped == {"db": 4}
+    db = result.stats.sinks["db"]
+    assert (db.spooled, db.dropped) == (2, 4)
+    assert_balanced(result.stats)
+    assert "spool is full" in (result.stats.last_error or "")
 
 
-def test_batch_processor__spool_write_fails__dropped_counted_never_raised(
+def test_batch_processor__spool_write_fails__dropped_counted_flush_false(
     processors, tmp_path: Path
 ) -> None:
+    """Issue 11 item 3: with the spool on a read-only or full disk, flush() returned True with
+    200 spans dropped. It says False now, and how many."""
     not_a_directory = tmp_path / "spool"
     not_a_directory.write_text("a file where the spool directory should be")
     sink = DownSink("db")
-    processor = processors([sink], settings(), not_a_directory, sleep=lambda s: None)
+    processor = processors([sink], settings(), not_a_directory)
 
     for i in range(3):
         processor.submit(make_span(i))
-    assert processor.flush(timeout=WAIT)
+    result = processor.flush(timeout=WAIT)
 
-    stats = processor.stats()
-    assert stats.sinks["db"].dropped == 3
-    assert "spool write failed" in (stats.last_error or "")
-    assert_balanced(stats)
+    assert result.ok is False and bool(result) is False
+    assert result.dropped == {"db": 3}
+    assert result.stats.sinks["db"].dropped == 3
+    assert "spool write failed" in (result.stats.last_error or "")
+    assert_balanced(result.stats)
 
 
 def test_batch_processor__no_spool_dir__overflow_dropped_and_counted(processors) -> None:
@@ -664,12 +952,11 @@ def test_batch_processor__no_spool_dir__overflow_dropped_and_counted(processors)
 
     for i in range(7):
         processor.submit(make_span(i))
-    assert processor.flush(timeout=WAIT)
+    result = processor.flush(timeout=WAIT)
 
-    stats = processor.stats()
-    assert stats.dropped == 6
-    assert sink.span_ids == ids(1, first=6)
-    assert_balanced(stats)
+    assert result.dropped == {"list": 4}
+    assert sink.span_ids == ids(3)
+    assert_balanced(result.stats)
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -753,24 +1040,10 @@ def test_batch_processor__close__drains_to_healthy_sinks(tmp_path: Path) -> None
 
     assert processor.close(timeout=WAIT) is True
     assert processor.close(timeout=WAIT) is True  # idempotent
-    assert processor.flush(timeout=WAIT) is True
+    assert processor.flush(timeout=WAIT).ok is True
 
     assert sink.span_ids == ids(7)
     assert Spool(tmp_path / "list", 10**9).count() == 0
-
-
-def test_batch_processor__close_cuts_retry_waits_short__batch_spooled(tmp_path: Path) -> None:
-    sink = DownSink("db")
-    processor = BatchProcessor(
-        [sink], settings(retry_base_delay_seconds=3600.0, retry_deadline_seconds=86400.0), tmp_path
-    )
-    processor.submit(make_span(0))
-    processor.flush(timeout=0)
-    assert sink.called.wait(WAIT)  # now waiting an hour before the retry
-
-    assert processor.close(timeout=WAIT) is True
-
-    assert processor.stats().sinks["db"].spooled == 1
 
 
 def test_batch_processor__close_with_spans_in_flight__next_processor_replays_all(
@@ -881,11 +1154,13 @@ class PoisonSink(DownSink):
         return super().write(batch)
 
 
-def test_replay__undeliverable_batch_at_the_head__moved_aside_and_later_batches_delivered(
+def test_replay__poison_span_at_the_head__only_it_set_aside_later_batches_delivered(
     tmp_path: Path,
 ):
+    """Issue 11 item 1: replay moved a poison span's whole batch (20 valid spans with it) to
+    rejected/. Replay isolates the refused span too, and never stops on it."""
     sink = PoisonSink("db")
-    processor = BatchProcessor([sink], settings(max_batch_size=2, retry_max_attempts=1), tmp_path)
+    processor = BatchProcessor([sink], settings(max_batch_size=2), tmp_path, clock=FakeClock())
     try:
         processor.submit(make_span(0, operation_name="poison"))
         processor.submit(make_span(1))
@@ -894,22 +1169,26 @@ def test_replay__undeliverable_batch_at_the_head__moved_aside_and_later_batches_
         processor.submit(make_span(3))
         assert processor.flush(10)  # still down: a good batch spooled behind it
         sink.up = True
-        assert processor.replay_spool(10) == 2
+        assert processor.replay_spool(10) == 3
         stats = processor.stats().sinks["db"]
     finally:
         processor.close(10)
-    assert sorted(sink.span_ids) == [make_span(2).span_id, make_span(3).span_id]
-    assert (stats.replayed, stats.replay_rejected, stats.spool_bytes) == (2, 2, 0)
-    rejected = list((tmp_path / "db" / "rejected").iterdir())
-    assert len(rejected) == 1  # kept on disk for inspection, out of the replay path
+    assert sorted(sink.span_ids) == ids(3, first=1)
+    assert (stats.replayed, stats.replay_rejected, stats.spool_bytes) == (3, 1, 0)
+    assert rejected_lines(tmp_path / "db") == [make_span(0).span_id]
+    assert "cannot adapt this span" in reasons(tmp_path / "db")
 
 
-def test_batch_processor__sink_down__later_batches_get_one_attempt_and_other_sinks_keep_going(
+def test_batch_processor__sink_down__other_sinks_keep_going_while_it_is_left_alone(
     processors, tmp_path: Path
 ) -> None:
-    down, other, delays = DownSink("db"), ListSink("opik"), []
+    down, other, waits = DownSink("db"), ListSink("opik"), []
     processor = processors(
-        [down, other], settings(retry_max_attempts=3), tmp_path, sleep=delays.append
+        [down, other],
+        settings(retry_max_attempts=3),
+        tmp_path,
+        clock=FakeClock(),
+        sleep=waits.append,
     )
     for i in range(10):  # two batches of 5
         processor.submit(make_span(i))
@@ -918,8 +1197,8 @@ def test_batch_processor__sink_down__later_batches_get_one_attempt_and_other_sin
     assert processor.flush(timeout=WAIT)
 
     stats = processor.stats()
-    assert down.calls == 3 + 1  # full retries for the first batch, one attempt for the next
-    assert len(delays) == 2
+    assert down.calls == 3  # the first batch's attempts; the second went straight to the spool
+    assert len(waits) == 2
     assert other.span_ids == ids(10)
     assert stats.sinks["db"].spooled == 10
     assert_balanced(stats)

@@ -227,3 +227,90 @@ def test_spool__attribute_json_cannot_encode__stored_as_text_not_lost(tmp_path: 
 
     (stored,) = [s for b in spool.pending_batches() for s in b.spans]
     assert stored.attributes == {"payload": "opaque-object", "n": 1}
+
+
+# -- claims: concurrent replays, settling, rejected/ ------------------------------------------
+
+
+def test_spool__claimed_batch__invisible_to_another_replay_until_released(tmp_path: Path) -> None:
+    spool, other = Spool(tmp_path, BIG), Spool(tmp_path, BIG)
+    for i in range(3):
+        spool.append([make_span(i)])
+    mine = spool.claimed_batches()
+    first = next(mine)
+
+    theirs = [b.spans for b in other.claimed_batches()]  # the other replay gets the rest
+
+    assert first.spans == [make_span(0)]
+    assert theirs == [[make_span(1)], [make_span(2)]]
+    assert spool.count() == 3  # claimed files still count as waiting
+    spool.release(first.handle)
+    assert [b.spans for b in spool.pending_batches()] == [[make_span(i)] for i in range(3)]
+    assert next(b.spans for b in spool.claimed_batches()) == [make_span(0)]  # first in line
+
+
+def test_spool__replace__only_the_rest_kept_first_in_line(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, BIG)
+    spool.append([make_span(0), make_span(1), make_span(2)])
+    spool.append([make_span(3)])
+    claimed = next(spool.claimed_batches())
+
+    spool.replace(claimed.handle, [make_span(2)])
+
+    assert [b.spans for b in spool.pending_batches()] == [[make_span(2)], [make_span(3)]]
+
+
+def test_spool__reject__spans_and_reasons_kept_outside_the_replay_path(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, BIG)
+    spool.reject([(make_span(0), "22003: integer out of range\nsecond line")], "database")
+
+    assert spool.count() == 0 and list(spool.claimed_batches()) == []
+    assert spool.rejected_spans() == 1
+    (reason,) = (tmp_path / "rejected").glob("*.reason")
+    assert reason.read_text() == (
+        f"{make_span(0).trace_id} {make_span(0).span_id} database: "
+        "22003: integer out of range second line\n"
+    )
+
+
+def test_spool__unreadable_lines__handed_over_raw_for_rejected(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, BIG)
+    spool.append([make_span(0)])
+    path = committed_files(tmp_path)[0]
+    path.write_bytes(path.read_bytes() + b"not json\n")
+
+    (batch,) = spool.claimed_batches()
+    spool.reject_lines(batch.bad_lines, batch.bad_reasons)
+    spool.ack(batch.handle)
+
+    assert batch.bad_lines == [b"not json"]
+    assert (tmp_path / "rejected").is_dir() and spool.count() == 0
+    kept = b"".join(p.read_bytes() for p in (tmp_path / "rejected").glob("*.jsonl"))
+    assert kept == b"not json\n"
+
+
+def test_spool__claim_of_a_dead_process__released_by_the_next_replay(tmp_path: Path) -> None:
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    spool = Spool(tmp_path, BIG)
+    spool.append([make_span(0)])
+    committed = committed_files(tmp_path)[0]
+    committed.rename(tmp_path / f".claim-{int(dead.stdout):010d}-{committed.name}")
+
+    assert [b.spans for b in spool.claimed_batches()] == [[make_span(0)]]
+
+
+def test_spool__quarantine__whole_file_moved_with_its_reason(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, BIG)
+    spool.append([make_span(0)])
+    (claimed,) = spool.claimed_batches()
+
+    target = spool.quarantine(claimed.handle, "undeliverable: TypeError")
+
+    assert spool.count() == 0
+    assert target.parent == tmp_path / "rejected"
+    assert target.with_suffix(".reason").read_text() == "undeliverable: TypeError\n"

@@ -123,6 +123,8 @@ class ObservabilityConnectorAgent:
         return self.monitor.health()
 
     def flush(self, timeout: float | None = None) -> bool:
+        """True once every span submitted so far is in every sink or durably spooled; False
+        on timeout or when any was dropped (details: `connector.last_flush`)."""
         return self.connector.flush(timeout)
 
     def close(self, timeout: float | None = None) -> bool:

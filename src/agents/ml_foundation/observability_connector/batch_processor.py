@@ -1,30 +1,38 @@
-"""Bounded queue + background worker that batches spans and fans them out to every sink.
+"""Bounded queue + a worker that batches spans and hands each batch to every sink's lane.
 
-Why this shape (after OpenTelemetry's BatchSpanProcessor): the agent's thread only appends to
-a deque under a short lock; a daemon worker flushes when `max_batch_size` spans are queued (woken
-early by an Event) or after `max_batch_wait_seconds`, samples, then hands the batch to each sink's
-`SinkLane` (retries with backoff, else that sink's durable spool; replay later). A full queue
-spills its oldest batch-worth to every sink's spool (disk I/O in the submitting thread, at most
-once per batch-worth and only under overload) instead of dropping; spans are dropped, and
-counted, only when a spool is full or no spool directory is configured.
+Why this shape (after OpenTelemetry's BatchSpanProcessor): the agent's thread only appends to a
+deque under a short lock and never does I/O; when the queue is full the span is dropped and
+counted (the worker spills long before that, so it happens only when even the disk cannot keep
+up). A daemon worker takes a batch when `max_batch_size` spans are queued (woken early by an
+Event), after `max_batch_wait_seconds`, or when `flush()` asks; samples it; and hands it to each
+sink's lane (`sink_lane`: one thread per sink, which writes, isolates refused spans, spools
+failures and replays). A lane that is busy makes the worker wait while the queue is under half
+full; past that, or while the lane's sink is failing, the worker writes the batch to that lane's
+spool itself (encoding and fsync on the worker). So for each sink, the spans held only in memory
+(what `kill -9` loses) are at most `max_queue_size + 2 * max_batch_size`: the queue, the batch
+the worker holds and the batch the lane is writing, whatever is down.
 
-Counters: see `processor_stats` (every submitted span is accounted for once per sink). Duplicates
-reach a sink only through at-least-once replay (a crash between a write and the spool ack, two
-processes replaying one directory) or a `close()` that times out while a sink is still writing
+Adaptive batches: while two or more full batches wait, one batch takes up to
+`max_backlog_batch_size` spans (one transaction / round trip per sink, one fsync when spooled),
+so the per-batch cost is paid once per thousands of spans and a busy agent does not outrun
+the writers. So the in-memory bound above is, precisely, `max_queue_size + 2 * B` with
+`B = min(max_queue_size, max(max_batch_size, max_backlog_batch_size))`.
+
+`flush()` returns a `FlushResult`: truthy only when every span submitted before the call is in
+every sink, durably in its spool or kept in `rejected/`, and none was dropped (see
+`batch_ledger`). Counters: see `processor_stats` (every submitted span is accounted for once
+per sink). Duplicates reach a sink only through at-least-once replay (a crash between a write
+and the spool's acknowledgement) or a `close()` that times out while a sink is still writing
 the in-flight batch (that batch is spooled too).
 
-Adaptive batches: while two or more full batches wait, one write takes up to
-`max_backlog_batch_size` spans (one transaction / round trip per sink), so the writer's per-batch
-cost is paid once per thousands of spans instead of once per 100 and a busy agent does not
-outrun it into the spool.
-
 After `fork()` the child starts with an empty queue and zeroed counters (the parent still
-exports what it had queued) and starts its own worker on first use.
+exports what it had queued) and starts its own worker and lanes on first use.
 """
 
 from __future__ import annotations
 
 import atexit
+import functools
 import itertools
 import os
 import threading
@@ -34,19 +42,25 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .batch_ledger import Batch, Ledger
 from .config import BatchingSettings
-from .delivery import ErrorLog, build_lanes, check_sinks
+from .delivery import ErrorLog, check_sinks
 from .models import ObservabilitySpan
 from .pricing import PricedSink, Pricer
-from .processor_stats import ProcessorStats
+from .processor_stats import FlushResult, ProcessorStats
 from .retry import RetryPolicy
 from .sampling import Sampler
+from .sink_lane import LaneState, SinkLane
 from .sinks import Sink
 from .span_policy import SpanPolicy
+from .spool import Spool
 
-__all__ = ["BatchProcessor", "ProcessorStats"]
+__all__ = ["BatchProcessor", "FlushResult", "ProcessorStats"]
 
-_REPLAY_BATCHES_PER_ROUND = 8
+_Popped = tuple[int, int, int, list[ObservabilitySpan]]
+"""(batch id, first sequence number, last sequence number, spans) taken off the queue."""
+_DROP_WARNING_EVERY = 1024
+"""Spans dropped at submit between two warnings (the warning itself is rate-limited too)."""
 
 
 class BatchProcessor:
@@ -67,8 +81,11 @@ class BatchProcessor:
         autostart: bool = True,
         pricer: Pricer | None = None,
     ) -> None:
-        """`pricer` prices LLM spans right before each sink write (`PricedSink`), so on this
-        worker (live batches and spool replays), never in `submit()`."""
+        """`span_policy` (redaction, size limits) is applied to sampling's survivors before any
+        sink or spool sees them; `sleep` replaces the waits between retries (tests);
+        `on_batch_undelivered(sink, spans)` hears of each live batch a sink could not take;
+        `pricer` prices LLM spans right before each sink write (`PricedSink`), so on the sink's
+        thread (live batches and spool replays), never in `submit()`."""
         if not isinstance(settings, BatchingSettings):
             raise TypeError(f"settings must be BatchingSettings, got {type(settings).__name__}")
         check_sinks(tuple(sinks))
@@ -88,6 +105,7 @@ class BatchProcessor:
             self._backlog_batch = max(self._full_batch, settings.max_backlog_batch_size)
         else:
             self._full_batch = self._backlog_batch = 1
+        self._spill_at = max(self._full_batch, settings.max_queue_size // 2)
         self._closed = False
         self._close_result = True
         self._reset_runtime()
@@ -101,84 +119,96 @@ class BatchProcessor:
         self._lock = threading.Lock()
         self._settled = threading.Condition(self._lock)
         self._wake = threading.Event()
-        self._shutdown = threading.Event()
         self._worker: threading.Thread | None = None
-        self._queue: deque[ObservabilitySpan] = deque()
-        self._pushed = self._popped = 0
-        self._in_progress: dict[int, int] = {}  # token -> sequence number of its first span
-        self._tokens = itertools.count()
-        self._flush_target = self._replay_asked = self._replay_done = 0
-        self._inflight: set[str] | None = None  # lanes still owing the worker's current batch
-        self._inflight_batch: list[ObservabilitySpan] = []
-        self._submitted = self._invalid = self._sampled_out = 0
+        self._halted = False  # close() gave up waiting: the worker stops where it is
+        self._queue: deque[tuple[int, ObservabilitySpan]] = deque()
+        self._ledger = Ledger()
+        self._batch_ids = itertools.count()
+        self._flush_target = 0
+        self._submitted = self._invalid = self._sampled_out = self._queue_drops = 0
         self._errors = ErrorLog()
-        self._lanes = build_lanes(
-            self._sinks,
-            self._spool_dir,
-            self._settings.spool_max_bytes,
-            policy=RetryPolicy.from_settings(self._settings),
-            clock=self._clock,
-            wait=self._backoff_wait,
-            errors=self._errors,
-            on_written=self._on_batch_written,
-            on_undelivered=self._on_batch_undelivered,
-        )
+        policy = RetryPolicy.from_settings(self._settings)
+        self._lanes = [
+            SinkLane(
+                sink,
+                None
+                if self._spool_dir is None
+                else Spool(self._spool_dir / sink.name, self._settings.spool_max_bytes),
+                policy=policy,
+                interval=self._settings.max_batch_wait_seconds,
+                clock=self._clock,
+                errors=self._errors,
+                wake=self._wake.set,
+                on_written=self._on_batch_written,
+                on_undelivered=self._on_batch_undelivered,
+                sleep=self._sleep,
+            )
+            for sink in self._sinks
+        ]
 
     # ----------------------------------------------------------------- public API
     def start(self) -> None:
-        """Start the worker (done by the constructor unless autostart=False)."""
+        """Start the worker and the lanes (done by the constructor unless autostart=False)."""
         with self._lock:
             if self._worker is not None:
                 return
             self._worker = threading.Thread(
                 target=self._run, name=f"obs-batch-processor-{id(self):x}", daemon=True
             )
+        for lane in self._lanes:
+            lane.start()
         self._worker.start()
 
     def submit(self, span: ObservabilitySpan) -> None:
-        """Queue a finished span. Never blocks on a sink, never raises."""
+        """Queue a finished span: a deque append, no I/O. Never blocks, never raises."""
         try:
             self._submit(span)
         # broad except, on purpose: observability must never break the agent
         except Exception as exc:
             self._errors.warn("submit", f"submit failed: {type(exc).__name__}: {exc}")
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every span submitted before this call was offered to every sink."""
-        if threading.current_thread() is self._worker:
-            return False
+    def flush(self, timeout: float | None = None) -> FlushResult:
+        """Wait until every span submitted before this call is settled for every sink (see
+        the module docstring); not-ok on timeout or when any of them was dropped."""
+        if self._on_pipeline_thread():
+            return FlushResult(ok=False, timed_out=True, dropped={}, stats=self.stats())
         with self._lock:
-            target = self._pushed
-            if self._low_watermark() >= target:
-                return True
+            target = self._ledger.pushed
+            window = self._ledger.open_window()
             self._flush_target = max(self._flush_target, target)
         self.start()
         self._wake.set()
         with self._settled:
-            return self._settled.wait_for(lambda: self._low_watermark() >= target, timeout)
+            done = self._settled.wait_for(lambda: self._watermark() >= target, timeout)
+            dropped = self._ledger.close_window(window, target, completed=done)
+        return FlushResult(
+            ok=done and not dropped, timed_out=not done, dropped=dropped, stats=self.stats()
+        )
 
     def replay_spool(self, timeout: float | None = None) -> int:
         """Re-send every spooled batch to its sink now; return how many spans were delivered.
 
-        Runs on the worker; after `close()`, in the calling thread (timeout then ignored).
+        Runs on each sink's lane; after `close()`, in the calling thread (timeout then ignored).
         """
         before = self.stats().replayed
         with self._lock:
-            self._replay_asked += 1
-            ticket, closed = self._replay_asked, self._closed
+            closed = self._closed
         if closed:
             for lane in self._lanes:
-                lane.replay(max_batches=None, stop=lambda: False)
+                lane.replay_now()
         else:
-            self.start()
-            self._wake.set()
-            with self._settled:
-                self._settled.wait_for(lambda: self._replay_done >= ticket, timeout)
+            tickets = [(lane, lane.request_replay()) for lane in self._lanes]
+            self.start()  # after asking: a lane starting now serves the request first
+            deadline = None if timeout is None else time.monotonic() + timeout
+            for lane, ticket in tickets:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                lane.wait_replay(ticket, left)
         return self.stats().replayed - before
 
     def close(self, timeout: float | None = None) -> bool:
         """Stop accepting, drain to the sinks, spool what is left; False if time ran out."""
         timeout = self._settings.shutdown_timeout_seconds if timeout is None else timeout
+        deadline = time.monotonic() + timeout
         with self._lock:
             if self._closed:
                 return self._close_result
@@ -187,29 +217,24 @@ class BatchProcessor:
         atexit.unregister(self._close_at_exit)
         if needs_worker:
             self.start()
-        self._shutdown.set()
+        for lane in self._lanes:
+            lane.begin_close()
         self._wake.set()
         worker = self._worker
         if worker is not None and worker is not threading.current_thread():
-            worker.join(timeout)
+            worker.join(max(0.0, deadline - time.monotonic()))
         drained = worker is None or not worker.is_alive()
         with self._lock:
-            leftover = list(self._queue)
-            self._queue.clear()
-            token = self._take(len(leftover))
-            abandoned = set(self._inflight or ())
-            abandoned_batch = self._inflight_batch
-            if self._inflight:
-                self._inflight.clear()
-            self._replay_done = self._replay_asked  # nobody is left to serve these
-        try:
-            self._spool_everywhere(leftover)
+            self._halted = True
+            popped = self._pop(len(self._queue), whole=True)
+        leftover = self._make_batch(popped)
+        self._wake.set()
+        stopped = [lane.stop(max(0.0, deadline - time.monotonic())) for lane in self._lanes]
+        abandoned = [lane for lane in self._lanes if self._abandon(lane)]
+        if leftover is not None:
             for lane in self._lanes:
-                if lane.name in abandoned:
-                    lane.spool(abandoned_batch)
-        finally:
-            self._settle(token)
-        self._close_result = drained and not leftover and not abandoned
+                lane.spool_batch(leftover, live=False)
+        self._close_result = drained and all(stopped) and leftover is None and not abandoned
         return self._close_result
 
     def stats(self) -> ProcessorStats:
@@ -228,8 +253,6 @@ class BatchProcessor:
     def _submit(self, span: object) -> None:
         if self._worker is None and self._autostart and not self._closed:
             self.start()  # lazily, e.g. in a forked child
-        spill: list[ObservabilitySpan] = []
-        token = None
         wake = False
         with self._lock:
             self._submitted += 1
@@ -239,53 +262,147 @@ class BatchProcessor:
             elif self._closed:
                 kind = "late"
             else:
-                kind = "queued"
-                if len(self._queue) >= self._settings.max_queue_size:
-                    n = min(self._settings.max_batch_size, len(self._queue))
-                    spill = [self._queue.popleft() for _ in range(n)]
-                    token = self._take(n)
-                self._queue.append(span)
-                self._pushed += 1
-                wake = len(self._queue) == self._full_batch
-        if kind == "invalid":
+                seq = self._ledger.next_seq()
+                depth = len(self._queue)
+                if depth >= self._settings.max_queue_size:
+                    kind = "full"
+                    self._queue_drops += 1
+                    for lane in self._lanes:
+                        self._ledger.note_drop(lane.name, seq, seq, 1)
+                else:
+                    kind = "queued"
+                    self._queue.append((seq, span))
+                    wake = depth + 1 in (self._full_batch, self._spill_at)
+        if kind == "queued":
+            if wake:
+                self._wake.set()
+        elif kind == "full":
+            for lane in self._lanes:
+                lane.count_dropped(1)
+            if self._queue_drops % _DROP_WARNING_EVERY == 1:
+                self._errors.warn(
+                    "queue-full",
+                    f"queue full ({self._settings.max_queue_size} spans): dropped "
+                    f"{self._queue_drops} spans so far (the worker cannot spill fast enough)",
+                )
+        elif kind == "invalid":
             self._errors.warn(
                 "invalid",
                 f"submit() got {type(span).__name__}, expected ObservabilitySpan; ignored",
                 error=False,
             )
-        elif kind == "late":
-            self._spool_everywhere([span])  # after close(): straight to disk for the next run
-        else:
-            if token is not None:
-                try:
-                    self._spool_everywhere(spill)
-                finally:
-                    self._settle(token)
-            if wake:
-                self._wake.set()
+        else:  # after close() there is no worker left: the caller spools it for the next run
+            kept = self._sample([span])  # type: ignore[list-item]
+            for lane in self._lanes:
+                lane.store_late(kept)
 
-    def _take(self, n: int) -> int:
-        """Register `n` spans just popped from the queue as in progress (lock held)."""
-        token = next(self._tokens)
-        self._in_progress[token] = self._popped
-        self._popped += n
-        return token
+    # ----------------------------------------------------------------- worker side
+    def _run(self) -> None:
+        interval = self._settings.max_batch_wait_seconds
+        last_export = self._clock()
+        while True:
+            try:
+                with self._lock:
+                    if self._halted:
+                        return
+                    queued, closing = len(self._queue), self._closed
+                    flush_asked = bool(queued) and self._flush_target > self._queue[0][0]
+                now = self._clock()
+                due = bool(queued) and (
+                    closing
+                    or flush_asked
+                    or queued >= self._full_batch
+                    or now - last_export >= interval
+                )
+                if due:
+                    if self._export_one_batch(now, queued):
+                        last_export = now
+                        continue
+                    wait = min(interval, 1.0)  # a lane is busy: it wakes us when it is done
+                elif closing:
+                    return
+                else:
+                    if not queued:
+                        last_export = now
+                    wait = self._next_wait(now, last_export, queued)
+                self._wake.wait(wait)
+                self._wake.clear()
+            # broad except, on purpose: keep the worker alive whatever happens
+            except Exception as exc:
+                self._errors.warn("worker", f"worker error: {type(exc).__name__}: {exc}")
+                time.sleep(min(1.0, self._settings.max_batch_wait_seconds))  # no hot loop
 
-    def _settle(self, token: int) -> None:
+    def _next_wait(self, now: float, last_export: float, queued: int) -> float:
+        interval = self._settings.max_batch_wait_seconds
+        due = last_export + interval if queued else now + interval
+        # Re-check at least once per interval, so a frozen test clock cannot stall the worker.
+        return min(interval, max(0.0, due - now))
+
+    def _export_one_batch(self, now: float, queued: int) -> bool:
+        """Hand the next batch to every lane, or spool it for the lanes that cannot take it;
+        False (nothing taken) while a lane is busy and the queue is under half full."""
+        states = [(lane, lane.state(now)) for lane in self._lanes]
+        if queued < self._spill_at and any(state is LaneState.BUSY for _, state in states):
+            return False
+        with self._lock:
+            if self._halted:
+                return True
+            popped = self._pop(self._batch_length(len(self._queue)))
+        batch = self._make_batch(popped)
+        if batch is None or not batch.spans:
+            return True
+        for lane, state in states:
+            if not (state is LaneState.READY and lane.offer(batch, now)):
+                lane.spool_batch(batch)  # busy past the spill mark, or failing: on this thread
+        return True
+
+    def _pop(self, limit: int, *, whole: bool = False) -> _Popped | None:
+        """Pop up to `limit` queued spans (stopping at a pending flush's boundary unless
+        `whole`) and register them in the ledger as in flight (lock held)."""
+        if not self._queue or limit <= 0:
+            return None
+        pending_flush = self._flush_target > self._queue[0][0] and not whole
+        cut = self._flush_target if pending_flush else None
+        items: list[tuple[int, ObservabilitySpan]] = []
+        while self._queue and len(items) < limit:
+            if cut is not None and self._queue[0][0] >= cut and items:
+                break
+            items.append(self._queue.popleft())
+        batch_id = next(self._batch_ids)
+        self._ledger.begin_batch(batch_id, items[0][0])
+        return batch_id, items[0][0], items[-1][0], [span for _, span in items]
+
+    def _make_batch(self, popped: _Popped | None) -> Batch | None:
+        """Sampling and the span policy (outside the lock), then the batch every lane settles;
+        one whose every span was sampled out is settled at once."""
+        if popped is None:
+            return None
+        batch_id, first, last, spans = popped
+        kept = self._sample(spans)
+        names = [lane.name for lane in self._lanes] if kept else []
+        batch = Batch(kept, first, last, names, functools.partial(self._on_settled, batch_id))
+        if not kept:
+            with self._settled:
+                self._ledger.end_batch(batch_id)
+                self._settled.notify_all()
+        return batch
+
+    def _on_settled(self, batch_id: int, batch: Batch) -> None:
         with self._settled:
-            self._in_progress.pop(token, None)
+            for sink, n in batch.dropped.items():
+                self._ledger.note_drop(sink, batch.first_seq, batch.last_seq, n)
+            self._ledger.end_batch(batch_id)
             self._settled.notify_all()
 
-    def _low_watermark(self) -> int:
-        """Sequence number of the oldest span not yet offered to every sink (lock held)."""
-        return min(self._in_progress.values(), default=self._popped)
+    def _watermark(self) -> int:
+        """Oldest sequence number not settled for every sink (lock held)."""
+        return self._ledger.low_watermark(self._queue[0][0] if self._queue else None)
 
     def _sample(self, spans: list[ObservabilitySpan]) -> list[ObservabilitySpan]:
         """The spans to keep, with the span policy (redaction, limits) applied: every path to
         a sink or a spool goes through here, so no sink ever sees a span before the policy."""
-        if self._sampler is None or not spans:
-            kept = spans
-        else:
+        kept = spans
+        if self._sampler is not None and spans:
             kept = [span for span in spans if self._keep(span)]
             with self._lock:
                 self._sampled_out += len(spans) - len(kept)
@@ -299,114 +416,24 @@ class BatchProcessor:
         except ValueError:  # e.g. built with model_construct(): keep it, let the sinks judge
             return True
 
-    def _spool_everywhere(self, spans: list[ObservabilitySpan]) -> None:
-        kept = self._sample(spans)
-        for lane in self._lanes:
-            lane.spool(kept)
+    def _abandon(self, lane: SinkLane) -> bool:
+        """Spool the batch a lane that did not stop in time still holds; True if it held one."""
+        batch = lane.in_flight()
+        if batch is None or not batch.owed_by(lane.name):
+            return False
+        lane.spool_batch(batch, live=False)
+        return True
 
-    # ----------------------------------------------------------------- worker side
-    def _run(self) -> None:
-        interval = self._settings.max_batch_wait_seconds
-        last_export = self._clock()
-        while True:
-            try:
-                with self._lock:
-                    queued, closing = len(self._queue), self._closed
-                    flush_asked = self._flush_target > self._popped
-                    replay_asked = self._replay_asked
-                now = self._clock()
-                if queued and (
-                    closing
-                    or flush_asked
-                    or queued >= self._full_batch
-                    or now - last_export >= interval
-                ):
-                    self._export_one_batch()
-                    last_export = now
-                    continue
-                if closing:
-                    return
-                if replay_asked > self._replay_done:
-                    self._replay_all(replay_asked)
-                    continue
-                if not queued:
-                    last_export = now
-                for lane in self._lanes:
-                    if lane.replay_due(now, interval):
-                        lane.replay(
-                            max_batches=_REPLAY_BATCHES_PER_ROUND, stop=self._shutdown.is_set
-                        )
-                self._wake.wait(self._next_wait(now, last_export, queued))
-                self._wake.clear()
-            # broad except, on purpose: keep the worker alive whatever happens
-            except Exception as exc:
-                self._errors.warn("worker", f"worker error: {type(exc).__name__}: {exc}")
-                self._shutdown.wait(min(1.0, self._settings.max_batch_wait_seconds))  # no hot loop
-
-    def _next_wait(self, now: float, last_export: float, queued: int) -> float:
-        interval = self._settings.max_batch_wait_seconds
-        due = [last_export + interval] if queued else []
-        for lane in self._lanes:
-            if lane.replay_due(now, interval):
-                return 0.0
-            if lane.spool_pending and lane.last_replay_at is not None:
-                due.append(lane.last_replay_at + interval)
-        # Re-check at least once per interval, so a frozen test clock cannot stall the worker.
-        return min(interval, max(0.0, min(due, default=now + interval) - now))
+    def _on_pipeline_thread(self) -> bool:
+        current = threading.current_thread()
+        return current is self._worker or any(lane.owns_thread(current) for lane in self._lanes)
 
     def _batch_length(self, queued: int) -> int:
-        """Spans for the next write: a full batch at light load, up to the backlog cap while two
-        or more full batches wait (one bigger transaction beats many small ones)."""
+        """Spans for the next batch: a full batch at light load, up to the backlog cap while
+        two or more full batches wait (one bigger transaction beats many small ones)."""
         if queued >= 2 * self._full_batch:
             return min(queued, self._backlog_batch)
         return min(queued, self._full_batch)
-
-    def _export_one_batch(self) -> None:
-        with self._lock:
-            batch = [self._queue.popleft() for _ in range(self._batch_length(len(self._queue)))]
-            token = self._take(len(batch))
-        try:
-            kept = self._sample(batch)
-            if kept:
-                self._fan_out(kept)
-        finally:
-            self._settle(token)
-
-    def _fan_out(self, batch: list[ObservabilitySpan]) -> None:
-        owing = {lane.name for lane in self._lanes}
-        with self._lock:
-            self._inflight, self._inflight_batch = owing, batch
-        try:
-            for lane in self._lanes:
-                with self._lock:
-                    if lane.name not in owing:
-                        continue  # close() timed out and spooled it for this sink
-                lane.deliver(batch, claim=lambda name=lane.name: self._claim(owing, name))
-        finally:
-            with self._lock:
-                self._inflight = None
-
-    def _claim(self, owing: set[str], name: str) -> bool:
-        with self._lock:
-            if name in owing:
-                owing.discard(name)
-                return True
-            return False
-
-    def _replay_all(self, ticket: int) -> None:
-        try:
-            for lane in self._lanes:
-                lane.replay(max_batches=None, stop=self._shutdown.is_set)
-        finally:
-            with self._settled:
-                self._replay_done = max(self._replay_done, ticket)
-                self._settled.notify_all()
-
-    def _backoff_wait(self, seconds: float) -> bool:
-        if self._sleep is None:
-            return self._shutdown.wait(seconds)
-        self._sleep(seconds)
-        return self._shutdown.is_set()
 
     def _close_at_exit(self) -> None:
         # flush_on_shutdown false: do not send at exit; what is queued goes to the spool

@@ -32,6 +32,7 @@ many spans; a failed chunk fails the write, and the retry re-sends the stored ch
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 from collections.abc import Awaitable, Callable, Sequence
@@ -96,6 +97,12 @@ class DatabaseSink:
             self._ready = True
         finally:
             self.setup_attempted.set()
+
+    async def wait_ready(self) -> None:
+        """Wait (at most `timeout`) until `setup()` has been attempted once: for readers that
+        query right after start-up, while setup runs on the batch processor's thread."""
+        if not self.setup_attempted.is_set():
+            await asyncio.to_thread(self.setup_attempted.wait, self.timeout)
 
     def prepare(self) -> None:
         """`setup()` unless done; called by the batch processor on its worker. A failure is

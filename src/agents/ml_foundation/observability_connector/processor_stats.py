@@ -12,14 +12,19 @@ accepted by the sink (`emitted`), stored in the sink's spool (`spooled`), lost b
 was full or absent (`dropped`), or refused for good by the sink (`rejected`).
 
 `replayed` and `replay_rejected` are outside the equation: replayed spans were counted as
-`spooled` when they were stored, possibly by an earlier process. `retried` counts write attempts.
+`spooled` when they were stored, possibly by an earlier process. `retried` counts write attempts
+on a sink that was failing (probes).
+
+`FlushResult` is what `flush()` returns: truthy only when every span submitted before the call
+is in every sink, durably in its spool, or kept in `rejected/` (refused for good), and none of
+them was dropped; it carries the counters above as they stood when `flush()` returned.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ProcessorStats", "SinkCounters"]
+__all__ = ["FlushResult", "ProcessorStats", "SinkCounters"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,15 +36,18 @@ class SinkCounters:
     spooled: int = 0
     """Spans written to the sink's spool (retries exhausted, sink unavailable, overflow, close)."""
     dropped: int = 0
-    """Spans lost for this sink: spool full, spool disabled or spool write failed."""
+    """Spans lost for this sink: the queue was full, the spool was full, disabled or failed, or
+    a refused span could not be kept in `rejected/`."""
     rejected: int = 0
-    """Spans in batches the sink refused for good (`PermanentSinkError`); not retried."""
+    """Spans the sink refused for good (`PermanentSinkError`), found by splitting the batch
+    and kept in the spool's `rejected/` with the reason; never retried."""
     retried: int = 0
-    """Write attempts that were retries (not spans)."""
+    """Write attempts on the sink while it was failing: probes (not spans)."""
     replayed: int = 0
     """Spans delivered from the spool (spooled earlier by this or another process)."""
     replay_rejected: int = 0
-    """Spooled spans the sink refused for good on replay (deleted from the spool)."""
+    """Spooled spans (or unreadable spool lines) the sink refused for good on replay, moved
+    to `rejected/`."""
     spool_bytes: int = 0
     """Bytes currently held in the sink's spool directory."""
 
@@ -102,3 +110,23 @@ class ProcessorStats:
         """Right-hand side of the invariant for one sink (equals `submitted` when idle)."""
         c = self.sinks[sink]
         return self.invalid + self.sampled_out + c.emitted + c.spooled + c.dropped + c.rejected
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FlushResult:
+    """What `flush()` found; `bool(result)` is `ok`, so `if processor.flush(): ...` still reads
+    as before."""
+
+    ok: bool
+    """Every span submitted before the call is in every sink, in its spool or in
+    `rejected/`, and none was dropped."""
+    timed_out: bool
+    """The timeout passed before every span submitted before the call was settled."""
+    dropped: dict[str, int]
+    """Per sink, spans submitted before the call (since the last completed flush) that were
+    lost: the queue or the spool was full, or the spool could not be written."""
+    stats: ProcessorStats
+    """Every counter, per sink, when `flush()` returned (`stats.sinks[name]`)."""
+
+    def __bool__(self) -> bool:
+        return self.ok

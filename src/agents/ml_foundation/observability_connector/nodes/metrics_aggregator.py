@@ -53,10 +53,16 @@ class MetricsService:
         repository: SpanRepository,
         cache: MetricsCache | None = None,
         clock: WallClock | None = None,
+        *,
+        ready: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """`ready` is awaited before each repository query: the default connector passes the
+        database sink's `wait_ready`, so a query made right after start-up waits for the
+        schema setup that runs in the background instead of finding no table."""
         self.repository = repository
         self.cache = cache
         self._clock = clock or utc_now
+        self._ready = ready
 
     async def get_quality_metrics(
         self, window: str = DEFAULT_WINDOW, agent_name: str | None = None, *, exact: bool = False
@@ -78,6 +84,8 @@ class MetricsService:
         if end.tzinfo is None or end.utcoffset() is None:
             raise ValueError(f"the metrics clock must return an aware datetime, got {end!r}")
         raw = {"exact": True} if exact else {}  # a store without rollups takes no keyword
+        if self._ready is not None:
+            await self._ready()
         stats, summary, costs = await asyncio.gather(
             self.repository.get_latency_stats(window, agent_name, **raw),
             self.repository.get_window_summary(window, agent_name, **raw),

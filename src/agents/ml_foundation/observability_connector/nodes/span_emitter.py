@@ -206,7 +206,11 @@ def make_span_emitter_node(
                     for sink, count in after.emitted.items()
                 }
                 sampled_out += after.sampled_out - before.sampled_out
-                rejected += after.rejected - before.rejected
+                refused = after.rejected - before.rejected
+                lost = after.dropped - before.dropped
+                rejected += refused
+                if refused or lost:  # say so: the caller must not read an empty errors list
+                    errors.append(_loss_message(refused, lost, after.last_error))
             circuit_state = _circuit_state(emitter)
         except Exception as exc:  # the graph boundary: a failing emitter never raises into a parent
             flushed = False
@@ -233,3 +237,15 @@ def make_span_emitter_node(
         return update
 
     return span_emitter
+
+
+def _loss_message(refused: int, lost: int, last_error: str | None) -> str:
+    parts = []
+    if refused:
+        parts.append(
+            f"{refused} span(s) refused for good by a sink (kept in the spool's rejected/)"
+        )
+    if lost:
+        parts.append(f"{lost} span(s) dropped (spool full or unwritable)")
+    reason = f": {last_error}" if last_error else ""
+    return f"span_emitter: {' and '.join(parts)}{reason}"
