@@ -86,16 +86,12 @@ class Ledger:
 
     def __init__(self) -> None:
         self.pushed = 0
-        """Sequence number the next accepted span gets."""
+        """Sequence number the next accepted span gets (the processor counts it up inline:
+        `submit()` is the agent's hot path)."""
         self._in_flight: dict[int, int] = {}  # batch id -> first sequence number
         self._drops: dict[str, list[_DropRange]] = {}
         self._reported = 0  # sequence numbers below this were covered by a completed flush
         self._open_windows: Counter[int] = Counter()
-
-    def next_seq(self) -> int:
-        seq = self.pushed
-        self.pushed += 1
-        return seq
 
     def begin_batch(self, batch_id: int, first_seq: int) -> None:
         self._in_flight[batch_id] = first_seq

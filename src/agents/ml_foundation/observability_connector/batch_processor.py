@@ -106,6 +106,7 @@ class BatchProcessor:
         else:
             self._full_batch = self._backlog_batch = 1
         self._spill_at = max(self._full_batch, settings.max_queue_size // 2)
+        self._max_queue = settings.max_queue_size
         self._closed = False
         self._close_result = True
         self._reset_runtime()
@@ -171,7 +172,7 @@ class BatchProcessor:
         """Wait until every span submitted before this call is settled for every sink (see
         the module docstring); not-ok on timeout or when any of them was dropped."""
         if self._on_pipeline_thread():
-            return FlushResult(ok=False, timed_out=True, dropped={}, stats=self.stats())
+            return FlushResult(ok=False, timed_out=True, dropped={}, stats_of=self.stats)
         with self._lock:
             target = self._ledger.pushed
             window = self._ledger.open_window()
@@ -182,7 +183,7 @@ class BatchProcessor:
             done = self._settled.wait_for(lambda: self._watermark() >= target, timeout)
             dropped = self._ledger.close_window(window, target, completed=done)
         return FlushResult(
-            ok=done and not dropped, timed_out=not done, dropped=dropped, stats=self.stats()
+            ok=done and not dropped, timed_out=not done, dropped=dropped, stats_of=self.stats
         )
 
     def replay_spool(self, timeout: float | None = None) -> int:
@@ -262,17 +263,19 @@ class BatchProcessor:
             elif self._closed:
                 kind = "late"
             else:
-                seq = self._ledger.next_seq()
+                ledger = self._ledger
+                seq = ledger.pushed
+                ledger.pushed = seq + 1
                 depth = len(self._queue)
-                if depth >= self._settings.max_queue_size:
+                if depth < self._max_queue:
+                    kind = "queued"
+                    self._queue.append((seq, span))
+                    wake = depth + 1 == self._full_batch or depth + 1 == self._spill_at
+                else:
                     kind = "full"
                     self._queue_drops += 1
                     for lane in self._lanes:
-                        self._ledger.note_drop(lane.name, seq, seq, 1)
-                else:
-                    kind = "queued"
-                    self._queue.append((seq, span))
-                    wake = depth + 1 in (self._full_batch, self._spill_at)
+                        ledger.note_drop(lane.name, seq, seq, 1)
         if kind == "queued":
             if wake:
                 self._wake.set()

@@ -142,7 +142,9 @@ class SelfMonitor:
     ) -> list[str]:
         reasons = []
         if stats.dropped:
-            reasons.append(f"{stats.dropped} spans dropped (spool full or unavailable)")
+            reasons.append(
+                f"{stats.dropped} spans dropped (queue or spool full, or spool unwritable)"
+            )
         if queue_nearly_full:
             reasons.append(f"queue {stats.queue_depth}/{self._queue_capacity} nearly full")
         if circuit in ("open", "half_open"):

@@ -12,7 +12,7 @@ A lane is `READY` (idle and healthy: the batch is handed over, at most one at a 
 the batch goes to the spool at once). After a failure the sink is left alone for the retry
 policy's wait; then the next replay of its spool (oldest first), or the next live batch when
 nothing is spooled, is the probe. A success ends the failing state. A sink with a circuit
-breaker of its own (`decides_retries`, the Opik sink) is offered every batch instead: while
+breaker of its own (`decides_retries`: the Opik and OTLP sinks) is offered every batch instead: while
 its breaker is open it refuses at once, without a request, and the batch is spooled.
 
 A batch the sink refuses for good is split until the refused spans are found (`isolation`);

@@ -75,6 +75,9 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
 class OtlpSink:
     """Sink sending complete spans to an OTLP/HTTP traces endpoint; see the module doc."""
 
+    decides_retries = True
+    """Its circuit breaker decides when the endpoint is tried again (see `sink_lane`)."""
+
     def __init__(
         self,
         settings: OtlpSettings,
