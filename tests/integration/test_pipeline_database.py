@@ -302,3 +302,28 @@ def test_database_sink__closed__unavailable_not_a_bug(tmp_path: Path) -> None:
     sink.close()
     with pytest.raises(SinkUnavailableError, match="closed"):
         sink.write([make_span(0)])
+
+
+def test_pipeline__sqlite_and_spool_unwritable__flush_false_every_span_counted_dropped(
+    tmp_path: Path,
+) -> None:
+    """Issue 11 item 3: with the SQLite file and the spool on a disk that cannot be written,
+    flush() returned True with 200 spans dropped. Here both paths lie under a regular file
+    (every write fails with an OSError, as on a read-only or full disk, even for root)."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the store's and the spool's directories should be")
+    sink = DatabaseSink(SqliteSpanRepository(blocker / "spans.db"), timeout=10)
+    processor = BatchProcessor([sink], settings(max_batch_size=50), blocker / "spool")
+    try:
+        for i in range(200):
+            processor.submit(make_span(i))
+        result = processor.flush(timeout=WAIT)
+        database = result.stats.sinks["database"]
+    finally:
+        processor.close(timeout=10)
+        sink.close()
+
+    assert bool(result) is False and result.timed_out is False
+    assert result.dropped == {"database": 200}
+    assert (database.emitted, database.spooled, database.dropped) == (0, 0, 200)
+    assert "spool write failed" in (result.stats.last_error or "")

@@ -29,8 +29,11 @@ from src.agents.ml_foundation.observability_connector.config import (
 from src.mlops.opik_default import build_opik_connector
 from tests.load.support import indexed_span
 
-SETTINGS = BatchingSettings(max_batch_size=50, max_queue_size=500, max_batch_wait_seconds=1.0)
-"""Small on purpose: the bound (queue + 2 batches = 600 spans) is tight enough to mean something."""
+SETTINGS = BatchingSettings(
+    max_batch_size=50, max_backlog_batch_size=50, max_queue_size=500, max_batch_wait_seconds=1.0
+)
+"""Small on purpose: the README's bound (queue + 2 batches = 600 spans) is tight enough to mean
+something."""
 
 
 def config_for(directory: Path, dsn: str | None, settings: BatchingSettings) -> ObservabilityConfig:

@@ -44,6 +44,8 @@ SETTINGS = BatchingSettings(
     max_batch_wait_seconds=0.5,
     spool_max_bytes=512 * 1024,  # some hundreds of spans: the outage outgrows it
 )
+AFTER_CALLS = 200
+"""LLM calls after the first flush, at an easy pace: the next flush must answer True."""
 
 
 class RecordingProcessor(BatchProcessor):
@@ -58,10 +60,20 @@ class RecordingProcessor(BatchProcessor):
         super().submit(span)
 
 
-def _drive(handler: ObservabilityCallbackHandler, until: float) -> None:
+def _chat_model() -> GenericFakeChatModel:
     usage = {"input_tokens": 12, "output_tokens": 4, "total_tokens": 16}
-    model = GenericFakeChatModel(messages=itertools.repeat(AIMessage("ok", usage_metadata=usage)))
+    return GenericFakeChatModel(messages=itertools.repeat(AIMessage("ok", usage_metadata=usage)))
+
+
+def _drive(handler: ObservabilityCallbackHandler, until: float) -> None:
+    model = _chat_model()
     while time.monotonic() < until:
+        model.invoke("q", config={"callbacks": [handler]})
+
+
+def _drive_calls(handler: ObservabilityCallbackHandler, calls: int) -> None:
+    model = _chat_model()
+    for _ in range(calls):
         model.invoke("q", config={"callbacks": [handler]})
 
 
@@ -87,11 +99,16 @@ def test_handler__flat_out_30s_with_an_outage__flush_answer_matches_store_and_sp
             thread.join()
         connector.flush(WAIT)
         result = connector.last_flush
+        database = result.stats.sinks["database"]  # the counts right after flush()
+        handed_before = len(processor.handed)
+        _drive_calls(handler, AFTER_CALLS)  # the store is up: nothing more is lost
+        after_ok = connector.flush(WAIT)
     finally:
         processor.close(60)  # stops the lanes: no replay moves spans while we count
         sink.close()
 
-    handed = Counter(processor.handed)
+    after = set(processor.handed[handed_before:])
+    handed = Counter(processor.handed[:handed_before])
     assert set(handed.values()) == {1} and len(handed) > 1_000  # unique ids
     stored, spooled = (
         Counter(sqlite_span_keys(db)),
@@ -99,13 +116,15 @@ def test_handler__flat_out_30s_with_an_outage__flush_answer_matches_store_and_sp
     )
     assert set(stored.values()) <= {1} and set(spooled.values()) <= {1}
     assert not set(stored) & set(spooled)
-    assert (set(stored) | set(spooled)) <= set(handed)
+    assert (set(stored) | set(spooled)) <= set(handed) | after
     lost = set(handed) - set(stored) - set(spooled)
     assert result.timed_out is False
     assert result.dropped.get("database", 0) == len(lost)  # span for span
     assert bool(result) is (not lost)
-    database = result.stats.sinks["database"]
     assert database.dropped == len(lost)
+    # the next flush covers only what came after the last one: all stored, so True
+    assert after_ok is True and len(after) >= AFTER_CALLS
+    assert after <= set(stored) | set(spooled)
     print(
         f"{len(handed)} spans in {RUN_SECONDS:g} s: {len(stored)} stored, {len(spooled)} "
         f"spooled, {len(lost)} dropped (counted {database.dropped}); flush() -> {bool(result)}"

@@ -1,6 +1,6 @@
 """A writer process killed with SIGKILL while its store is down loses at most what the README
-says it holds in memory alone (`max_queue_size + 2 * max_batch_size`, plus spans it counted as
-dropped), and everything it had spooled is stored exactly once by the next process.
+says it holds in memory alone (`max_queue_size + 2 * B`, B the biggest batch, plus spans it
+counted as dropped), and everything it had spooled is stored exactly once by the next process.
 
 Spans held only in memory at any instant: the queue (<= max_queue_size), the batch the worker
 is writing to the spool (<= max_batch_size) and the batch the sink's lane is writing (<=
@@ -41,7 +41,11 @@ from tests.load.support import (
 pytestmark = pytest.mark.load
 
 ROOT = Path(__file__).resolve().parents[2]
-LOSS_BOUND = SETTINGS.max_queue_size + 2 * SETTINGS.max_batch_size
+BIGGEST_BATCH = min(
+    SETTINGS.max_queue_size, max(SETTINGS.max_batch_size, SETTINGS.max_backlog_batch_size)
+)
+LOSS_BOUND = SETTINGS.max_queue_size + 2 * BIGGEST_BATCH
+"""The README's bound for what SIGKILL loses, for the writer's settings (600)."""
 OUTAGE_SECONDS = 60.0
 """Issue 11 (b): PostgreSQL stopped for 60 s under load, then the writer killed."""
 
@@ -149,10 +153,11 @@ def test_writer__postgres_stopped_60s_under_load_then_sigkill__loss_within_bound
     finally:
         if not pg_server.is_running():
             pg_server.start()
-    assert running.acknowledged >= 2000 + 0.5 * 500 * OUTAGE_SECONDS  # it really was under load
+    # it really was under load (a quarter of the paced rate: room for a loaded machine)
+    assert running.acknowledged >= 2000 + 0.25 * 500 * OUTAGE_SECONDS
 
     spooled = set(spooled_span_keys(tmp_path / "spool" / "database"))
-    assert len(spooled) >= 0.5 * 500 * OUTAGE_SECONDS  # the outage's spans were on disk
+    assert len(spooled) >= 0.25 * 500 * OUTAGE_SECONDS  # the outage's spans were on disk
     sink = DatabaseSink(PostgresSpanRepository(pg_dsn), timeout=60)
     processor = BatchProcessor([sink], SETTINGS, tmp_path / "spool")
     try:

@@ -12,8 +12,9 @@ A lane is `READY` (idle and healthy: the batch is handed over, at most one at a 
 the batch goes to the spool at once). After a failure the sink is left alone for the retry
 policy's wait; then the next replay of its spool (oldest first), or the next live batch when
 nothing is spooled, is the probe. A success ends the failing state. A sink with a circuit
-breaker of its own (`decides_retries`: the Opik and OTLP sinks) is offered every batch instead: while
-its breaker is open it refuses at once, without a request, and the batch is spooled.
+breaker of its own (`decides_retries`: the Opik and OTLP sinks) is offered every batch
+instead: while its breaker is open it refuses at once, without a request, and the batch is
+spooled.
 
 A batch the sink refuses for good is split until the refused spans are found (`isolation`);
 they are kept in the spool's `rejected/` with the sink's reason, the rest is delivered. Replay
@@ -35,6 +36,7 @@ from .isolation import isolate, reason_of
 from .lane_replay import SpoolReplay
 from .models import ObservabilitySpan
 from .processor_stats import SinkCounters
+from .redaction import describe_failure
 from .retry import Failure, RetryPolicy, call_with_retries, classify
 from .sinks import Sink
 from .spool import Spool
@@ -400,7 +402,7 @@ class SinkLane(SpoolReplay):
 
     def _failed(self, exc: BaseException, what: str, *, failure: bool = True) -> None:
         self._errors.warn(
-            f"{what}:{self.name}", f"sink {self.name}: {what}: {type(exc).__name__}: {exc}"
+            f"{what}:{self.name}", f"sink {self.name}: {what}: {describe_failure(exc)}"
         )
         if not failure:
             return
@@ -421,7 +423,7 @@ class SinkLane(SpoolReplay):
         self._add("retried", 1)
         self._errors.warn(
             f"retrying:{self.name}",
-            f"sink {self.name}: attempt {attempt} failed, retrying: {type(exc).__name__}: {exc}",
+            f"sink {self.name}: attempt {attempt} failed, retrying: {describe_failure(exc)}",
         )
 
     def _retry_wait(self, seconds: float) -> bool:
