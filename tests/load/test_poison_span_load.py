@@ -131,7 +131,9 @@ def test_pipeline__100k_spans_one_poison_in_the_middle__only_it_rejected_rest_st
     assert database.rejected + database.replay_rejected == 1
     assert rejected_span_keys(spool_dir / "database") == [span_ids(POISON)]
     reasons = "".join(p.read_text() for p in (spool_dir / "database" / "rejected").glob("*.reason"))
-    assert REFUSAL[meets, store.backend] in reasons and span_ids(POISON)[1] in reasons
+    assert REFUSAL[meets, store.backend] in reasons
+    if meets == "live":  # a refused span is named; an unreadable spool line has no id to name
+        assert span_ids(POISON)[1] in reasons
     assert spooled_span_keys(spool_dir / "database") == []  # replay was never blocked
     stored = Counter(store.keys())
     assert set(stored) == {span_ids(i) for i in range(SPANS) if i != POISON}

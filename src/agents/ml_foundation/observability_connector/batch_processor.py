@@ -172,7 +172,7 @@ class BatchProcessor:
         """Wait until every span submitted before this call is settled for every sink (see
         the module docstring); not-ok on timeout or when any of them was dropped."""
         if self._on_pipeline_thread():
-            return FlushResult(ok=False, timed_out=True, dropped={}, stats_of=self.stats)
+            return FlushResult(ok=False, timed_out=True, dropped={}, stats=self.stats())
         with self._lock:
             target = self._ledger.pushed
             window = self._ledger.open_window()
@@ -183,7 +183,7 @@ class BatchProcessor:
             done = self._settled.wait_for(lambda: self._watermark() >= target, timeout)
             dropped = self._ledger.close_window(window, target, completed=done)
         return FlushResult(
-            ok=done and not dropped, timed_out=not done, dropped=dropped, stats_of=self.stats
+            ok=done and not dropped, timed_out=not done, dropped=dropped, stats=self.stats()
         )
 
     def replay_spool(self, timeout: float | None = None) -> int:

@@ -17,17 +17,13 @@ on a sink that was failing (probes).
 
 `FlushResult` is what `flush()` returns: truthy only when every span submitted before the call
 is in every sink, durably in its spool, or kept in `rejected/` (refused for good), and none of
-them was dropped. Its `ok`, `timed_out` and `dropped` are decided when `flush()` returns; its
-`stats` (the counters above) are read when first asked for, not by `flush()` itself (reading
-them scans the spool directories, and `flush()` may end every request): read them right after
-`flush()` to see the counts of that moment.
+them was dropped; it carries the counters above as they stood when `flush()` returned (a
+snapshot: reading it later does not change it).
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = ["FlushResult", "ProcessorStats", "SinkCounters"]
 
@@ -117,7 +113,7 @@ class ProcessorStats:
         return self.invalid + self.sampled_out + c.emitted + c.spooled + c.dropped + c.rejected
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FlushResult:
     """What `flush()` found; `bool(result)` is `ok`, so `if processor.flush(): ...` still reads
     as before."""
@@ -130,15 +126,8 @@ class FlushResult:
     dropped: dict[str, int]
     """Per sink, spans submitted before the call (since the last completed flush) that were
     lost: the queue or the spool was full, or the spool could not be written."""
-    stats_of: Callable[[], ProcessorStats] = field(repr=False, compare=False)
-    """Where `stats` comes from (called on first use of `stats`: it scans the spool
-    directories, which `flush()` itself does not do)."""
-
-    @functools.cached_property
-    def stats(self) -> ProcessorStats:
-        """Every counter, per sink (`stats.sinks[name]`), as they stand when `stats` is first
-        read (then kept): not a snapshot taken by `flush()`."""
-        return self.stats_of()
+    stats: ProcessorStats
+    """Every counter, per sink (`stats.sinks[name]`), as they stood when `flush()` returned."""
 
     def __bool__(self) -> bool:
         return self.ok
