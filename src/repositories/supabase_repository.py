@@ -256,23 +256,22 @@ class SupabaseSpanRepository:
     async def _rollup_read(
         self, window: str, agent_name: str | None
     ) -> tuple[list[Any], list[Any], Window]:
-        """Per-agent totals and latency buckets of the window (rollups and raw edges), two
-        `rpc` calls sent together."""
+        """Per-agent totals and latency buckets of the window (rollups and raw edges): two
+        `rpc` calls, one after the other, so a failed first call sends no second request
+        (and leaves no request running after the error)."""
         resolved = resolve_window(window, self._clock)
         args: dict[str, Any] = {
             name: bound.isoformat()
             for name, bound in zip(_BOUND_ARGS, split_window(resolved).as_tuple(), strict=True)
         }
         args["p_agent"] = check_agent_name(agent_name)
-        totals, buckets = await asyncio.gather(
-            self._run(
-                f"call {ROLLUP_TOTALS_FUNCTION}",
-                lambda c: c.rpc(ROLLUP_TOTALS_FUNCTION, args).execute(),
-            ),
-            self._run(
-                f"call {ROLLUP_BUCKETS_FUNCTION}",
-                lambda c: c.rpc(ROLLUP_BUCKETS_FUNCTION, args).execute(),
-            ),
+        totals = await self._run(
+            f"call {ROLLUP_TOTALS_FUNCTION}",
+            lambda c: c.rpc(ROLLUP_TOTALS_FUNCTION, args).execute(),
+        )
+        buckets = await self._run(
+            f"call {ROLLUP_BUCKETS_FUNCTION}",
+            lambda c: c.rpc(ROLLUP_BUCKETS_FUNCTION, args).execute(),
         )
         return (
             [[row[c] for c in TOTAL_COLUMNS] for row in totals.data],
