@@ -296,30 +296,30 @@ class ObservabilityCallbackHandler(BaseCallbackHandler):
         """Remember a starting run (parent_run_id, tags and metadata come from the hook)."""
         now = self._now()
         parent_run_id = hook_kwargs.get("parent_run_id")
-        with self._lock:
-            parent = self._runs.get(parent_run_id) if parent_run_id is not None else None
-        record = open_record(
-            run_id,
-            parent_run_id,
-            parent,
-            kind,
-            name,
-            hook_kwargs.get("tags"),
-            hook_kwargs.get("metadata") or {},
-            attributes,
-            is_node=node,
-            model=None,
-            agent_name=self._agent_name,
-            start_time=now,
-            provider=provider,
-            model_sources=sources,
-        )
+        tags, metadata = hook_kwargs.get("tags"), hook_kwargs.get("metadata") or {}
         evicted = 0
-        with self._lock:
-            while len(self._runs) >= self._max_runs:
-                self._runs.popitem(last=False)
+        with self._lock:  # one hold: finding the parent, opening the record, storing it
+            runs = self._runs
+            record = open_record(
+                run_id,
+                parent_run_id,
+                runs.get(parent_run_id) if parent_run_id is not None else None,
+                kind,
+                name,
+                tags,
+                metadata,
+                attributes,
+                is_node=node,
+                model=None,
+                agent_name=self._agent_name,
+                start_time=now,
+                provider=provider,
+                model_sources=sources,
+            )
+            while len(runs) >= self._max_runs:
+                runs.popitem(last=False)
                 evicted += 1
-            self._runs[run_id] = record
+            runs[run_id] = record
         for _ in range(evicted):
             self._evicted.record(f"max_runs={self._max_runs} reached")
 
