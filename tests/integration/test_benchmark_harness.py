@@ -112,3 +112,24 @@ def test_scale_on_paper__small_run__prints_each_figure_behind_the_section() -> N
     }
     for name, pattern in figures.items():
         assert re.search(pattern, out), (name, out)
+
+
+def test_flat_out__one_second__every_call_accounted_for_in_the_counters_and_sqlite() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks.flat_out", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    out = completed.stdout
+    calls = re.search(r"^([\d,]+) LLM calls in [\d.]+ s .*flush\(\) -> True$", out, re.M)
+    emitted = re.search(r"database: emitted ([\d,]+), spooled ([\d,]+), replayed ([\d,]+)", out)
+    stored = re.search(r"rows in SQLite: ([\d,]+)", out)
+    assert calls and emitted and stored, out
+    number = lambda text: int(text.replace(",", ""))  # noqa: E731
+    assert number(calls[1]) > 0
+    assert number(emitted[1]) + number(emitted[2]) == number(calls[1]), out
+    assert number(stored[1]) == number(emitted[1]) + number(emitted[3]), out
