@@ -92,9 +92,10 @@ def test_update_markdown__existing_notes__kept_and_generated_section_replaced(
     assert text.count(BEGIN_MARKER) == text.count(END_MARKER) == 1
 
 
-def test_scale_on_paper__small_run__prints_each_figure_behind_the_section() -> None:
+def _run_module(module: str, *args: str) -> str:
+    """Run a benchmark module as its own process; its stdout, once it exited 0."""
     completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks.scale_on_paper", "2000", "20000"],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -102,7 +103,11 @@ def test_scale_on_paper__small_run__prints_each_figure_behind_the_section() -> N
         check=False,
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
-    out = completed.stdout
+    return completed.stdout
+
+
+def test_scale_on_paper__small_run__prints_each_figure_behind_the_section() -> None:
+    out = _run_module("benchmarks.scale_on_paper", "2000", "20000")
     figures = {
         "ingest": r"ingest: 2,000 spans, [\d,]+ spans/s wall, [\d,]+ spans per",
         "disk": r"disk: [\d,]+ B/span table\+TOAST, [\d,]+ B/span indexes",
@@ -115,16 +120,7 @@ def test_scale_on_paper__small_run__prints_each_figure_behind_the_section() -> N
 
 
 def test_flat_out__one_second__every_call_accounted_for_in_the_counters_and_sqlite() -> None:
-    completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks.flat_out", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    out = completed.stdout
+    out = _run_module("benchmarks.flat_out", "1")
     calls = re.search(r"^([\d,]+) LLM calls in [\d.]+ s .*flush\(\) -> True$", out, re.M)
     emitted = re.search(r"database: emitted ([\d,]+), spooled ([\d,]+), replayed ([\d,]+)", out)
     stored = re.search(r"rows in SQLite: ([\d,]+)", out)
