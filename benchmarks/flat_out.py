@@ -52,9 +52,9 @@ def main(argv: list[str]) -> None:
                 calls += 100
             elapsed = time.perf_counter() - started
             flushed = connector.flush(300)
-            stats = connector.processor.stats()
         finally:
-            connector.close(300)
+            connector.close(300)  # replays what the run spilled, so the rows below are all
+        stats = connector.processor.stats()
         with sqlite3.connect(work / "obs.db") as conn:
             (stored,) = conn.execute(f"SELECT count(*) FROM {TABLE_NAME}").fetchone()
     rate = calls / elapsed
