@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.outside_reads import is_beside_checkout, take_recorded, watching
+from tests.fixtures.outside_reads import is_beside_checkout, take_recorded, watching_checkout
 
 ROOT = Path(__file__).resolve().parents[2]
 SCANNED = ("src", "tests", "benchmarks", ".ci", "Makefile", "pyproject.toml")
@@ -116,7 +116,7 @@ def test_repository__source_text__names_no_path_outside_the_checkout() -> None:
 @pytest.mark.parametrize(
     ("relative", "text"),
     [
-        ("tests/fixtures/x.py", 'P = Path(__file__).resolve().parents[2].parent / "shared"'),
+        ("tests/fixtures/x.py", 'P = Path(__file__).resolve().parents[2].parent / "reference"'),
         ("tests/fixtures/x.py", "P = Path(__file__).parents[3]"),
         ("tests/x.py", "P = Path(__file__).parent.parent.parent"),
         ("src/x.py", "P = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))"),
@@ -163,10 +163,13 @@ def test_outside_reads_guard__sibling_of_the_checkout__beside_it() -> None:
     assert is_beside_checkout("/tmp/c/reference/x", tmp_root, tmp_parent, (Path("/tmp"),))
 
 
-def test_outside_reads_guard__open_beside_the_checkout__recorded() -> None:
-    if not watching():
-        pytest.skip(f"the checkout's parent {ROOT.parent} is not watched (see outside_reads.py)")
-    target = ROOT.parent / "no-such-reference-folder" / "spec.yaml"
-    with pytest.raises(FileNotFoundError):
-        target.open(encoding="utf-8")
+def test_outside_reads_guard__open_beside_the_checkout__recorded(tmp_path: Path) -> None:
+    checkout = tmp_path / "repo"
+    (checkout / "tests").mkdir(parents=True)
+    (checkout / "tests" / "data.json").write_text("{}", encoding="utf-8")
+    target = tmp_path / "no-such-reference-folder" / "spec.yaml"
+    with watching_checkout(checkout, tmp_path):
+        with pytest.raises(FileNotFoundError):
+            target.open(encoding="utf-8")
+        (checkout / "tests" / "data.json").read_text(encoding="utf-8")
     assert take_recorded() == [f"open {target}"]
