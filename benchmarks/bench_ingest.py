@@ -43,7 +43,7 @@ from .loopback import LoopbackServer
 from .report import BenchResult, Target
 from .servers import PgServer, apply_schema, fresh_database
 
-__all__ = ["run_ingest_benchmarks"]
+__all__ = ["database_results", "run_ingest_benchmarks"]
 
 FLOOR_TARGET = Target("ours/floor", ">=", 0.8, "ours >= 80% of raw floor")
 WAIT_SECONDS = 900.0
@@ -208,8 +208,14 @@ def _otlp_result(spans: list[ObservabilitySpan], reps: int, work_dir: Path) -> B
 
 def run_ingest_benchmarks(*, n: int, reps: int, work_dir: Path, pg: PgServer) -> list[BenchResult]:
     spans = make_spans(n)
+    return [_otlp_result(spans, reps, work_dir), *database_results(spans, reps, work_dir, pg)]
+
+
+def database_results(
+    spans: list[ObservabilitySpan], reps: int, work_dir: Path, pg: PgServer
+) -> list[BenchResult]:
+    """The SQLite and PostgreSQL rows: floor and ours, side by side, best of `reps`."""
     return [
-        _otlp_result(spans, reps, work_dir),
         _ingest_result(
             "sqlite",
             spans,

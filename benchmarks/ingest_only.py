@@ -11,12 +11,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from src.repositories.postgres_repository import PostgresSpanRepository
-from src.repositories.sqlite_repository import SqliteSpanRepository
-
-from .bench_ingest import _ingest_result, _postgres_floor, _sqlite_floor
+from .bench_ingest import database_results
 from .data import make_spans
-from .servers import fresh_database, postgres_server
+from .servers import postgres_server
 
 
 def main(argv: list[str]) -> None:
@@ -24,23 +21,7 @@ def main(argv: list[str]) -> None:
     reps = int(argv[1]) if len(argv) > 1 else 2
     spans = make_spans(n)
     with tempfile.TemporaryDirectory(prefix="e2i-bench-ingest-") as tmp, postgres_server() as pg:
-        work = Path(tmp)
-        results = [
-            _ingest_result(
-                "sqlite",
-                spans,
-                reps,
-                lambda rep: _sqlite_floor(work / f"floor-{rep}.db", spans),
-                lambda rep: SqliteSpanRepository(work / f"ours-{rep}.db"),
-            ),
-            _ingest_result(
-                "postgres",
-                spans,
-                reps,
-                lambda rep: _postgres_floor(fresh_database(pg, "ingest_floor"), spans),
-                lambda rep: PostgresSpanRepository(fresh_database(pg, "ingest_ours")),
-            ),
-        ]
+        results = database_results(spans, reps, Path(tmp), pg)
     for r in results:
         ratio = r.ratios["ours/floor"]
         head = f"{r.backend}: floor {r.baseline:,.0f}/s, ours {r.ours:,.0f}/s ({ratio:.2f})"
