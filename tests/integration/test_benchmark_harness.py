@@ -32,10 +32,12 @@ EXPECTED = {
 }
 
 
-def test_benchmark_run__smoke_mode__writes_results_json_and_table(tmp_path: Path) -> None:
+def _run_module(module: str, *args: str) -> str:
+    """Run a benchmark module as its own process (no Opik or Langfuse settings from this
+    environment); its stdout, once it exited 0."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPIK_", "LANGFUSE_"))}
     completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--mode", "smoke", "--out", str(tmp_path)],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -44,7 +46,11 @@ def test_benchmark_run__smoke_mode__writes_results_json_and_table(tmp_path: Path
         check=False,
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
-    out = completed.stdout
+    return completed.stdout
+
+
+def test_benchmark_run__smoke_mode__writes_results_json_and_table(tmp_path: Path) -> None:
+    out = _run_module("benchmarks.run", "--mode", "smoke", "--out", str(tmp_path))
     assert out.index("Ratios (ours over reference):") < out.index("wrote ")
 
     document = json.loads((tmp_path / "results.json").read_text())
@@ -90,20 +96,6 @@ def test_update_markdown__existing_notes__kept_and_generated_section_replaced(
     assert text.rstrip().endswith("closing")
     assert "second table" in text and "first table" not in text
     assert text.count(BEGIN_MARKER) == text.count(END_MARKER) == 1
-
-
-def _run_module(module: str, *args: str) -> str:
-    """Run a benchmark module as its own process; its stdout, once it exited 0."""
-    completed = subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    return completed.stdout
 
 
 def test_scale_on_paper__small_run__prints_each_figure_behind_the_section() -> None:
