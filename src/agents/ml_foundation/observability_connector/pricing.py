@@ -14,7 +14,8 @@ Rules, in order, for an `llm` span:
 3. `genai_prices.calc_price` at the span's start time, with the span's provider when the
    database knows it (a provider it does not know, e.g. a fake model's class name, is left out
    and the model name alone decides), with cache and reasoning tokens decomposed the library's
-   way (they are parts of input / output, as in LangChain);
+   way (they are parts of input / output, as in LangChain); `price_table` gives the same
+   Decimal without the library's per-call cost for prices without tiers;
 4. otherwise `cost_usd` stays None (never a guess) and one warning per model names the config
    key that would price it. A span without a model or without token counts stays None quietly.
 """
@@ -30,6 +31,7 @@ from typing import Any
 
 from .config import ModelRates, PricingSettings
 from .models import ObservabilitySpan, SpanKind
+from .price_table import PriceTable
 from .sinks import Sink
 from .usage import ProblemCounter
 
@@ -84,10 +86,12 @@ class Pricer:
         calc_price: Calc | None = None,
         log: logging.Logger = logger,
     ) -> None:
-        """`calc_price` defaults to `genai_prices.calc_price` (imported on first use)."""
+        """`calc_price` defaults to `genai_prices.calc_price` (imported on first use), priced
+        through `price_table.PriceTable` (the same result, without its per-call cost)."""
         self._settings = settings or PricingSettings()
         self._overrides = {name.lower(): rates for name, rates in self._settings.models.items()}
         self._calc = calc_price
+        self._table: PriceTable | None = None
         self._log = log
         self._lock = threading.Lock()
         self._warned: set[str] = set()
@@ -123,30 +127,36 @@ class Pricer:
         model = span.llm_model
         if not model or (span.input_tokens is None and span.output_tokens is None):
             return None
-        usage = genai_usage(span)
         rates = self._overrides.get(model.lower())
         if rates is not None:
-            return float(_override_price(rates, usage))
-        total = self._lookup(usage, model, span.provider, span.start_time)
+            return float(_override_price(rates, genai_usage(span)))
+        total = self._lookup(span, model, span.provider, span.start_time)
         if total is None:
             self._warn_unknown(model, span.provider)
             return None
         return float(total)
 
     def _lookup(
-        self, usage: Any, model: str, provider: str | None, when: datetime
+        self, span: ObservabilitySpan, model: str, provider: str | None, when: datetime
     ) -> Decimal | None:
-        calc = self._calc
-        if calc is None:
-            from genai_prices import calc_price
-
-            calc = self._calc = calc_price
-        known = provider is not None and self._provider_known(provider)
+        known = provider if provider is not None and self._provider_known(provider) else None
+        if self._calc is None:  # the library's prices, through its exact cached fast path
+            if self._table is None:
+                self._table = PriceTable()
+            counts = (
+                span.input_tokens or 0,
+                span.output_tokens or 0,
+                span.cache_read_tokens or 0,
+                span.cache_write_tokens or 0,
+                span.reasoning_tokens or 0,
+            )
+            return self._table.price(counts, model, known, when)
+        usage = genai_usage(span)
         try:
-            if known:
-                result = calc(usage, model, provider_id=provider, genai_request_timestamp=when)
+            if known is not None:
+                result = self._calc(usage, model, provider_id=known, genai_request_timestamp=when)
             else:
-                result = calc(usage, model, genai_request_timestamp=when)
+                result = self._calc(usage, model, genai_request_timestamp=when)
         except LookupError:  # no such model (for that provider)
             return None
         total: Decimal = result.total_price
