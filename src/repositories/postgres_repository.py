@@ -59,6 +59,7 @@ from src.repositories._rows import (
 )
 from src.repositories.rollups import (
     DEFAULT_ROLLUP_RETENTION_DAYS,
+    WindowMetricsFromRollups,
     latency_stats_from_rollups,
     split_window,
     window_summary_from_rollups,
@@ -114,7 +115,7 @@ _DELETE_OLD_ROLLUPS = "SELECT public.ml_delete_old_rollups(%s::interval, %s::tim
 _DELETE_OLD = "SELECT public.ml_delete_old_spans(%s::interval, %s::integer, %s::timestamptz)"
 
 
-class PostgresSpanRepository:
+class PostgresSpanRepository(WindowMetricsFromRollups):
     """`SpanRepository` on PostgreSQL through psycopg 3.
 
     Example:

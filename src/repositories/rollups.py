@@ -40,12 +40,14 @@ __all__ = [
     "TOTAL_COLUMNS",
     "ZERO_BUCKET",
     "RollupBounds",
+    "WindowMetricsFromRollups",
     "bucket_of",
     "bucket_value",
     "floor_slot",
     "latency_stats_from_rollups",
     "quantile",
     "split_window",
+    "window_metrics_from_rollups",
     "window_summary_from_rollups",
 ]
 
@@ -179,7 +181,29 @@ def latency_stats_from_rollups(
     minutes: float,
 ) -> list[LatencyStats]:
     """`LatencyStats` per agent (sorted by agent) from a rollup read's rows."""
-    histograms = _histograms(bucket_rows)
+    return _latency_stats(total_rows, _histograms(bucket_rows), time_window, minutes)
+
+
+def window_metrics_from_rollups(
+    total_rows: Iterable[Sequence[Any]],
+    bucket_rows: Iterable[Sequence[Any]],
+    time_window: str,
+    minutes: float,
+) -> tuple[list[LatencyStats], WindowSummary]:
+    """Both of the above from one rollup read, the histograms merged once."""
+    totals, histograms = list(total_rows), _histograms(bucket_rows)
+    return (
+        _latency_stats(totals, histograms, time_window, minutes),
+        _window_summary(totals, histograms, time_window),
+    )
+
+
+def _latency_stats(
+    total_rows: Iterable[Sequence[Any]],
+    histograms: dict[str, dict[int, int]],
+    time_window: str,
+    minutes: float,
+) -> list[LatencyStats]:
     stats = []
     for row in total_rows:
         values = dict(zip(TOTAL_COLUMNS, row, strict=True))
@@ -218,9 +242,15 @@ def window_summary_from_rollups(
     time_window: str,
 ) -> WindowSummary:
     """`WindowSummary` over every agent of a rollup read (the p95 over all their durations)."""
+    return _window_summary(total_rows, _histograms(bucket_rows), time_window)
+
+
+def _window_summary(
+    total_rows: Iterable[Sequence[Any]], histograms: dict[str, dict[int, int]], time_window: str
+) -> WindowSummary:
     totals = [dict(zip(TOTAL_COLUMNS, row, strict=True)) for row in total_rows]
     merged: dict[int, int] = {}
-    for histogram in _histograms(bucket_rows).values():
+    for histogram in histograms.values():
         for bucket, count in histogram.items():
             merged[bucket] = merged.get(bucket, 0) + count
     duration_count = sum(int(t["duration_count"]) for t in totals)
@@ -237,3 +267,21 @@ def window_summary_from_rollups(
         ),
         p95_latency_ms=_capped(quantile(sorted(merged.items()), 0.95), max(maxima, default=None)),
     )
+
+
+class WindowMetricsFromRollups:
+    """Mixin of the rollup-backed repositories: both window reads `MetricsService` needs from
+    one `_rollup_read` (the repository's totals and bucket rows and its resolved window)."""
+
+    async def _rollup_read(
+        self, window: str, agent_name: str | None
+    ) -> tuple[list[Any], list[Any], Window]:
+        raise NotImplementedError
+
+    async def get_window_metrics(
+        self, window: str, agent_name: str | None = None
+    ) -> tuple[list[LatencyStats], WindowSummary]:
+        """`get_latency_stats` and `get_window_summary` from rollups in one read, so the same
+        rows are not read (and the histograms not merged) twice."""
+        totals, buckets, resolved = await self._rollup_read(window, agent_name)
+        return window_metrics_from_rollups(totals, buckets, window, resolved.minutes)

@@ -60,6 +60,7 @@ from src.repositories._rows import (
 )
 from src.repositories.rollups import (
     DEFAULT_ROLLUP_RETENTION_DAYS,
+    WindowMetricsFromRollups,
     latency_stats_from_rollups,
     split_window,
     window_summary_from_rollups,
@@ -86,7 +87,7 @@ def _window_params(window: Window) -> dict[str, str]:
     return {"start": format_utc(window.start), "end": format_utc(window.end)}
 
 
-class SqliteSpanRepository:
+class SqliteSpanRepository(WindowMetricsFromRollups):
     """`SpanRepository` on a SQLite file (or `":memory:"` for throwaway use).
 
     Example:

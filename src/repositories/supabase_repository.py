@@ -79,6 +79,7 @@ from src.repositories.rollups import (
     BUCKET_COLUMNS,
     DEFAULT_ROLLUP_RETENTION_DAYS,
     TOTAL_COLUMNS,
+    WindowMetricsFromRollups,
     latency_stats_from_rollups,
     split_window,
     window_summary_from_rollups,
@@ -121,7 +122,7 @@ ROLLUP_RETENTION_FUNCTION = "ml_delete_old_rollups"
 _BOUND_ARGS = ("p_start", "p_minute_from", "p_hour_from", "p_hour_to", "p_minute_to", "p_end")
 
 
-class SupabaseSpanRepository:
+class SupabaseSpanRepository(WindowMetricsFromRollups):
     """`SpanRepository` over a Supabase project's REST API (service-role key)."""
 
     def __init__(

@@ -156,6 +156,19 @@ async def test_rollups__window_edges_mid_minute__equal_raw_computation(
     )
 
 
+@pytest.mark.parametrize("agent", [None, "explainer"])
+async def test_window_metrics__one_read__same_as_stats_and_summary(
+    repository, clock: FixedClock, agent
+):
+    """`get_window_metrics` (what MetricsService asks for) equals the two separate reads."""
+    await repository.insert_spans_batch(traffic(seed=8, n=600))
+    clock.now = NOW + timedelta(seconds=41.5)  # mid-minute: raw edges included
+    stats, summary = await repository.get_window_metrics("2h", agent)
+    assert stats and summary.total_spans > 0
+    assert stats == await repository.get_latency_stats("2h", agent)
+    assert summary == await repository.get_window_summary("2h", agent)
+
+
 async def test_rollups__one_agent_many_spans__percentiles_within_one_percent(
     repository, clock: FixedClock
 ):

@@ -39,6 +39,12 @@ def _check_agent_name(agent_name: object) -> str | None:
     return agent_name
 
 
+def _raise_first(*outcomes: object) -> None:
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
 class MetricsService:
     """Quality metrics over a time window, through an optional cache.
 
@@ -86,15 +92,23 @@ class MetricsService:
         raw = {"exact": True} if exact else {}  # a store without rollups takes no keyword
         if self._ready is not None:
             await self._ready()
-        stats, summary, costs = await asyncio.gather(
-            self.repository.get_latency_stats(window, agent_name, **raw),
-            self.repository.get_window_summary(window, agent_name, **raw),
-            self._cost_stats(window, agent_name),
-            return_exceptions=True,  # all settle: no orphaned failure logged later
-        )
-        for outcome in (stats, summary, costs):
-            if isinstance(outcome, BaseException):
-                raise outcome
+        one_read = None if exact else getattr(self.repository, "get_window_metrics", None)
+        if one_read is not None:  # stats and summary from one rollup read
+            both, costs = await asyncio.gather(
+                one_read(window, agent_name),
+                self._cost_stats(window, agent_name),
+                return_exceptions=True,  # all settle: no orphaned failure logged later
+            )
+            _raise_first(both, costs)
+            stats, summary = both
+        else:
+            stats, summary, costs = await asyncio.gather(
+                self.repository.get_latency_stats(window, agent_name, **raw),
+                self.repository.get_window_summary(window, agent_name, **raw),
+                self._cost_stats(window, agent_name),
+                return_exceptions=True,
+            )
+            _raise_first(stats, summary, costs)
         metrics = QualityMetrics.from_agent_stats(
             window, end - length, end, stats, agent_name, summary, costs=costs
         )
