@@ -13,7 +13,7 @@ import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from operator import attrgetter
+from operator import itemgetter
 from typing import Any
 
 from pydantic_core import to_json
@@ -167,9 +167,10 @@ def _storable_json(value: Any) -> str:
     return _json_text(storable(value)) if "\\u0000" in text else text
 
 
-# Row conversion runs once per stored span, so it avoids per-column Python work: one C-level
-# attrgetter for the plain columns and one check over all their text for the rare value that
-# needs `storable()`.
+# Row conversion runs once per stored span (on the sink's thread, for every span the worker
+# writes), so it avoids per-column Python work: the span's field dict is read once by one
+# C-level itemgetter per group of columns, the rare value that needs `storable()` is found by
+# one check over all the text, and the row is built in one tuple display, no helper calls.
 _PLAIN_COLUMNS = (
     "span_id",
     "trace_id",
@@ -204,17 +205,18 @@ _TEXT_COLUMNS = (
     "parent_span_id",
     "provider",
 )
-_plain_values = attrgetter(*_PLAIN_COLUMNS)
-_text_values = attrgetter(*_TEXT_COLUMNS)
+_plain_values = itemgetter(*_PLAIN_COLUMNS)
+_text_values = itemgetter(*_TEXT_COLUMNS)
 _EMPTY_EVENTS = "[]"
+_EMPTY_ATTRIBUTES = "{}"
 
 
-def _plain(span: ObservabilitySpan) -> tuple[Any, ...]:
-    """The plain columns in `_PLAIN_COLUMNS` order, storable (NUL and lone surrogates become
-    U+FFFD, which PostgreSQL and UTF-8 need: `storable()`)."""
-    values: tuple[Any, ...] = _plain_values(span)
+def _plain(fields: dict[str, Any]) -> tuple[Any, ...]:
+    """The plain columns in `_PLAIN_COLUMNS` order from a span's field dict, storable (NUL and
+    lone surrogates become U+FFFD, which PostgreSQL and UTF-8 need: `storable()`)."""
+    values: tuple[Any, ...] = _plain_values(fields)
     try:
-        text = "".join(filter(None, _text_values(span)))
+        text = "".join(filter(None, _text_values(fields)))
         if text.isascii() and "\x00" not in text:
             return values
     except TypeError:  # a non-text value (a model_construct()ed span): check one by one
@@ -222,14 +224,9 @@ def _plain(span: ObservabilitySpan) -> tuple[Any, ...]:
     return tuple(_storable_scalar(value) for value in values)
 
 
-def _events_json(span: ObservabilitySpan) -> str:
-    if not span.events:
-        return _EMPTY_EVENTS
-    return _storable_json([event.model_dump(mode="json") for event in span.events])
-
-
 def _row(span: ObservabilitySpan, id_: Any, start: Any, end: Any, cost: Any) -> tuple[Any, ...]:
     """One row in `SPAN_COLUMNS` order, from backend-encoded id, times and cost."""
+    fields = span.__dict__
     (
         span_id,
         trace_id,
@@ -250,7 +247,8 @@ def _row(span: ObservabilitySpan, id_: Any, start: Any, end: Any, cost: Any) -> 
         cache_read_tokens,
         cache_write_tokens,
         reasoning_tokens,
-    ) = _plain(span)
+    ) = _plain(fields)
+    attributes, events = fields["attributes"], fields["events"]
     return (
         id_,
         span_id,
@@ -259,19 +257,19 @@ def _row(span: ObservabilitySpan, id_: Any, start: Any, end: Any, cost: Any) -> 
         operation_name,
         agent_name,
         agent_tier,
-        span.span_kind.value,
+        fields["span_kind"].value,
         start,
         end,
         duration_ms,
-        span.status.value,
+        fields["status"].value,
         error_type,
         error_message,
-        _storable_json(span.attributes),
+        _storable_json(attributes) if attributes else _EMPTY_ATTRIBUTES,
         llm_model,
         input_tokens,
         output_tokens,
         total_tokens,
-        _events_json(span),
+        _storable_json([e.model_dump(mode="json") for e in events]) if events else _EMPTY_EVENTS,
         thread_id,
         tracestate,
         provider,
@@ -289,13 +287,14 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 def span_to_sqlite_row(span: ObservabilitySpan) -> tuple[Any, ...]:
-    end = span.end_time
+    fields = span.__dict__
+    end = fields["end_time"]
     return _row(
         span,
-        str(span.id),
-        format_utc(span.start_time),
+        str(fields["id"]),
+        format_utc(fields["start_time"]),
         None if end is None else format_utc(end),
-        span.cost_usd,
+        fields["cost_usd"],
     )
 
 

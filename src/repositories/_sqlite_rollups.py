@@ -77,11 +77,8 @@ CREATE TABLE IF NOT EXISTS {BUCKETS_TABLE} (
 
 MAX_ROWID = f"SELECT COALESCE(MAX(rowid), 0) FROM {TABLE_NAME}"
 
-_SLOT = (
-    f"CASE p.period_s WHEN {MINUTE} THEN substr(s.start_time, 1, 16) || ':00.000000+00:00' "
-    "ELSE substr(s.start_time, 1, 13) || ':00:00.000000+00:00' END"
-)
-_PERIODS = f"(SELECT {MINUTE} AS period_s UNION ALL SELECT {HOUR}) AS p"
+_MINUTE_TAIL = "':00.000000+00:00'"
+_HOUR_SLOT = "substr(minute, 1, 13) || ':00:00.000000+00:00'"
 _BUCKET = (
     f"CASE WHEN {{d}} > 0 THEN CAST(ceil(ln({{d}}) / {LOG_GAMMA!r}) AS INTEGER) "
     f"ELSE {ZERO_BUCKET} END"
@@ -103,37 +100,62 @@ _SUMMED = (
     *("span_count", "error_count", "completed_count", "duration_count", "duration_sum"),
     *("llm_calls", *_TOKENS, "cost_usd", "priced_calls"),
 )
+_TOTAL_COLUMNS = ("agent_tier", *_SUMMED[:5], "duration_max", *_SUMMED[5:])
+"""The aggregate columns in table order."""
+_MAXED = frozenset({"agent_tier", "duration_max"})
 
 
 def _add_totals(where: str) -> str:
-    tokens = ", ".join(f"COALESCE(SUM({_LLM.format('s.' + c)}), 0)" for c in _TOKENS)
+    """One pass over the spans groups them by minute (a materialized CTE); the minute rows
+    are written as they are and, grouped again, as the hour rows: the spans are read and
+    grouped once, not once per period."""
+    tokens = ", ".join(f"COALESCE(SUM({_LLM.format('s.' + c)}), 0) AS {c}" for c in _TOKENS)
+    columns = ", ".join(_TOTAL_COLUMNS)
+    hourly = ", ".join(f"{'MAX' if c in _MAXED else 'SUM'}({c})" for c in _TOTAL_COLUMNS)
     updates = ", ".join(f"{c} = {c} + excluded.{c}" for c in _SUMMED)
     return f"""
+WITH m AS MATERIALIZED (
+    SELECT substr(s.start_time, 1, 16) AS minute, s.agent_name AS agent_name,
+           COALESCE(s.llm_model, '') AS llm_model, COALESCE(s.provider, '') AS provider,
+           MAX(s.agent_tier) AS agent_tier, COUNT(*) AS span_count,
+           SUM(s.status = 'error') AS error_count, SUM(s.status = 'completed') AS completed_count,
+           COUNT(s.duration_ms) AS duration_count,
+           COALESCE(SUM(s.duration_ms), 0) AS duration_sum, MAX(s.duration_ms) AS duration_max,
+           SUM(s.span_kind = 'llm') AS llm_calls, {tokens},
+           COALESCE(SUM({_LLM.format("s.cost_usd")}), 0) AS cost_usd,
+           COUNT({_LLM.format("s.cost_usd")}) AS priced_calls
+    FROM {TABLE_NAME} AS s WHERE {where}
+    GROUP BY 1, 2, 3, 4
+)
 INSERT INTO {ROLLUPS_TABLE} (
-    period_s, slot, agent_name, llm_model, provider, agent_tier, span_count, error_count,
-    completed_count, duration_count, duration_sum, duration_max, llm_calls, input_tokens,
-    output_tokens, total_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,
-    cost_usd, priced_calls)
-SELECT p.period_s, {_SLOT}, s.agent_name, COALESCE(s.llm_model, ''), COALESCE(s.provider, ''),
-       MAX(s.agent_tier), COUNT(*), SUM(s.status = 'error'), SUM(s.status = 'completed'),
-       COUNT(s.duration_ms), COALESCE(SUM(s.duration_ms), 0), MAX(s.duration_ms),
-       SUM(s.span_kind = 'llm'), {tokens},
-       COALESCE(SUM({_LLM.format("s.cost_usd")}), 0), COUNT({_LLM.format("s.cost_usd")})
-FROM {TABLE_NAME} AS s CROSS JOIN {_PERIODS}
-WHERE {where}
-GROUP BY 1, 2, 3, 4, 5
+    period_s, slot, agent_name, llm_model, provider, {columns})
+SELECT * FROM (
+    SELECT {MINUTE}, minute || {_MINUTE_TAIL}, agent_name, llm_model, provider, {columns}
+    FROM m
+    UNION ALL
+    SELECT {HOUR}, {_HOUR_SLOT}, agent_name, llm_model, provider, {hourly}
+    FROM m GROUP BY 2, 3, 4, 5
+) WHERE true
 ON CONFLICT (period_s, slot, agent_name, llm_model, provider) DO UPDATE SET
     agent_tier = {_greatest("agent_tier")}, duration_max = {_greatest("duration_max")}, {updates}
 """
 
 
 def _add_buckets(where: str) -> str:
+    """Like `_add_totals`: minute buckets from one pass, hour buckets from the minute ones."""
     return f"""
+WITH b AS MATERIALIZED (
+    SELECT substr(s.start_time, 1, 16) AS minute, s.agent_name AS agent_name,
+           {_BUCKET.format(d="s.duration_ms")} AS bucket, COUNT(*) AS count
+    FROM {TABLE_NAME} AS s WHERE ({where}) AND s.duration_ms IS NOT NULL
+    GROUP BY 1, 2, 3
+)
 INSERT INTO {BUCKETS_TABLE} (period_s, slot, agent_name, bucket, count)
-SELECT p.period_s, {_SLOT}, s.agent_name, {_BUCKET.format(d="s.duration_ms")}, COUNT(*)
-FROM {TABLE_NAME} AS s CROSS JOIN {_PERIODS}
-WHERE ({where}) AND s.duration_ms IS NOT NULL
-GROUP BY 1, 2, 3, 4
+SELECT * FROM (
+    SELECT {MINUTE}, minute || {_MINUTE_TAIL}, agent_name, bucket, count FROM b
+    UNION ALL
+    SELECT {HOUR}, {_HOUR_SLOT}, agent_name, bucket, SUM(count) FROM b GROUP BY 2, 3, 4
+) WHERE true
 ON CONFLICT (period_s, slot, agent_name, bucket) DO UPDATE SET count = count + excluded.count
 """
 
