@@ -607,6 +607,7 @@ def test_handler__connector_submit_raises__agent_result_unaffected_and_counted()
     result = graph.invoke({"log": []}, config={"callbacks": [handler]})
     assert result["log"][-1] == "reviewed"
     assert handler.stats["submit_failures"] == connector.attempts == 6
+    assert handler.stats["submitted"] == 0  # counted when handed over, taken back on failure
     assert handler.flush(timeout=1.0) is False
 
 

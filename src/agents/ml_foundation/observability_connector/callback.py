@@ -211,10 +211,15 @@ class ObservabilityCallbackHandler(BaseCallbackHandler):
     # --- chains (graphs, nodes) --------------------------------------------------------------
 
     @override
-    @_guarded
     def on_chain_start(
         self, serialized: dict[str, Any] | None, inputs: Any, *, run_id: UUID, **kwargs: Any
     ) -> None:
+        try:  # guarded like `_guarded` does, inline: this hook runs for every graph node
+            self._start_chain(serialized, run_id, kwargs)
+        except Exception as exc:  # the traced program must never see our bugs
+            self._internal_errors.record(f"on_chain_start failed: {exc!r:.200}")
+
+    def _start_chain(self, serialized: Any, run_id: UUID, kwargs: Mapping[str, Any]) -> None:
         name = run_name(serialized, kwargs, "chain")
         tags, metadata = kwargs.get("tags"), kwargs.get("metadata") or {}
         node = is_graph_node(name, tags, metadata)
@@ -229,9 +234,11 @@ class ObservabilityCallbackHandler(BaseCallbackHandler):
         self._start(run_id, kind, name, kwargs, attrs, node=node)
 
     @override
-    @_guarded
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        self._finish(run_id)
+        try:  # guarded inline, like on_chain_start
+            self._finish(run_id)
+        except Exception as exc:  # the traced program must never see our bugs
+            self._internal_errors.record(f"on_chain_end failed: {exc!r:.200}")
 
     @override
     @_guarded
@@ -350,7 +357,7 @@ class ObservabilityCallbackHandler(BaseCallbackHandler):
         end = self._clock()
         extra = outcome.get("attributes")
         interrupted = extra is not None and extra.get("interrupted") is True
-        with self._lock:
+        with self._lock:  # one hold: the record, its ancestors, and the submitted count
             record = self._runs.pop(run_id, None)
             ancestor = record
             while interrupted and ancestor and ancestor.parent_run_id:
@@ -358,17 +365,24 @@ class ObservabilityCallbackHandler(BaseCallbackHandler):
                 ancestor = self._runs.get(ancestor.parent_run_id)
                 if ancestor is not None:
                     ancestor.attributes["interrupted"] = True
-        if record is None or record.kind is None:
-            return
-        if end.tzinfo is not self._aware_tz:
-            self._aware_tz = _aware(end).tzinfo
-        if model:
-            record.llm_model = model
-        span = build_span(record, end, agent_tier=self._tier(record.agent_name), **outcome)
+            if record is None or record.kind is None:
+                return
+            self._submitted += 1  # taken back below in the rare case no span is handed over
+        try:
+            if end.tzinfo is not self._aware_tz:
+                self._aware_tz = _aware(end).tzinfo
+            if model:
+                record.llm_model = model
+            span = build_span(record, end, agent_tier=self._tier(record.agent_name), **outcome)
+        except BaseException:  # reported by the hook's guard as an internal error
+            self._not_submitted()
+            raise
         try:
             self._connector.submit(span)
         except Exception as exc:  # a failing connector must not break the agent
+            self._not_submitted()
             self._submit_failures.record(f"{exc!r:.200}")
-            return
+
+    def _not_submitted(self) -> None:
         with self._lock:
-            self._submitted += 1
+            self._submitted -= 1

@@ -164,25 +164,27 @@ def open_record(
             attributes["tags"] = user_tags
     attributes["langchain.run_id"] = str(run_id)
     span_id = _new_span_id() if kind is not None else None
-    return RunRecord(
-        run_id=run_id,
-        parent_run_id=parent_run_id,
-        kind=kind,
-        trace_id=trace_id,
-        span_id=span_id,
-        parent_span_id=anchor,
-        anchor_span_id=span_id or anchor,
-        name=name,
-        node=node,
-        root_name=root_name,
-        agent_name=(str(agent) if agent else "") or UNKNOWN_AGENT,
-        start_time=start_time,
-        tracestate=tracestate,
-        thread_id=str(metadata["thread_id"]) if metadata.get("thread_id") else thread_id,
-        llm_model=model,
-        model_sources=model_sources,
-        provider=provider,
-        attributes=attributes,
+    thread = metadata.get("thread_id")
+    return RunRecord(  # positional, in field order: this runs on every call
+        run_id,
+        parent_run_id,
+        kind,
+        trace_id,
+        span_id,
+        anchor,
+        span_id or anchor,
+        name,
+        node,
+        root_name,
+        (agent if type(agent) is str else str(agent) if agent else "") or UNKNOWN_AGENT,
+        start_time,
+        tracestate,
+        str(thread) if thread else thread_id,
+        model,
+        model_sources,
+        provider,
+        None,
+        attributes,
     )
 
 
@@ -218,8 +220,9 @@ def is_graph_node(
     node = (metadata or {}).get("langgraph_node")
     if not isinstance(node, str):
         return False
-    stepped = any(isinstance(t, str) and t.startswith(_STEP_TAG_PREFIX) for t in tags or ())
-    return stepped and name == node
+    if name != node:  # the cheap test first: most runs are not a node's own run
+        return False
+    return any(isinstance(t, str) and t.startswith(_STEP_TAG_PREFIX) for t in tags or ())
 
 
 def model_name_at_start(

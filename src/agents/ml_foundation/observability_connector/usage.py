@@ -174,7 +174,9 @@ def _usage_from_raw(raw: Any, problems: ProblemCounter) -> TokenUsage | None:
 
 
 def _provider_from(mapping: Any) -> str | None:
-    value = mapping.get("model_provider") if isinstance(mapping, Mapping) else None
+    # `type(...) is dict` first: the plain dict every message carries skips the ABC check
+    is_mapping = type(mapping) is dict or isinstance(mapping, Mapping)
+    value = mapping.get("model_provider") if is_mapping else None
     return value if isinstance(value, str) and value else None
 
 
