@@ -47,7 +47,7 @@ from src.repositories.postgres_repository import PostgresSpanRepository
 from src.repositories.span_store import TABLE_NAME, SpanRepository
 from src.repositories.sqlite_repository import SqliteSpanRepository
 
-from .data import NOW, seed_rows
+from .data import NOW, SEED_SQL, seed_rows, seed_sql_params
 from .report import BenchResult, Target, percentile
 from .servers import PgServer, apply_schema, fresh_database, postgres_server
 
@@ -76,18 +76,58 @@ _BARE_SQLITE = (
 )
 
 
-def _seed_postgres(dsn: str, n: int) -> tuple[float, float]:
+SERVER_SEED_CHUNK = 1_000_000
+"""Rows per `INSERT ... SELECT` of a server-side seed (one transaction and trigger call each)."""
+
+
+def _seed_postgres(dsn: str, n: int, *, server_side: bool = False) -> tuple[float, float]:
     started = time.perf_counter()
     apply_schema(PostgresSpanRepository(dsn))
-    statement = f"COPY public.{TABLE_NAME} ({', '.join(SPAN_COLUMNS)}) FROM STDIN"
-    with psycopg.connect(dsn) as conn:
-        with conn.cursor() as cursor, cursor.copy(statement) as copy:
-            for row in seed_rows(n):
-                copy.write_row(row)
-        conn.commit()
+    if server_side:
+        return _seed_postgres_server_side(dsn, n, started)
+    else:
+        statement = f"COPY public.{TABLE_NAME} ({', '.join(SPAN_COLUMNS)}) FROM STDIN"
+        with psycopg.connect(dsn) as conn:
+            with conn.cursor() as cursor, cursor.copy(statement) as copy:
+                for row in seed_rows(n):
+                    copy.write_row(row)
+            conn.commit()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
     return time.perf_counter() - started, 0.0  # the trigger rolled up during the COPY
+
+
+_PLAIN_INDEXES = """
+SELECT i.relname, pg_get_indexdef(i.oid)
+FROM pg_index AS x JOIN pg_class AS i ON i.oid = x.indexrelid
+WHERE x.indrelid = %s::regclass
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint AS c WHERE c.conindid = x.indexrelid)
+"""
+"""The span table's indexes that back no constraint (dropped during a bulk seed)."""
+
+
+def _seed_postgres_server_side(dsn: str, n: int, started: float) -> tuple[float, float]:
+    """Bulk load as for a migration: the secondary indexes dropped and the rollup trigger off
+    while `generate_series` fills the table in chunks, then the indexes built once and the
+    rollups recomputed by `ml_rebuild_rollups` (timed apart, as SQLite's rebuild)."""
+    table = f"public.{TABLE_NAME}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET maintenance_work_mem = '512MB'")
+        conn.execute("SET synchronous_commit = off")
+        indexes = conn.execute(_PLAIN_INDEXES, (table,)).fetchall()
+        for name, _ in indexes:
+            conn.execute(f"DROP INDEX public.{name}")
+        conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER ml_observability_spans_rollup")
+        for low in range(0, n, SERVER_SEED_CHUNK):
+            conn.execute(SEED_SQL, seed_sql_params(n, low, min(n, low + SERVER_SEED_CHUNK)))
+        for _, definition in indexes:
+            conn.execute(definition)
+        conn.execute(f"ALTER TABLE {table} ENABLE TRIGGER ml_observability_spans_rollup")
+        rebuild = time.perf_counter()
+        conn.execute("SELECT public.ml_rebuild_rollups(NULL)")
+        rebuild = time.perf_counter() - rebuild
+        conn.execute("VACUUM ANALYZE")
+    return time.perf_counter() - started, rebuild
 
 
 def _seed_sqlite(path: Path, n: int) -> tuple[float, float]:
@@ -235,13 +275,15 @@ def run_query_benchmarks(
     work_dir: Path,
     pg: PgServer,
     backends: tuple[str, ...] = ("postgres", "sqlite"),
+    server_seed: bool = False,
 ) -> list[BenchResult]:
+    """`server_seed`: PostgreSQL seeds itself (`data.SEED_SQL`), for 10M spans and more."""
     results: list[BenchResult] = []
     dsn = fresh_database(pg, "query")
     sqlite_path = work_dir / "query.db"
     setups = {
         "postgres": (
-            lambda: _seed_postgres(dsn, n),
+            lambda: _seed_postgres(dsn, n, server_side=server_seed),
             lambda: PostgresSpanRepository(dsn, clock=lambda: END),
             lambda: _bare_postgres(dsn),
             "bare percentile_cont query (psycopg)",
@@ -316,13 +358,19 @@ def run_query_benchmarks(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m benchmarks.bench_query --spans 1000000 [--backend postgres]`: this benchmark
-    alone (e.g. 10M spans on PostgreSQL, too long for `make bench`), printed, not recorded."""
+    """`python -m benchmarks.bench_query --spans 1000000 [--backend postgres] [--server-seed]`:
+    this benchmark alone, printed, not recorded (10M spans on PostgreSQL: `--spans 10000000
+    --backend postgres --server-seed`)."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_query")
     parser.add_argument("--spans", type=int, default=1_000_000)
     parser.add_argument("--reps", type=int, default=9)
     parser.add_argument("--cached-reps", type=int, default=5000)
     parser.add_argument("--backend", action="append", choices=["postgres", "sqlite"])
+    parser.add_argument(
+        "--server-seed",
+        action="store_true",
+        help="PostgreSQL generates the spans itself (generate_series): minutes for 10M spans",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as work, postgres_server() as pg:
         for result in run_query_benchmarks(
@@ -332,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             work_dir=Path(work),
             pg=pg,
             backends=tuple(args.backend or ("postgres", "sqlite")),
+            server_seed=args.server_seed,
         ):
             print(f"- {result.ratio_line()}  [{result.notes}]")
     return 0

@@ -61,6 +61,20 @@ SIZES = {
 }
 
 
+QUERY_PG_SPANS_ENV = "E2I_BENCH_QUERY_PG_SPANS"
+"""Spans of an extra PostgreSQL-only query run (e.g. 10000000; unset or 0: none), seeded by
+the server itself; `E2I_BENCH_QUERY_PG_SPANS=10000000 make bench` includes it."""
+
+
+def _query_pg_spans() -> int:
+    value = os.environ.get(QUERY_PG_SPANS_ENV, "").strip().replace("_", "")
+    if not value:
+        return 0
+    if not value.isdigit():
+        raise SystemExit(f"{QUERY_PG_SPANS_ENV} must be a whole number of spans, got {value!r}")
+    return int(value)
+
+
 def _versions(pg_version: str) -> dict[str, str]:
     found = {"python": platform.python_version(), "sqlite": sqlite3.sqlite_version}
     for package in PACKAGES:
@@ -97,6 +111,18 @@ def _run_all(sizes: Sizes, work_dir: Path) -> tuple[list[BenchResult], str]:
             work_dir=work_dir,
             pg=pg,
         )
+        pg_spans = _query_pg_spans()
+        if pg_spans:
+            print(f"metrics query latency, PostgreSQL, {pg_spans:,} spans ...", flush=True)
+            results += run_query_benchmarks(
+                n=pg_spans,
+                reps=sizes.query_reps,
+                cached_reps=sizes.cached_reps,
+                work_dir=work_dir,
+                pg=pg,
+                backends=("postgres",),
+                server_seed=True,
+            )
     print("memory ...", flush=True)
     results += run_memory_benchmark(n=sizes.memory_spans, work_dir=work_dir)
     return results, pg_version

@@ -121,3 +121,15 @@ def test_flat_out__one_second__every_call_accounted_for_in_the_counters_and_sqli
     assert number(calls[1]) > 0
     assert number(emitted[1]) + number(emitted[2]) == number(calls[1]), out
     assert number(stored[1]) == number(emitted[1]) + number(emitted[3]), out
+
+
+def test_bench_query__postgres_seeding_itself__checked_against_percentile_cont() -> None:
+    """The server-side seed (`--server-seed`, the 10M-span PostgreSQL run): the rollups built
+    after the bulk load agree with percentile_cont (the benchmark stops otherwise)."""
+    out = _run_module(
+        "benchmarks.bench_query",
+        *("--spans", "3000", "--reps", "1", "--cached-reps", "5"),
+        *("--backend", "postgres", "--server-seed"),
+    )
+    assert re.search(r"query/postgres: bare [\d.]+ ms, exact [\d.]+ ms, cold", out), out
+    assert "seeded in" in out and "rollup rebuild" in out, out
