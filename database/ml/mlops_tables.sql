@@ -789,11 +789,16 @@ BEGIN
 END
 $fn$;
 
--- Rollup retention: delete the slots that started before p_now - p_older_than; returns the
--- number of rollup rows (both tables) deleted.
+-- Rollup retention: delete the slots that started before p_now - p_older_than, and the
+-- minute slots (period_s 60) before p_now - p_minute_older_than (NULL: the same age); hour
+-- slots keep the trends, minute slots only serve the edges of recent windows. Returns the
+-- number of rollup rows (both tables) deleted. The two-argument version of an older schema
+-- is dropped first (it would make two-argument calls ambiguous).
+DROP FUNCTION IF EXISTS public.ml_delete_old_rollups(interval, timestamptz);
 CREATE OR REPLACE FUNCTION public.ml_delete_old_rollups(
-    p_older_than interval,
-    p_now        timestamptz DEFAULT now()
+    p_older_than        interval,
+    p_now               timestamptz DEFAULT now(),
+    p_minute_older_than interval DEFAULT NULL
 )
 RETURNS bigint
 LANGUAGE plpgsql
@@ -803,14 +808,22 @@ AS $fn$
 DECLARE
     v_rows    bigint;
     v_buckets bigint;
+    v_minutes timestamptz;
 BEGIN
     IF p_older_than IS NULL OR p_older_than < interval '0' THEN
         RAISE EXCEPTION 'p_older_than must be a non-negative interval, got %', p_older_than
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    DELETE FROM public.ml_observability_rollups WHERE slot < p_now - p_older_than;
+    IF p_minute_older_than < interval '0' THEN
+        RAISE EXCEPTION 'p_minute_older_than must be a non-negative interval or NULL, got %',
+            p_minute_older_than USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_minutes := p_now - coalesce(p_minute_older_than, p_older_than);
+    DELETE FROM public.ml_observability_rollups
+    WHERE slot < p_now - p_older_than OR (period_s = 60 AND slot < v_minutes);
     GET DIAGNOSTICS v_rows = ROW_COUNT;
-    DELETE FROM public.ml_observability_rollup_buckets WHERE slot < p_now - p_older_than;
+    DELETE FROM public.ml_observability_rollup_buckets
+    WHERE slot < p_now - p_older_than OR (period_s = 60 AND slot < v_minutes);
     GET DIAGNOSTICS v_buckets = ROW_COUNT;
     RETURN v_rows + v_buckets;
 END
@@ -949,7 +962,8 @@ ALTER TABLE public.ml_observability_rollups ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.ml_observability_rollup_buckets ENABLE ROW LEVEL SECURITY;
 REVOKE ALL ON FUNCTION public.ml_rollup_new_spans() FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.ml_rebuild_rollups(timestamptz) FROM PUBLIC;
-REVOKE ALL ON FUNCTION public.ml_delete_old_rollups(interval, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION public.ml_delete_old_rollups(interval, timestamptz, interval)
+    FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.ml_rollup_totals(
     timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, text
 ) FROM PUBLIC;
@@ -970,7 +984,7 @@ BEGIN
             EXECUTE format('REVOKE ALL ON FUNCTION public.ml_rebuild_rollups(timestamptz) '
                            'FROM %I', v_role);
             EXECUTE format('REVOKE ALL ON FUNCTION public.ml_delete_old_rollups(interval, '
-                           'timestamptz) FROM %I', v_role);
+                           'timestamptz, interval) FROM %I', v_role);
             EXECUTE format('REVOKE ALL ON FUNCTION public.ml_rollup_totals(timestamptz, '
                            'timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, '
                            'text) FROM %I', v_role);
@@ -987,7 +1001,7 @@ BEGIN
         GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE public.ml_observability_rollup_buckets
             TO service_role;
         GRANT EXECUTE ON FUNCTION public.ml_rebuild_rollups(timestamptz) TO service_role;
-        GRANT EXECUTE ON FUNCTION public.ml_delete_old_rollups(interval, timestamptz)
+        GRANT EXECUTE ON FUNCTION public.ml_delete_old_rollups(interval, timestamptz, interval)
             TO service_role;
         GRANT EXECUTE ON FUNCTION public.ml_rollup_totals(timestamptz, timestamptz, timestamptz,
             timestamptz, timestamptz, timestamptz, text) TO service_role;

@@ -98,18 +98,24 @@ def db_cleanup(
         )
 
     rollup_days = max(config.retention.rollup_days, retention_days)
+    minute_days = max(config.retention.rollup_minute_days or retention_days, retention_days)
 
     async def work(repository: SpanRepository) -> tuple[int, int]:
         if counting:
             return await repository.count_old_spans(retention_days), 0
         spans = await repository.delete_old_spans(retention_days, config.retention.batch_size)
-        return spans, await repository.delete_old_rollups(rollup_days)
+        return spans, await repository.delete_old_rollups(
+            rollup_days, min(minute_days, rollup_days)
+        )
 
     count, rollups = run_with_repository(config, work)
     verb = "would delete (dry run, nothing deleted)" if counting else "deleted"
     typer.echo(f"{verb} {count:,} spans older than {retention_days} days from {store}")
     if not counting:  # rollups have their own, longer retention (retention.rollup_days)
-        typer.echo(f"deleted {rollups:,} rollup rows older than {rollup_days} days")
+        typer.echo(
+            f"deleted {rollups:,} rollup rows older than {rollup_days} days "
+            f"(minute slots: older than {min(minute_days, rollup_days)} days)"
+        )
 
 
 @db_app.command("rollup")

@@ -30,6 +30,7 @@ __all__ = [
     "check_int",
     "check_limit",
     "check_retention",
+    "check_rollup_retention",
     "check_seconds",
     "check_status",
     "check_trace_id",
@@ -127,6 +128,15 @@ def check_cost_by(by: str) -> str:
     if by not in COST_BREAKDOWN_KEYS:
         raise ValueError(f"by must be one of {', '.join(COST_BREAKDOWN_KEYS)}; got {by!r}")
     return by
+
+
+def check_rollup_retention(days: int, minute_days: int | None) -> tuple[timedelta, timedelta]:
+    """Validate rollup retention arguments; return the ages past which all slots and the
+    minute slots are deleted (minute slots never outlive the others' age: at most `days`)."""
+    older_than = timedelta(days=check_int("days", days, 0))
+    if minute_days is None:
+        return older_than, older_than
+    return older_than, min(older_than, timedelta(days=check_int("minute_days", minute_days, 0)))
 
 
 def check_retention(days: int, batch_size: int) -> timedelta:

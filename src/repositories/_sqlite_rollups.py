@@ -200,8 +200,10 @@ def ensure_math(conn: sqlite3.Connection) -> None:
 
 
 DELETE_OLD_ROLLUPS = tuple(
-    f"DELETE FROM {table} WHERE slot < ?" for table in (ROLLUPS_TABLE, BUCKETS_TABLE)
+    f"DELETE FROM {table} WHERE slot < ?1 OR (period_s = 60 AND slot < ?2)"
+    for table in (ROLLUPS_TABLE, BUCKETS_TABLE)
 )
+"""Parameters: the cutoff of every slot, the cutoff of minute slots (UTC text)."""
 
 _AGENT = "(:agent IS NULL OR agent_name = :agent)"
 _EDGES = (

@@ -38,6 +38,7 @@ from src.repositories._arguments import (
     check_int,
     check_limit,
     check_retention,
+    check_rollup_retention,
     check_seconds,
     check_status,
     check_trace_id,
@@ -111,7 +112,9 @@ _BOUNDS = "%s::timestamptz, " * 6 + "%s::text"
 _ROLLUP_TOTALS = f"SELECT * FROM public.ml_rollup_totals({_BOUNDS})"
 _ROLLUP_BUCKETS = f"SELECT * FROM public.ml_rollup_buckets({_BOUNDS})"
 _REBUILD_ROLLUPS = "SELECT public.ml_rebuild_rollups(%s::timestamptz)"
-_DELETE_OLD_ROLLUPS = "SELECT public.ml_delete_old_rollups(%s::interval, %s::timestamptz)"
+_DELETE_OLD_ROLLUPS = (
+    "SELECT public.ml_delete_old_rollups(%s::interval, %s::timestamptz, %s::interval)"
+)
 _DELETE_OLD = "SELECT public.ml_delete_old_spans(%s::interval, %s::integer, %s::timestamptz)"
 
 
@@ -290,9 +293,13 @@ class PostgresSpanRepository(WindowMetricsFromRollups):
         rows = await self._pools.run("rebuild rollups", _fetch(_REBUILD_ROLLUPS, (start,)))
         return int(rows[0][0])
 
-    async def delete_old_rollups(self, days: int = DEFAULT_ROLLUP_RETENTION_DAYS) -> int:
-        """Delete rollup rows of slots older than `days` (their own retention); the count."""
-        params = (_seconds(check_retention(days, 1)), current_time(self._clock))
+    async def delete_old_rollups(
+        self, days: int = DEFAULT_ROLLUP_RETENTION_DAYS, minute_days: int | None = None
+    ) -> int:
+        """Delete rollup rows of slots older than `days` (their own retention) and of minute
+        slots older than `minute_days` (None: `days`); the count."""
+        older_than, minutes_older_than = check_rollup_retention(days, minute_days)
+        params = (_seconds(older_than), current_time(self._clock), _seconds(minutes_older_than))
         rows = await self._pools.run("delete old rollups", _fetch(_DELETE_OLD_ROLLUPS, params))
         return int(rows[0][0])
 

@@ -119,9 +119,10 @@ class SpanRepository(Protocol):
         """Recompute the rollups from the spans that started at or after the hour of `since`
         (None: every span); rollups older than that stay. Returns the spans rolled up."""
 
-    async def delete_old_rollups(self, days: int = 400) -> int:
+    async def delete_old_rollups(self, days: int = 400, minute_days: int | None = None) -> int:
         """Delete the rollups of slots older than `days` (their own retention, longer than the
-        spans'); return the number of rollup rows deleted."""
+        spans'), and the minute slots older than `minute_days` (None: `days`); return the
+        number of rollup rows deleted."""
 
     async def close(self) -> None:
         """Release connections. Safe to call twice."""

@@ -41,6 +41,7 @@ from src.repositories._arguments import (
     check_cost_by,
     check_limit,
     check_retention,
+    check_rollup_retention,
     check_seconds,
     check_status,
     check_trace_id,
@@ -360,14 +361,19 @@ class SqliteSpanRepository(WindowMetricsFromRollups):
 
         return await self._run("rebuild rollups", work)
 
-    async def delete_old_rollups(self, days: int = DEFAULT_ROLLUP_RETENTION_DAYS) -> int:
-        """Delete rollup rows of slots older than `days` (their own retention); the count."""
-        cutoff = format_utc(current_time(self._clock) - check_retention(days, 1))
+    async def delete_old_rollups(
+        self, days: int = DEFAULT_ROLLUP_RETENTION_DAYS, minute_days: int | None = None
+    ) -> int:
+        """Delete rollup rows of slots older than `days` (their own retention) and of minute
+        slots older than `minute_days` (None: `days`); the count."""
+        older_than, minutes_older_than = check_rollup_retention(days, minute_days)
+        now = current_time(self._clock)
+        cutoffs = (format_utc(now - older_than), format_utc(now - minutes_older_than))
 
         def work(conn: sqlite3.Connection) -> int:
             def delete() -> int:
                 return sum(
-                    conn.execute(statement, (cutoff,)).rowcount
+                    conn.execute(statement, cutoffs).rowcount
                     for statement in rollup_sql.DELETE_OLD_ROLLUPS
                 )
 

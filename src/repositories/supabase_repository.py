@@ -53,6 +53,7 @@ from src.repositories._arguments import (
     check_int,
     check_limit,
     check_retention,
+    check_rollup_retention,
     check_seconds,
     check_status,
     check_trace_id,
@@ -343,10 +344,17 @@ class SupabaseSpanRepository(WindowMetricsFromRollups):
         )
         return int(response.data or 0)
 
-    async def delete_old_rollups(self, days: int = DEFAULT_ROLLUP_RETENTION_DAYS) -> int:
-        """Delete rollup rows of slots older than `days` (their own retention); the count."""
-        check_retention(days, 1)
-        args = {"p_older_than": f"{days} days", "p_now": current_time(self._clock).isoformat()}
+    async def delete_old_rollups(
+        self, days: int = DEFAULT_ROLLUP_RETENTION_DAYS, minute_days: int | None = None
+    ) -> int:
+        """Delete rollup rows of slots older than `days` (their own retention) and of minute
+        slots older than `minute_days` (None: `days`); the count."""
+        older_than, minutes_older_than = check_rollup_retention(days, minute_days)
+        args = {
+            "p_older_than": f"{older_than.days} days",
+            "p_now": current_time(self._clock).isoformat(),
+            "p_minute_older_than": f"{minutes_older_than.days} days",
+        }
         response = await self._run(
             f"call {ROLLUP_RETENTION_FUNCTION}",
             lambda c: c.rpc(ROLLUP_RETENTION_FUNCTION, args).execute(),

@@ -657,15 +657,25 @@ def rollup_counts(path: Path) -> list[tuple[object, ...]]:
         ).fetchall()
 
 
-def test_db_cleanup__old_spans_deleted__rollups_kept(fresh: SeededStore):
+def test_db_cleanup__old_spans_deleted__hour_rollups_kept(fresh: SeededStore):
+    """Hour slots stay for retention.rollup_days; minute slots go with the spans (by default
+    retention.rollup_minute_days is the spans' days), so the trend still counts every span."""
     rollups = rollup_counts(fresh.path)
     assert sum(row[4] for row in rollups if row[0] == 60) == span_count(fresh.path)
 
     result = invoke("--database-url", fresh.url, "db", "cleanup", "--days", "30", "--yes")
 
     assert result.exit_code == 0, result.stderr
-    assert "deleted 0 rollup rows older than 400 days" in result.stdout
-    assert rollup_counts(fresh.path) == rollups
+    deleted = re.search(
+        r"deleted ([\d,]+) rollup rows older than 400 days \(minute slots: older than 30 days\)",
+        result.stdout,
+    )
+    assert deleted is not None, result.stdout
+    after = rollup_counts(fresh.path)
+    assert [r for r in after if r[0] == 3600] == [r for r in rollups if r[0] == 3600]
+    old_minutes = [r for r in rollups if r[0] == 60 and r not in after]
+    assert sum(r[4] for r in old_minutes) == len(fresh.older_than(30))
+    assert int(deleted.group(1).replace(",", "")) >= len(old_minutes)
     trend = invoke("--database-url", fresh.url, "metrics", "--window", "400d", "--json")
     exact = invoke("--database-url", fresh.url, "metrics", "-w", "400d", "--json", "--exact")
     total = len(fresh.recent) + len(fresh.old)
@@ -711,4 +721,16 @@ def test_config__rollup_retention_shorter_than_spans__clear_error(fresh: SeededS
 
     assert result.exit_code != 0
     assert "retention.rollup_days must be >= retention.days (90)" in result.stderr
+    assert "got 30" in result.stderr
+
+
+def test_config__minute_rollup_retention_out_of_range__clear_error(fresh: SeededStore, tmp_path):
+    config = write_config(
+        tmp_path / "obs.yaml", "retention:\n  days: 90\n  rollup_minute_days: 30\n"
+    )
+
+    result = invoke("--config", str(config), "--database-url", fresh.url, "db", "cleanup", "-y")
+
+    assert result.exit_code != 0
+    assert "retention.rollup_minute_days must be between retention.days (90)" in result.stderr
     assert "got 30" in result.stderr

@@ -238,6 +238,31 @@ async def test_rollups__span_cleanup__rollups_stay_until_their_own_retention(
     assert await repository.get_latency_stats("14d") == []
 
 
+async def test_rollups__minute_retention__old_minutes_deleted_hours_and_recent_kept(
+    repository, clock: FixedClock
+):
+    old = [
+        make_span(10 * 24 * 60 + i, agent="drift_monitor", duration_ms=5.0 + i) for i in range(30)
+    ]
+    recent = [make_span(5 + i, agent="explainer", duration_ms=7.0 + i) for i in range(20)]
+    await repository.insert_spans_batch(old + recent)
+    await repository.delete_old_spans(days=7)
+    trend, last_hour = (
+        await repository.get_latency_stats("14d"),
+        await rollup_view(repository, "1h"),
+    )
+
+    deleted = await repository.delete_old_rollups(days=400, minute_days=7)
+    assert deleted >= 2 * 30  # each old minute: a figures row and a bucket row
+    assert await repository.delete_old_rollups(days=400, minute_days=7) == 0
+    assert await repository.get_latency_stats("14d") == trend  # the hour slots stay
+    assert await rollup_view(repository, "1h") == last_hour  # recent minutes stay
+    assert await repository.delete_old_rollups(days=7, minute_days=400) > 0  # capped at days
+    assert [s.agent_name for s in await repository.get_latency_stats("14d")] == ["explainer"]
+    with pytest.raises(ValueError, match="minute_days"):
+        await repository.delete_old_rollups(days=400, minute_days=-1)
+
+
 async def test_metrics_service__exact__from_raw_spans_and_never_cached(
     repository, clock: FixedClock
 ):
@@ -300,5 +325,35 @@ async def test_postgres_schema__spans_from_before_rollups__rolled_up_when_applie
             conn.execute("DROP TABLE ml_observability_rollups, ml_observability_rollup_buckets")
         await repo.setup()  # the schema file again: tables, trigger, then the backfill
         assert_same_view(await rollup_view(repo), written)
+    finally:
+        await repo.close()
+
+
+async def test_postgres_schema__two_argument_rollup_retention__replaced_when_applied(pg_dsn):
+    """A schema from before minute retention had ml_delete_old_rollups(interval, timestamptz):
+    applying the file again leaves only the three-argument function, so two-argument calls
+    (older clients, Supabase rpc) still resolve to one function."""
+    repo = PostgresSpanRepository(pg_dsn, clock=FixedClock())
+    await repo.setup()
+    try:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute("DROP FUNCTION ml_delete_old_rollups(interval, timestamptz, interval)")
+            conn.execute(
+                "CREATE FUNCTION ml_delete_old_rollups(p_older_than interval, p_now timestamptz"
+                " DEFAULT now()) RETURNS bigint LANGUAGE sql AS 'SELECT 0::bigint'"
+            )
+        await repo.setup()
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            signatures = conn.execute(
+                "SELECT pg_get_function_identity_arguments(oid) FROM pg_proc "
+                "WHERE proname = 'ml_delete_old_rollups'"
+            ).fetchall()
+            assert signatures == [
+                (
+                    "p_older_than interval, p_now timestamp with time zone, "
+                    "p_minute_older_than interval",
+                )
+            ]
+            assert conn.execute("SELECT ml_delete_old_rollups('1 day', now())").fetchone() == (0,)
     finally:
         await repo.close()

@@ -201,6 +201,10 @@ class RetentionSettings(_Section):
     rollup_days: int = Field(default=400, ge=1)
     """Age past which `db cleanup` deletes per-minute/hour rollups; at least `days`, so
     window metrics and trends outlive the spans they were computed from."""
+    rollup_minute_days: int | None = Field(default=None, ge=1)
+    """Age past which `db cleanup` deletes the per-minute slots (None: `days`, the spans'):
+    they only give the edges of recent windows to the minute; hour slots keep the trends
+    for `rollup_days` (minute slots are ~60x the rows). Between `days` and `rollup_days`."""
 
     @model_validator(mode="after")
     def _rollups_outlive_spans(self) -> RetentionSettings:
@@ -208,6 +212,12 @@ class RetentionSettings(_Section):
             raise ValueError(
                 f"retention.rollup_days must be >= retention.days ({self.days}) so rollups "
                 f"outlive the spans they summarise, got {self.rollup_days}"
+            )
+        minute_days = self.rollup_minute_days
+        if minute_days is not None and not self.days <= minute_days <= self.rollup_days:
+            raise ValueError(
+                f"retention.rollup_minute_days must be between retention.days ({self.days}) "
+                f"and retention.rollup_days ({self.rollup_days}), got {minute_days}"
             )
         return self
 

@@ -60,6 +60,7 @@ ALIASES: dict[Path3, tuple[str, str]] = {
     ("cache", "redis", "socket_timeout_seconds"): ("cache", "redis_socket_timeout_seconds"),
     ("retention", "span_ttl_days"): ("retention", "days"),
     ("retention", "rollup_ttl_days"): ("retention", "rollup_days"),
+    ("retention", "rollup_minute_ttl_days"): ("retention", "rollup_minute_days"),
     ("retention", "cleanup_batch_size"): ("retention", "batch_size"),
     ("retention", "cleanup", "batch_size"): ("retention", "batch_size"),
     ("retention", "cleanup", "dry_run"): ("retention", "dry_run"),
