@@ -868,11 +868,13 @@ def test_batch_processor__queue_full_without_a_worker__submit_does_no_io_drops_c
     assert processor.flush(timeout=WAIT)  # nothing new was lost: the next flush is true
 
 
-def test_batch_processor__sink_busy_queue_past_half__worker_spills_to_the_spool(
+def test_batch_processor__sink_busy_queue_at_spill_mark__worker_spills_to_the_spool(
     processors, tmp_path: Path
 ) -> None:
-    """A sink that is slow (not failing) keeps its batches in memory only while the queue is
-    under half full; past that the worker (never the caller) writes them to its spool."""
+    """A sink that is slow (not failing) keeps its batches in memory (the queue and one batch
+    the worker holds for it) until the queue reaches the spill mark, max_queue_size -
+    max(max_batch_size, max_queue_size // 5) = 16 here; then the worker (never the caller)
+    writes the held batch to its spool."""
     stuck, quick, written = GateSink("db"), ListSink("quick"), Written()
     processor = processors(
         [stuck, quick],
@@ -886,9 +888,9 @@ def test_batch_processor__sink_busy_queue_past_half__worker_spills_to_the_spool(
 
     for i in range(2, 22):  # 20 more: the queue's bound, so nothing is dropped
         processor.submit(make_span(i))
-    # The worker took a batch past the half-full mark: spooled for db (busy) before
-    # being handed to the idle quick sink.
-    assert written.wait_total("quick", 4)
+    # The worker holds a batch for db (busy) while quick takes it; at the spill mark the held
+    # batch is spooled for db, and only then is the next one popped and handed to quick.
+    assert written.wait_total("quick", 6)
     assert processor.stats().sinks["db"].spooled >= 2
     stuck.gate.set()
     result = processor.flush(timeout=WAIT)

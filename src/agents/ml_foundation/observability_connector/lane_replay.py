@@ -4,7 +4,8 @@ Why apart from the lane: replay is a concept of its own (claims, isolation of re
 what counts as delivered) that the lane's thread runs between live batches. A replay round
 claims each file before sending it (so concurrent replays never deliver or count a batch
 twice), stops at the first transient failure (the file is given back, first in line), and
-yields to a live batch that is waiting unless a full replay was asked for. A batch the sink
+yields to a live batch that is waiting, after one file (so a spool drains under live load, a
+file between live batches), unless a full replay was asked for. A batch the sink
 refuses for good, or that fails for an unexpected reason, is split until the refused spans are
 found: those go to `rejected/` with the reason, the rest is delivered; spool lines that no
 longer read as spans go to `rejected/` too. So nothing ever blocks the spool.
@@ -63,11 +64,14 @@ class SpoolReplay:
         with self._cond:
             generation = self._spool_generation
         delivered = 0
+        tried = False
         batches = self.spool_store.claimed_batches()
         try:
             while True:
                 with self._cond:
-                    if not full and (self._live_waiting or self._stopping):
+                    if self._stopping and not full:
+                        return delivered
+                    if not full and self._live_waiting and tried:
                         return delivered
                 stored = next(batches, None)
                 if stored is None:
@@ -80,6 +84,7 @@ class SpoolReplay:
                 if sent is None:
                     return delivered
                 delivered += sent
+                tried = True
         except OSError as exc:
             self._failed(exc, "could not read the spool", failure=False)
             return delivered

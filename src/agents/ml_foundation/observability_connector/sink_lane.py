@@ -8,13 +8,19 @@ cannot take a batch, writes it to that lane's spool itself. So the spans held on
 stay within a fixed bound whatever is down.
 
 A lane is `READY` (idle and healthy: the batch is handed over, at most one at a time), `BUSY`
-(writing, replaying or preparing: the worker waits a little, then spools) or `SPOOL` (failing:
-the batch goes to the spool at once). After a failure the sink is left alone for the retry
-policy's wait; then the next replay of its spool (oldest first), or the next live batch when
-nothing is spooled, is the probe. A success ends the failing state. A sink with a circuit
-breaker of its own (`decides_retries`: the Opik and OTLP sinks) is offered every batch
-instead: while its breaker is open it refuses at once, without a request, and the batch is
-spooled.
+(writing, replaying or preparing: the worker keeps the batch in memory for it, and spools it
+only when its queue is nearly full) or `SPOOL` (failing: the batch goes to the spool at once).
+A healthy lane with a spool replays it when idle and, while it keeps up (the live batch it just
+wrote was not a backlog the worker had to hold for it), one spool file between two live
+batches, so a spool written in a burst drains under sustained load instead of growing to its
+cap; a lane that is behind serves live batches only (and one file per
+`max_batch_wait_seconds`) until it has caught up.
+
+After a failure the sink is left alone for the retry policy's wait; then the next replay of its
+spool (oldest first), or the next live batch when nothing is spooled, is the probe. A success
+ends the failing state. A sink with a circuit breaker of its own (`decides_retries`: the Opik
+and OTLP sinks) is offered every batch instead: while its breaker is open it refuses at once,
+without a request, and the batch is spooled.
 
 A batch the sink refuses for good is split until the refused spans are found (`isolation`);
 they are kept in the spool's `rejected/` with the sink's reason, the rest is delivered. Replay
@@ -97,6 +103,7 @@ class SinkLane(SpoolReplay):
         self._retry_at = 0.0
         self._just_succeeded = False
         self._live_waiting = False
+        self._behind = False  # the last live batch was a backlog held for this lane
         self._spool_pending = spool is not None  # True at start, so the first replay looks
         self._spool_generation = 0
         self._last_replay_at: float | None = None
@@ -135,8 +142,9 @@ class SinkLane(SpoolReplay):
             self._live_waiting = True  # until the current job ends (the worker asks again)
             return LaneState.BUSY
 
-    def offer(self, batch: Batch, now: float) -> bool:
-        """Hand `batch` to the lane's thread if it can take it now; else False (spool it)."""
+    def offer(self, batch: Batch, now: float, *, backlog: bool = False) -> bool:
+        """Hand `batch` to the lane's thread if it can take it now; else False (spool it).
+        `backlog`: the worker held it while the lane was busy (the lane is behind)."""
         with self._cond:
             if self._stopping or self._thread is None:
                 return False
@@ -145,6 +153,7 @@ class SinkLane(SpoolReplay):
             if not self._idle():
                 return False
             self._handed = batch
+            self._behind = backlog
             self._live_waiting = False
             self._cond.notify_all()
         return True
@@ -267,7 +276,8 @@ class SinkLane(SpoolReplay):
         if self._failing:
             return now >= self._retry_at
         last = self._last_replay_at
-        return self._just_succeeded or last is None or now - last >= self._interval
+        keeping_up = self._just_succeeded and not self._behind
+        return keeping_up or last is None or now - last >= self._interval
 
     def _wait_seconds(self, now: float) -> float:
         due = None
