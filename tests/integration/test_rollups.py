@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import sqlite3
 from datetime import timedelta
+from decimal import Decimal
 
 import psycopg
 import pytest
@@ -29,6 +30,7 @@ from src.agents.ml_foundation.observability_connector.models import (
 from src.agents.ml_foundation.observability_connector.nodes.metrics_aggregator import (
     MetricsService,
 )
+from src.repositories._rows import format_utc
 from src.repositories.postgres_repository import PostgresSpanRepository
 from src.repositories.rollups import RELATIVE_ACCURACY
 from src.repositories.span_store import SpanRepository
@@ -357,3 +359,50 @@ async def test_postgres_schema__two_argument_rollup_retention__replaced_when_app
             assert conn.execute("SELECT ml_delete_old_rollups('1 day', now())").fetchone() == (0,)
     finally:
         await repo.close()
+
+
+def _rollup_rows(fetch, slot_text) -> tuple[list[tuple], list[tuple]]:  # type: ignore[no-untyped-def]
+    """Every rollup and bucket row, slots as text, sorted; floats rounded (summation order)."""
+    tables = ("ml_observability_rollups", "ml_observability_rollup_buckets")
+    out = []
+    for table in tables:
+        rows = []
+        for row in fetch(f"SELECT * FROM {table}"):
+            values = [slot_text(v) if i == 1 else v for i, v in enumerate(row)]
+            rows.append(tuple(round(float(v), 6) if isinstance(v, float) else v for v in values))
+        out.append(sorted(rows, key=repr))
+    return out[0], out[1]
+
+
+@pytest.mark.postgres
+async def test_rollup_rows__sqlite_batches__equal_postgres_trigger_rows(tmp_path, pg_dsn):
+    """SQLite groups each batch's new spans once by minute and derives the hour rows from those
+    minute groups; PostgreSQL's trigger is a separate implementation. Same spans, written in
+    overlapping batches (replayed spans must not count), must give the same rows on both."""
+    spans = traffic(seed=41, n=900)
+    batches = (spans[:400], spans[250:700], spans[650:], spans[:30])
+    sqlite_repo = SqliteSpanRepository(tmp_path / "spans.db", clock=FixedClock())
+    postgres_repo = PostgresSpanRepository(pg_dsn, clock=FixedClock())
+    await sqlite_repo.setup()
+    await postgres_repo.setup()
+    try:
+        for batch in batches:
+            assert await sqlite_repo.insert_spans_batch(batch) == (
+                await postgres_repo.insert_spans_batch(batch)
+            )
+    finally:
+        await sqlite_repo.close()
+        await postgres_repo.close()
+    with sqlite3.connect(tmp_path / "spans.db") as conn:
+        from_sqlite = _rollup_rows(lambda q: conn.execute(q).fetchall(), str)
+    with psycopg.connect(pg_dsn) as conn:
+        from_postgres = _rollup_rows(
+            lambda q: [
+                tuple(float(v) if isinstance(v, Decimal) else v for v in row)
+                for row in conn.execute(q).fetchall()
+            ],
+            format_utc,
+        )
+    assert len(from_sqlite[0]) > 100 and len(from_sqlite[1]) > 500  # minutes and hours, many
+    assert {row[0] for row in from_sqlite[0]} == {60, 3600}
+    assert from_sqlite == from_postgres
