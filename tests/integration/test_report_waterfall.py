@@ -101,7 +101,7 @@ def test_waterfall__open_a_slowest_trace__tree_order_and_proportional_bars_no_er
         browser.evaluate(f'document.querySelector("#trace-{first} > summary").click()')
         opened = browser.evaluate(MEASURE % f'"trace-{first}"')
         browser.evaluate(  # the trace's link in the slowest-traces table
-            f'document.querySelector(\'td.id a[href="#trace-{other}"]\').click();'
+            f"document.querySelector('td.id a[href=\"#trace-{other}\"]').click();"
             "new Promise((done) => setTimeout(done, 100))"
         )
         linked = browser.evaluate(MEASURE % f'"trace-{other}"')

@@ -160,3 +160,20 @@ def test_span_policy__uninspectable_attributes__stripped_not_raised():
 def test_spans_settings__bad_regex__value_error_names_pattern():
     with pytest.raises(ValueError, match=r"pattern '\(' is not a valid regex"):
         SpansSettings(redact_patterns=["("])
+
+
+def test_span_policy__flat_scalar_attributes_seen_again__same_answers_as_the_first_walk():
+    """The one-pass check for flat spans (keys cached by an earlier walk) must decide exactly
+    as the full walk: a clean span is passed through as the same object, a secret key is
+    still masked, and scalars over the metadata limit are still cut."""
+    policy = _policy(max_metadata_size_bytes=200)
+    for _ in range(3):  # first: the full walk fills the key cache; then the one-pass check
+        clean = _span({"step": 3, "route": "default", "ok": True, "ratio": 0.5, "none": None})
+        assert policy.apply(clean) is clean
+        secret = policy.apply(_span({"step": 3, "api_key": "sk-1"}))
+        assert secret.attributes == {"step": 3, "api_key": REDACTED}
+        big = policy.apply(_span({"step": 3, "route": "x" * 500}))
+        assert big.attributes["attributes_truncated"] == ["route"]
+        assert len(big.attributes["route"]) < 200
+        payload = policy.apply(_span({"step": 3, "input": "q"}))
+        assert payload.attributes == {"step": 3, "input": "q"}

@@ -53,6 +53,7 @@ _MAX_DEPTH = 64
 _CONTAINERS = (dict, list, tuple)
 _ENCODER = json.JSONEncoder(ensure_ascii=False, default=str, separators=(",", ":"))
 _KEY_CACHE_SIZE = 4096
+_PAYLOAD = frozenset((*INPUT_ATTRIBUTES, *OUTPUT_ATTRIBUTES))
 
 
 def _words(text: str) -> tuple[str, ...]:
@@ -122,6 +123,8 @@ class SpanPolicy:
     def apply(self, span: ObservabilitySpan) -> ObservabilitySpan:
         """The span as sinks may see it: the same object when nothing changes, else a copy."""
         try:
+            if not span.events and self._flat_and_clean(span.attributes):
+                return span  # the common span, decided in one pass (see `_flat_and_clean`)
             attributes, changed = self._attributes(span.attributes)
             events, events_changed = self._events(span) if span.events else (span.events, False)
         # broad except, on purpose: a span we cannot inspect must not reach a sink unmasked
@@ -133,6 +136,29 @@ class SpanPolicy:
         if not changed and not events_changed:
             return span
         return span.model_copy(update={"attributes": attributes, "events": events})
+
+    def _flat_and_clean(self, attributes: dict[str, Any]) -> bool:
+        """True when the full walk would leave these attributes as they are, decided in one
+        pass for the common case (this runs on the worker for every span): only scalar
+        values, under keys already known not to be secret, none of them input or output,
+        and within `max_metadata_size_bytes` by the same upper bound `_within_limits` uses.
+        False means "not sure": the full walk decides."""
+        secret = self._key_cache.get
+        bound = 0
+        for key, value in attributes.items():
+            kind = value.__class__
+            if kind is str:
+                size = 6 * len(value) + 2
+            elif kind is int:
+                size = value.bit_length() // 3 + 2
+            elif kind in _SCALAR_BOUNDS:
+                size = _SCALAR_BOUNDS[kind]
+            else:  # a container (or an odd scalar): the walk looks inside
+                return False
+            if secret(key, True) or key in _PAYLOAD:  # secret, not cached yet, or payload
+                return False
+            bound += len(key) * 4 + 4 + size
+        return bound <= self.settings.max_metadata_size_bytes
 
     # -- redaction ------------------------------------------------------------------------
     def _is_secret(self, key: str) -> bool:
