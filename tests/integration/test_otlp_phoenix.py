@@ -198,15 +198,18 @@ def _llm_calls(handler: ObservabilityCallbackHandler, count: int) -> None:
 
 
 def _replay_until_empty(connector, attempts: int = 60) -> int:
-    """Replay the OTLP spool until it is empty. A freshly started Phoenix can refuse the first
-    probe on a loaded machine, and the breaker then waits its reset timeout (1 s) again."""
-    replayed = 0
+    """Replay the OTLP spool until it is empty; return how many spans the OTLP lane replayed
+    meanwhile, whoever started it (the lane also replays on its own once the sink answers, so
+    our `replay_spool()` may find the spool already drained). A freshly started Phoenix can
+    refuse the first probe on a loaded machine, and the breaker then waits its reset timeout
+    (1 s) again."""
+    before = connector.processor.stats().sinks["otlp"].replayed
     for _ in range(attempts):
         time.sleep(1.5)  # the breaker's reset timeout (1 s) before its half-open probe
-        replayed += connector.processor.replay_spool(timeout=60)
+        connector.processor.replay_spool(timeout=60)
         if connector.processor.stats().sinks["otlp"].spool_bytes == 0:
             break
-    return replayed
+    return connector.processor.stats().sinks["otlp"].replayed - before
 
 
 def test_phoenix__stopped_mid_run__spooled_then_replayed_exactly_once(tmp_path, phoenix_server):

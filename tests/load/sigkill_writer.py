@@ -32,7 +32,7 @@ from tests.load.support import indexed_span
 SETTINGS = BatchingSettings(
     max_batch_size=50, max_backlog_batch_size=50, max_queue_size=500, max_batch_wait_seconds=1.0
 )
-"""Small on purpose: the README's bound (queue + 2 batches = 600 spans) is tight enough to mean
+"""Small on purpose: the README's bound (queue + 3 batches = 650 spans) is tight enough to mean
 something."""
 
 

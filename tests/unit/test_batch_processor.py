@@ -873,8 +873,8 @@ def test_batch_processor__sink_busy_queue_at_spill_mark__worker_spills_to_the_sp
 ) -> None:
     """A sink that is slow (not failing) keeps its batches in memory (the queue and one batch
     the worker holds for it) until the queue reaches the spill mark, max_queue_size -
-    max(max_batch_size, max_queue_size // 5) = 16 here; then the worker (never the caller)
-    writes the held batch to its spool."""
+    max(max_batch_size, max_queue_size // 5, held batch) = 16 here; then the worker (never the
+    caller) pops the next batch and writes it to db's spool."""
     stuck, quick, written = GateSink("db"), ListSink("quick"), Written()
     processor = processors(
         [stuck, quick],
@@ -888,8 +888,8 @@ def test_batch_processor__sink_busy_queue_at_spill_mark__worker_spills_to_the_sp
 
     for i in range(2, 22):  # 20 more: the queue's bound, so nothing is dropped
         processor.submit(make_span(i))
-    # The worker holds a batch for db (busy) while quick takes it; at the spill mark the held
-    # batch is spooled for db, and only then is the next one popped and handed to quick.
+    # The worker holds a batch for db (busy) while quick takes it; at the spill mark the next
+    # batch is popped, handed to quick and spooled for db, which keeps the held one.
     assert written.wait_total("quick", 6)
     assert processor.stats().sinks["db"].spooled >= 2
     stuck.gate.set()

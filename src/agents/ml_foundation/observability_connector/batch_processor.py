@@ -15,22 +15,24 @@ later: below the hold mark (`min(B, max_queue_size // 2)`) the worker waits and 
 grows in the queue into one bigger batch; at the hold mark it pops one batch (up to
 `max_backlog_batch_size`) and holds it, handing it over the moment the lane is free, which also
 makes room in the queue for a burst of a whole `max_queue_size`. Only when the queue reaches
-the spill mark, `max_queue_size - max(max_batch_size, max_queue_size // 5)` (80% by default),
-while a batch is still held for a busy lane, is that held batch spooled for the lanes that are
-busy, and the next one popped and held. Why 80%: spooling a batch takes the worker a while
-(encoding and one fsync of up to B spans: 5,000 took 0.09 s on a quiet core, up to 0.47 s on a
-loaded 2-core machine), and the agent keeps submitting meanwhile; the last fifth of the queue
-(2,000 spans by default, ~0.3 s of the busiest agent measured, 6,400 spans/s) absorbs that, so
-a span is dropped at a full queue only when even the spool cannot keep up, while a burst still
-finds the queue at most half full (the other half is in the held batch). So for each sink, the
-spans held only in memory (what `kill -9` loses) are at most `max_queue_size + 2 * B`: the
-queue, the batch the worker holds and the batch the lane is writing, whatever is down (B
-below).
+the spill mark, `max_queue_size - max(max_batch_size, max_queue_size // 5, held)` (80% by
+default, lower while a bigger batch is held), while a batch is still held for a busy lane, does
+the worker pop the next batch and spool it for the busy lanes (the held, older one stays for
+the lane). Why: spooling a batch takes the worker a while (encoding and one fsync of up to B
+spans: 5,000 took 0.09 s on a quiet core, up to 0.47 s on a loaded 2-core machine), and the
+agents keep submitting meanwhile, from many threads at up to the rate the worker encodes
+(8 threads flat out filled the last 5,000 places while 5,000 spans were spooled); the pop
+leaves the queue room for about twice the batch being spooled, so a span is dropped at a full
+queue only when even the spool cannot keep up, while a burst of a whole `max_queue_size`
+still stays under the mark (the held batch took its half). So for each sink, the spans held
+only in memory (what `kill -9` loses) are at most `max_queue_size + 3 * B`: the queue, the
+batch the worker holds, the batch it is spooling and the batch the lane is writing, whatever
+is down (B below).
 
 Adaptive batches: while two or more full batches wait, one batch takes up to
 `max_backlog_batch_size` spans (one transaction / round trip per sink, one fsync when spooled),
 so the per-batch cost is paid once per thousands of spans and a busy agent does not outrun
-the writers. So the in-memory bound above is, precisely, `max_queue_size + 2 * B` with
+the writers. So the in-memory bound above is, precisely, `max_queue_size + 3 * B` with
 `B = min(max_queue_size, max(max_batch_size, max_backlog_batch_size))`.
 
 `flush()` returns a `FlushResult`: truthy only when every span submitted before the call is in
@@ -123,7 +125,8 @@ class BatchProcessor:
         queue = settings.max_queue_size
         # Hold mark / spill mark: see the module docstring for why these two.
         self._hold_at = max(1, min(self._backlog_batch, queue // 2))
-        self._spill_at = max(self._hold_at, queue - max(self._full_batch, queue // 5))
+        self._spill_base = max(self._hold_at, queue - max(self._full_batch, queue // 5))
+        self._spill_at = self._spill_base  # lowered while a big batch is held: _hold()
         self._max_queue = queue
         self._closed = False
         self._close_result = True
@@ -141,6 +144,7 @@ class BatchProcessor:
         self._worker: threading.Thread | None = None
         self._halted = False  # close() gave up waiting: the worker stops where it is
         self._held: Batch | None = None  # popped, owed to the busy lanes in _held_for
+        self._spill_at = self._spill_base
         self._held_for: list[SinkLane] = []
         self._held_backlog = False  # popped at the hold mark while a lane was busy
         self._queue: deque[tuple[int, ObservabilitySpan]] = deque()
@@ -375,29 +379,56 @@ class BatchProcessor:
         """Place the held batch, or pop the next one and place it (see the module docstring);
         False (nothing moved) while a busy lane keeps its backlog waiting in memory."""
         if self._held is not None:
-            return self._place_held(now, spill=queued >= self._spill_at)
+            if self._place_held(now) or queued < self._spill_at:
+                return self._held is None
+            return self._spill_next(now)
         states = {lane: lane.state(now) for lane in self._lanes}
         busy = LaneState.BUSY in states.values()
         if busy and queued < self._hold_at:
             return False  # the backlog grows in the queue into one bigger batch
-        with self._lock:
-            if self._halted:
-                return True
-            popped = self._pop(self._batch_length(len(self._queue)))
-        batch = self._make_batch(popped)
-        if batch is None or not batch.spans:
+        batch = self._next_batch()
+        if batch is None:
             return True
-        self._held, self._held_for, self._held_backlog = batch, list(self._lanes), busy
-        self._place_held(now, spill=False, states=states)
+        self._hold(batch)
+        self._held_for, self._held_backlog = list(self._lanes), busy
+        self._place_held(now, states=states)
         return True
 
-    def _place_held(
-        self, now: float, *, spill: bool, states: dict[SinkLane, LaneState] | None = None
-    ) -> bool:
+    def _spill_next(self, now: float) -> bool:
+        """The queue reached the spill mark while a busy lane is still owed the held batch: pop
+        the next batch and spool it for every lane that cannot take it now (the held batch
+        stays held, so the busy lane gets its older backlog first)."""
+        batch = self._next_batch()
+        if batch is None:
+            return True
+        for lane in self._lanes:
+            if not (lane.state(now) is LaneState.READY and lane.offer(batch, now)):
+                lane.spool_batch(batch)  # busy past the spill mark, or failing
+        return True
+
+    def _next_batch(self) -> Batch | None:
+        """Pop the next batch (sized for the backlog) and sample it; None when halted or
+        when nothing is left for the sinks."""
+        with self._lock:
+            if self._halted:
+                return None
+            popped = self._pop(self._batch_length(len(self._queue)))
+        batch = self._make_batch(popped)
+        return batch if batch is not None and batch.spans else None
+
+    def _hold(self, batch: Batch | None) -> None:
+        """Hold `batch` (None: nothing held) and set the spill mark for it: at the mark the
+        worker pops a batch of up to that size, so while it is spooled the queue has room for
+        twice the batch, since the agents keep submitting meanwhile (many threads at once)."""
+        self._held = batch
+        room = 0 if batch is None else len(batch.spans)
+        with self._lock:
+            self._spill_at = max(self._hold_at, min(self._spill_base, self._max_queue - room))
+
+    def _place_held(self, now: float, *, states: dict[SinkLane, LaneState] | None = None) -> bool:
         """Offer the held batch to the lanes still owed it: a ready lane takes it, a failing
-        one gets it spooled at once, a busy one keeps it held unless `spill` (the queue is at
-        the spill mark), then it is spooled for that lane on this thread. True when no lane is
-        owed it any more."""
+        one gets it spooled at once, a busy one keeps it held. True when no lane is owed it
+        any more."""
         batch = self._held
         assert batch is not None
         waiting: list[SinkLane] = []
@@ -408,13 +439,13 @@ class BatchProcessor:
                 if lane.offer(batch, now, backlog=self._held_backlog and states is None):
                     continue
                 state = lane.state(now)  # it just started a job of its own
-            if state is LaneState.BUSY and not spill:
+            if state is LaneState.BUSY:
                 waiting.append(lane)
             else:
-                lane.spool_batch(batch)  # failing, or busy at the spill mark
+                lane.spool_batch(batch)  # failing
         self._held_for = waiting
         if not waiting:
-            self._held = None
+            self._hold(None)
         return not waiting
 
     def _pop(self, limit: int, *, whole: bool = False) -> _Popped | None:
