@@ -29,7 +29,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["KINDS", "PriceTable"]
+__all__ = ["KINDS", "Counts", "PriceTable", "usage_of"]
 
 KINDS = (
     "input_tokens",
@@ -108,7 +108,7 @@ class PriceTable:
     def _library(
         self, counts: Counts, model: str, provider: str | None, when: datetime
     ) -> Decimal | None:
-        usage = _usage(counts)
+        usage = usage_of(counts)
         try:
             if provider is not None:
                 result = self._calc(
@@ -182,7 +182,8 @@ def _fast_usage(counts: Counts) -> bool:
     )
 
 
-def _usage(counts: Counts) -> Any:
+def usage_of(counts: Counts) -> Any:
+    """`counts` (in `KINDS` order) as a `genai_prices.Usage`, zero counts left out."""
     from genai_prices import Usage
 
     return Usage(**{kind: n for kind, n in zip(KINDS, counts, strict=True) if n})
@@ -205,21 +206,21 @@ def _build(model_price: Any) -> _Formula | None:
     if any(isinstance(v, TieredPrices) for v in values):
         return None
     try:
-        base = model_price.calc_price(_usage((0, 0, 0, 0, 0)))["total_price"]
-        one_input = model_price.calc_price(_usage((1, 0, 0, 0, 0)))["total_price"] - base
-        one_output = model_price.calc_price(_usage((0, 1, 0, 0, 0)))["total_price"] - base
+        base = model_price.calc_price(usage_of((0, 0, 0, 0, 0)))["total_price"]
+        one_input = model_price.calc_price(usage_of((1, 0, 0, 0, 0)))["total_price"] - base
+        one_output = model_price.calc_price(usage_of((0, 1, 0, 0, 0)))["total_price"] - base
         # A cache or reasoning token is part of input / output: price it against one more of those.
-        both = model_price.calc_price(_usage((1, 1, 0, 0, 0)))["total_price"]
-        read = model_price.calc_price(_usage((1, 1, 1, 0, 0)))["total_price"] - both
-        write = model_price.calc_price(_usage((1, 1, 0, 1, 0)))["total_price"] - both
-        reasoning = model_price.calc_price(_usage((1, 1, 0, 0, 1)))["total_price"] - both
+        both = model_price.calc_price(usage_of((1, 1, 0, 0, 0)))["total_price"]
+        read = model_price.calc_price(usage_of((1, 1, 1, 0, 0)))["total_price"] - both
+        write = model_price.calc_price(usage_of((1, 1, 0, 1, 0)))["total_price"] - both
+        reasoning = model_price.calc_price(usage_of((1, 1, 0, 0, 1)))["total_price"] - both
         coefficients = (one_input, one_output, read, write, reasoning)
         magnitude = sum((abs(c) for c in coefficients), abs(base)) or Decimal(0)
         exponents = [d.as_tuple().exponent for d in (base, *coefficients)]
         formula = _Formula(base, coefficients, min(int(e) for e in exponents), Decimal(magnitude))
         for probe in _probes():
             got = formula.total(probe)  # None: past the digit bound, the library prices it
-            if got is not None and got != model_price.calc_price(_usage(probe))["total_price"]:
+            if got is not None and got != model_price.calc_price(usage_of(probe))["total_price"]:
                 return None
     except Exception:  # broad on purpose: whatever the library objects to, it prices per span
         return None

@@ -24,39 +24,34 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from .config import ModelRates, PricingSettings
 from .models import ObservabilitySpan, SpanKind
-from .price_table import PriceTable
+from .price_table import Counts, PriceTable, usage_of
 from .sinks import Sink
 from .usage import ProblemCounter
 
-__all__ = ["PricedSink", "Pricer", "genai_usage"]
+__all__ = ["PricedSink", "Pricer"]
 
 logger = logging.getLogger(__name__)
 
 MAX_WARNED_MODELS = 1000
 """Models remembered as already reported (beyond that, unknown models are only counted)."""
 
-Calc = Callable[..., Any]
 
-
-def genai_usage(span: ObservabilitySpan) -> Any:
-    """The span's token counts as a `genai_prices.Usage` (a missing input or output is 0)."""
-    from genai_prices import Usage
-
-    counts = {
-        "input_tokens": span.input_tokens or 0,
-        "output_tokens": span.output_tokens or 0,
-        "cache_read_tokens": span.cache_read_tokens,
-        "cache_write_tokens": span.cache_write_tokens,
-        "output_reasoning_tokens": span.reasoning_tokens,
-    }
-    return Usage(**{key: value for key, value in counts.items() if value})
+def _token_counts(span: ObservabilitySpan) -> Counts:
+    """The span's token counts in `price_table.KINDS` order (a missing count is 0)."""
+    return (
+        span.input_tokens or 0,
+        span.output_tokens or 0,
+        span.cache_read_tokens or 0,
+        span.cache_write_tokens or 0,
+        span.reasoning_tokens or 0,
+    )
 
 
 def _override_price(rates: ModelRates, usage: Any) -> Decimal:
@@ -83,14 +78,12 @@ class Pricer:
         self,
         settings: PricingSettings | None = None,
         *,
-        calc_price: Calc | None = None,
         log: logging.Logger = logger,
     ) -> None:
-        """`calc_price` defaults to `genai_prices.calc_price` (imported on first use), priced
-        through `price_table.PriceTable` (the same result, without its per-call cost)."""
+        """Database prices come from `price_table.PriceTable` (built on first use: loading the
+        price database takes a third of a second)."""
         self._settings = settings or PricingSettings()
         self._overrides = {name.lower(): rates for name, rates in self._settings.models.items()}
-        self._calc = calc_price
         self._table: PriceTable | None = None
         self._log = log
         self._lock = threading.Lock()
@@ -129,38 +122,20 @@ class Pricer:
             return None
         rates = self._overrides.get(model.lower())
         if rates is not None:
-            return float(_override_price(rates, genai_usage(span)))
-        total = self._lookup(span, model, span.provider, span.start_time)
+            return float(_override_price(rates, usage_of(_token_counts(span))))
+        total = self._lookup(_token_counts(span), model, span.provider, span.start_time)
         if total is None:
             self._warn_unknown(model, span.provider)
             return None
         return float(total)
 
     def _lookup(
-        self, span: ObservabilitySpan, model: str, provider: str | None, when: datetime
+        self, counts: Counts, model: str, provider: str | None, when: datetime
     ) -> Decimal | None:
         known = provider if provider is not None and self._provider_known(provider) else None
-        if self._calc is None:  # the library's prices, through its exact cached fast path
-            if self._table is None:
-                self._table = PriceTable()
-            counts = (
-                span.input_tokens or 0,
-                span.output_tokens or 0,
-                span.cache_read_tokens or 0,
-                span.cache_write_tokens or 0,
-                span.reasoning_tokens or 0,
-            )
-            return self._table.price(counts, model, known, when)
-        usage = genai_usage(span)
-        try:
-            if known is not None:
-                result = self._calc(usage, model, provider_id=known, genai_request_timestamp=when)
-            else:
-                result = self._calc(usage, model, genai_request_timestamp=when)
-        except LookupError:  # no such model (for that provider)
-            return None
-        total: Decimal = result.total_price
-        return total
+        if self._table is None:
+            self._table = PriceTable()
+        return self._table.price(counts, model, known, when)
 
     def _provider_known(self, provider: str) -> bool:
         """Whether the price database knows `provider` (by id or its match rules, so
