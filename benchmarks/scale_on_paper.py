@@ -40,7 +40,7 @@ SPANS_PER_DAY = 100_000_000
 PEAK_OVER_MEAN = 3.0  # a day's busiest minutes against its average rate
 _TICKS = os.sysconf("SC_CLK_TCK")
 _ROLLUPS = "public.ml_observability_rollups"
-_BUCKETS = "public.ml_observability_rollup_buckets"
+_SKETCHES = "public.ml_observability_rollup_sketches"
 
 
 def _server_cpu_seconds(server: PgServer) -> float:
@@ -162,9 +162,9 @@ def drop_versus_delete(dsn: str) -> dict[str, float]:
 
 def rollups_per_day(dsn: str) -> dict[str, float]:
     """Rollup rows the seeded spans' last full day produced (minute and hour slots, figures and
-    histogram buckets), the bytes a row takes, and the widest histogram of an agent-hour."""
+    latency sketches), the bytes a row takes, and the widest histogram of an agent-hour."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"VACUUM ANALYZE {_ROLLUPS}, {_BUCKETS}")
+        conn.execute(f"VACUUM ANALYZE {_ROLLUPS}, {_SKETCHES}")
         (day_end,) = conn.execute(
             f"SELECT date_trunc('day', max(start_time)) FROM {TABLE_NAME}"
         ).fetchone()
@@ -174,7 +174,7 @@ def rollups_per_day(dsn: str) -> dict[str, float]:
             window,
         ).fetchone()
         result = {"spans": float(spans)}
-        for name, table in (("figures", _ROLLUPS), ("buckets", _BUCKETS)):
+        for name, table in (("figures", _ROLLUPS), ("sketches", _SKETCHES)):
             for period in (60, 3600):
                 (rows,) = conn.execute(
                     f"SELECT count(*) FROM {table} WHERE period_s = %s AND slot >= %s"
@@ -187,8 +187,7 @@ def rollups_per_day(dsn: str) -> dict[str, float]:
             ).fetchone()
             result[f"{name}_bytes_per_row"] = size / max(total, 1)
         (widest,) = conn.execute(
-            f"SELECT max(n) FROM (SELECT count(*) AS n FROM {_BUCKETS} WHERE period_s = 3600"
-            " GROUP BY slot, agent_name) AS per_agent_hour"
+            f"SELECT max(high - low + 1) FROM {_SKETCHES} WHERE period_s = 3600"
         ).fetchone()
         result["widest_agent_hour"] = float(widest or 0)
     return result
@@ -215,9 +214,9 @@ def main(argv: list[str]) -> None:
     print(
         f"rollups for a day of {rollups['spans']:,.0f} spans: figures {rollups['figures_60']:,.0f}"
         f" minute + {rollups['figures_3600']:,.0f} hour rows"
-        f" ({rollups['figures_bytes_per_row']:,.0f} B/row), histogram buckets"
-        f" {rollups['buckets_60']:,.0f} minute + {rollups['buckets_3600']:,.0f} hour rows"
-        f" ({rollups['buckets_bytes_per_row']:,.0f} B/row); widest agent-hour histogram:"
+        f" ({rollups['figures_bytes_per_row']:,.0f} B/row), latency sketches"
+        f" {rollups['sketches_60']:,.0f} minute + {rollups['sketches_3600']:,.0f} hour rows"
+        f" ({rollups['sketches_bytes_per_row']:,.0f} B/row); widest agent-hour histogram:"
         f" {rollups['widest_agent_hour']:,.0f} buckets"
     )
     mean = SPANS_PER_DAY / 86_400

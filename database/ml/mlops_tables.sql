@@ -613,8 +613,12 @@ $roles$;
 -- Tokens, cost and llm_calls are from llm spans only, as in ml_agent_latency_stats. Model and
 -- provider '' stand for none (a primary key cannot hold NULL).
 -- Latency: a DDSketch-style histogram per slot and agent, relative accuracy a = 0.01:
--- bucket = ceil(ln(duration_ms) / ln(gamma)), gamma = (1 + a) / (1 - a); -100000 for 0 ms.
+-- bucket = ceil(ln(duration_ms) / ln(gamma)), gamma = (1 + a) / (1 - a); 0 ms counted apart.
 -- Histograms merge by adding counts (see src/repositories/rollups.py for the read side).
+-- ml_observability_rollup_sketches holds, per slot (1 minute, 10 minutes, 1 hour, 6 hours) and
+-- agent, the agent's counts and tokens and its whole histogram packed in one row (counts of
+-- the consecutive buckets low, low + 1, ...), so a 24 h window reads a few hundred rows
+-- (src/repositories/sketch.py adds them up).
 -- Rollups outlive span retention (ml_delete_old_spans leaves them); ml_delete_old_rollups
 -- has its own age; ml_rebuild_rollups recomputes them from the spans.
 CREATE TABLE IF NOT EXISTS public.ml_observability_rollups (
@@ -642,23 +646,101 @@ CREATE TABLE IF NOT EXISTS public.ml_observability_rollups (
     PRIMARY KEY (period_s, slot, agent_name, llm_model, provider)
 );
 
-CREATE TABLE IF NOT EXISTS public.ml_observability_rollup_buckets (
-    period_s   integer NOT NULL CHECK (period_s IN (60, 3600)),
-    slot       timestamptz NOT NULL,
-    agent_name text NOT NULL,
-    bucket     integer NOT NULL,
-    count      bigint NOT NULL,
-    PRIMARY KEY (period_s, slot, agent_name, bucket)
+-- The sketch helpers: dense counts from (bucket, count) pairs (NULL buckets skipped), the sum
+-- of two dense sketches starting at different buckets, and the packed form the reads return:
+-- big-endian unsigned 32-bit counts (64-bit ones if a count does not fit), one Python integer
+-- per row on the client (src/repositories/sketch.py).
+CREATE OR REPLACE FUNCTION public.ml_sketch_counts(p_buckets integer[], p_counts bigint[])
+RETURNS bigint[]
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = ''
+AS $fn$
+    SELECT array_agg(coalesce(c.n, 0) ORDER BY b.bucket)
+    FROM (SELECT min(x) AS lo, max(x) AS hi FROM unnest(p_buckets) AS x) AS r
+    CROSS JOIN LATERAL generate_series(r.lo, r.hi) AS b(bucket)
+    LEFT JOIN (
+        SELECT u.bucket, sum(u.n)::bigint AS n
+        FROM unnest(p_buckets, p_counts) AS u(bucket, n)
+        WHERE u.bucket IS NOT NULL
+        GROUP BY u.bucket
+    ) AS c ON c.bucket = b.bucket
+$fn$;
+
+CREATE OR REPLACE FUNCTION public.ml_sketch_add(
+    p_low integer, p_counts bigint[], p_other_low integer, p_other bigint[]
+)
+RETURNS bigint[]
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = ''
+AS $fn$
+    SELECT CASE
+        WHEN p_counts IS NULL THEN p_other
+        WHEN p_other IS NULL THEN p_counts
+        ELSE (
+            SELECT array_agg(coalesce(p_counts[b - p_low + 1], 0)
+                             + coalesce(p_other[b - p_other_low + 1], 0) ORDER BY b)
+            FROM generate_series(
+                least(p_low, p_other_low),
+                greatest(p_low + cardinality(p_counts), p_other_low + cardinality(p_other)) - 1
+            ) AS b
+        )
+    END
+$fn$;
+
+CREATE OR REPLACE FUNCTION public.ml_sketch_pack(p_counts bigint[])
+RETURNS bytea
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = ''
+AS $fn$
+    SELECT CASE WHEN max(u.c) < 4294967296
+                THEN string_agg(substring(int8send(u.c) FROM 5 FOR 4), ''::bytea ORDER BY u.o)
+                ELSE string_agg(int8send(u.c), ''::bytea ORDER BY u.o) END
+    FROM unnest(p_counts) WITH ORDINALITY AS u(c, o)
+$fn$;
+
+CREATE TABLE IF NOT EXISTS public.ml_observability_rollup_sketches (
+    period_s        integer NOT NULL CHECK (period_s IN (60, 600, 3600, 21600)),
+    slot            timestamptz NOT NULL,
+    agent_name      text NOT NULL,
+    agent_tier      smallint,
+    span_count      bigint NOT NULL DEFAULT 0,
+    error_count     bigint NOT NULL DEFAULT 0,
+    completed_count bigint NOT NULL DEFAULT 0,
+    duration_count  bigint NOT NULL DEFAULT 0,
+    duration_sum    double precision NOT NULL DEFAULT 0,
+    duration_max    double precision,
+    llm_calls       bigint NOT NULL DEFAULT 0,
+    input_tokens    bigint NOT NULL DEFAULT 0,
+    output_tokens   bigint NOT NULL DEFAULT 0,
+    total_tokens    bigint NOT NULL DEFAULT 0,
+    zero_count      bigint NOT NULL DEFAULT 0,
+    low             integer,
+    high            integer,
+    counts          bigint[],
+    packed          bytea GENERATED ALWAYS AS (public.ml_sketch_pack(counts)) STORED,
+    PRIMARY KEY (period_s, slot, agent_name)
 );
+-- Rows up to a page stay inline and uncompressed: a read then copies `packed` as it is
+-- instead of decompressing it (the default moves rows over ~2 kB to compressed TOAST).
+ALTER TABLE public.ml_observability_rollup_sketches SET (toast_tuple_target = 8160);
 
 COMMENT ON TABLE public.ml_observability_rollups IS
     'Per-minute (period_s 60) and per-hour (3600) span counts, errors, durations, llm tokens '
     'and cost per agent, model and provider; written with the spans, kept after them.';
-COMMENT ON TABLE public.ml_observability_rollup_buckets IS
-    'Latency histogram per slot and agent: bucket = ceil(ln(duration_ms) / ln(1.01 / 0.99)).';
+COMMENT ON TABLE public.ml_observability_rollup_sketches IS
+    'Per 1-minute, 10-minute, 1-hour and 6-hour slot and agent: counts, llm tokens and the '
+    'latency histogram (counts of buckets low.., bucket = ceil(ln(duration_ms) / ln(1.01 / '
+    '0.99)), 0 ms in zero_count); written with the spans, kept after them.';
 
 -- The two upserts adding the spans of p_source (a relation or a parenthesised SELECT with the
--- span table's columns) to the rollups. Rows are locked in key order (ORDER BY), so two
+-- span table's columns) to the rollups: [1] totals, [2] sketches (a few rows per agent: the
+-- new spans' histogram per slot, added to the stored one). Rows are locked in key order (ORDER BY), so two
 -- writers adding to the same slots wait for each other instead of deadlocking.
 CREATE OR REPLACE FUNCTION public.ml_rollup_statements(p_source text)
 RETURNS text[]
@@ -712,20 +794,58 @@ ON CONFLICT (period_s, slot, agent_name, llm_model, provider) DO UPDATE SET
     priced_calls = r.priced_calls + excluded.priced_calls
 $q$, p_source),
     format($q$
-INSERT INTO public.ml_observability_rollup_buckets AS b (period_s, slot, agent_name, bucket, count)
-SELECT p.period_s,
-       date_bin(p.step, s.start_time, timestamptz '2000-01-01 00:00:00+00'),
-       s.agent_name,
-       CASE WHEN s.duration_ms > 0
-            THEN ceil(ln(s.duration_ms) / ln(1.01::float8 / 0.99::float8))::integer
-            ELSE -100000 END,
-       count(*)
-FROM %1$s AS s
-CROSS JOIN (VALUES (60, interval '1 minute'), (3600, interval '1 hour')) AS p(period_s, step)
-WHERE s.duration_ms IS NOT NULL
-GROUP BY 1, 2, 3, 4
-ORDER BY 1, 2, 3, 4
-ON CONFLICT (period_s, slot, agent_name, bucket) DO UPDATE SET count = b.count + excluded.count
+INSERT INTO public.ml_observability_rollup_sketches AS k (
+    period_s, slot, agent_name, agent_tier, span_count, error_count, completed_count,
+    duration_count, duration_sum, duration_max, llm_calls, input_tokens, output_tokens,
+    total_tokens, zero_count, low, high, counts)
+SELECT g.period_s, g.slot, g.agent_name, max(g.agent_tier), sum(g.spans), sum(g.errors),
+       sum(g.completed), sum(g.durations), sum(g.duration_sum), max(g.duration_max),
+       sum(g.llm_calls), sum(g.input_tokens), sum(g.output_tokens), sum(g.total_tokens),
+       sum(g.zeros), min(g.bucket), max(g.bucket),
+       public.ml_sketch_counts(array_agg(g.bucket), array_agg(g.counted))
+FROM (
+    SELECT p.period_s,
+           date_bin(p.step, s.start_time, timestamptz '2000-01-01 00:00:00+00') AS slot,
+           s.agent_name,
+           CASE WHEN s.duration_ms > 0
+                THEN ceil(ln(s.duration_ms) / ln(1.01::float8 / 0.99::float8))::integer
+           END AS bucket,
+           max(s.agent_tier) AS agent_tier, count(*) AS spans,
+           count(*) FILTER (WHERE s.status = 'error') AS errors,
+           count(*) FILTER (WHERE s.status = 'completed') AS completed,
+           count(s.duration_ms) AS durations, coalesce(sum(s.duration_ms), 0) AS duration_sum,
+           max(s.duration_ms) AS duration_max,
+           count(*) FILTER (WHERE s.span_kind = 'llm') AS llm_calls,
+           coalesce(sum(s.input_tokens) FILTER (WHERE s.span_kind = 'llm'), 0) AS input_tokens,
+           coalesce(sum(s.output_tokens) FILTER (WHERE s.span_kind = 'llm'), 0)
+               AS output_tokens,
+           coalesce(sum(s.total_tokens) FILTER (WHERE s.span_kind = 'llm'), 0) AS total_tokens,
+           count(*) FILTER (WHERE s.duration_ms <= 0) AS zeros,
+           count(*) FILTER (WHERE s.duration_ms > 0) AS counted
+    FROM %1$s AS s
+    CROSS JOIN (VALUES (60, interval '1 minute'), (600, interval '10 minutes'),
+                       (3600, interval '1 hour'), (21600, interval '6 hours'))
+        AS p(period_s, step)
+    GROUP BY 1, 2, 3, 4
+) AS g
+GROUP BY 1, 2, 3
+ORDER BY 1, 2, 3
+ON CONFLICT (period_s, slot, agent_name) DO UPDATE SET
+    agent_tier = greatest(k.agent_tier, excluded.agent_tier),
+    span_count = k.span_count + excluded.span_count,
+    error_count = k.error_count + excluded.error_count,
+    completed_count = k.completed_count + excluded.completed_count,
+    duration_count = k.duration_count + excluded.duration_count,
+    duration_sum = k.duration_sum + excluded.duration_sum,
+    duration_max = greatest(k.duration_max, excluded.duration_max),
+    llm_calls = k.llm_calls + excluded.llm_calls,
+    input_tokens = k.input_tokens + excluded.input_tokens,
+    output_tokens = k.output_tokens + excluded.output_tokens,
+    total_tokens = k.total_tokens + excluded.total_tokens,
+    zero_count = k.zero_count + excluded.zero_count,
+    low = least(k.low, excluded.low),
+    high = greatest(k.high, excluded.high),
+    counts = public.ml_sketch_add(k.low, k.counts, excluded.low, excluded.counts)
 $q$, p_source)
 ]
 $fn$;
@@ -754,8 +874,9 @@ CREATE OR REPLACE TRIGGER ml_observability_spans_rollup
     FOR EACH STATEMENT EXECUTE FUNCTION public.ml_rollup_new_spans();
 
 -- Recompute the rollups from the spans that started at or after p_since (NULL: the oldest
--- span), from the start of that hour on; older rollups (spans already deleted) stay. Inserts
--- wait meanwhile (SHARE lock), so no span is counted twice or missed. Returns spans rolled up.
+-- span), from the start of that hour on (sketches: of that 6-hour slot, the largest sketch
+-- slot); older rollups (spans already deleted) stay. Inserts wait meanwhile (SHARE lock), so
+-- no span is counted twice or missed. Returns spans rolled up.
 CREATE OR REPLACE FUNCTION public.ml_rebuild_rollups(p_since timestamptz DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -763,9 +884,9 @@ VOLATILE
 SET search_path = ''
 AS $fn$
 DECLARE
-    v_from      timestamptz;
-    v_statement text;
-    v_spans     bigint;
+    v_from        timestamptz;
+    v_sketch_from timestamptz;
+    v_spans       bigint;
 BEGIN
     LOCK TABLE public.ml_observability_spans IN SHARE MODE;
     v_from := date_bin(
@@ -776,22 +897,26 @@ BEGIN
     IF v_from IS NULL THEN  -- no spans and no p_since: nothing to recompute
         RETURN 0;
     END IF;
+    v_sketch_from := date_bin(interval '6 hours', v_from, timestamptz '2000-01-01 00:00:00+00');
     DELETE FROM public.ml_observability_rollups WHERE slot >= v_from;
-    DELETE FROM public.ml_observability_rollup_buckets WHERE slot >= v_from;
-    FOREACH v_statement IN ARRAY public.ml_rollup_statements(format(
+    DELETE FROM public.ml_observability_rollup_sketches WHERE slot >= v_sketch_from;
+    EXECUTE (public.ml_rollup_statements(format(
         '(SELECT * FROM public.ml_observability_spans WHERE start_time >= %L::timestamptz)',
         v_from
-    )) LOOP
-        EXECUTE v_statement;
-    END LOOP;
+    )))[1];
+    EXECUTE (public.ml_rollup_statements(format(
+        '(SELECT * FROM public.ml_observability_spans WHERE start_time >= %L::timestamptz)',
+        v_sketch_from
+    )))[2];
     SELECT count(*) INTO v_spans FROM public.ml_observability_spans WHERE start_time >= v_from;
     RETURN v_spans;
 END
 $fn$;
 
 -- Rollup retention: delete the slots that started before p_now - p_older_than, and the
--- minute slots (period_s 60) before p_now - p_minute_older_than (NULL: the same age); hour
--- slots keep the trends, minute slots only serve the edges of recent windows. Returns the
+-- minute slots (period_s 60, and the sketches' 10-minute slots) before p_now -
+-- p_minute_older_than (NULL: the same age); hour slots keep the trends, minute slots only
+-- serve the edges of recent windows. Returns the
 -- number of rollup rows (both tables) deleted. The two-argument version of an older schema
 -- is dropped first (it would make two-argument calls ambiguous).
 DROP FUNCTION IF EXISTS public.ml_delete_old_rollups(interval, timestamptz);
@@ -822,26 +947,33 @@ BEGIN
     DELETE FROM public.ml_observability_rollups
     WHERE slot < p_now - p_older_than OR (period_s = 60 AND slot < v_minutes);
     GET DIAGNOSTICS v_rows = ROW_COUNT;
-    DELETE FROM public.ml_observability_rollup_buckets
-    WHERE slot < p_now - p_older_than OR (period_s = 60 AND slot < v_minutes);
+    DELETE FROM public.ml_observability_rollup_sketches
+    WHERE slot < p_now - p_older_than OR (period_s < 3600 AND slot < v_minutes);
     GET DIAGNOSTICS v_buckets = ROW_COUNT;
     RETURN v_rows + v_buckets;
 END
 $fn$;
 
--- Window reads. Both run a few milliseconds of work: parallel workers cost more to start than
--- they save (max_parallel_workers_per_gather = 0), and a SQL function's generic plan guesses a
--- few hundred bucket rows where there are tens of thousands, so it would sort them by text;
--- hashing them is about twice as fast (enable_sort = off, this function only).
--- The window [p_start, p_end] comes split (rollups.split_window): raw spans in
--- [p_start, p_minute_from) and [p_minute_to, p_end], minute slots in [p_minute_from,
--- p_hour_from) and [p_hour_to, p_minute_to), hour slots in [p_hour_from, p_hour_to).
--- Per agent: counts, duration sum/max, llm calls and tokens (the window's edges from spans).
-CREATE OR REPLACE FUNCTION public.ml_rollup_totals(
+-- The window read: the window [p_start, p_end] comes split (rollups.split_window): raw spans
+-- in [p_start, p_minute_from) and [p_minute_to, p_end], whole slots in between, the largest
+-- that fit (minute, 10-minute, hour slots either side of the 6-hour ones). One row per sketch
+-- row, plus per agent and latency bucket of the raw edges one row (packed: that bucket's
+-- count); the client adds them up per agent. PL/pgSQL: its plan is kept per connection (a SQL
+-- function with SET clauses is planned at every call). The read functions of earlier versions
+-- (per-agent totals and a row per bucket) are dropped.
+DROP FUNCTION IF EXISTS public.ml_rollup_totals(
+    timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, text);
+DROP FUNCTION IF EXISTS public.ml_rollup_buckets(
+    timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, text);
+CREATE OR REPLACE FUNCTION public.ml_rollup_window(
     p_start       timestamptz,
     p_minute_from timestamptz,
+    p_ten_from    timestamptz,
     p_hour_from   timestamptz,
+    p_six_from    timestamptz,
+    p_six_to      timestamptz,
     p_hour_to     timestamptz,
+    p_ten_to      timestamptz,
     p_minute_to   timestamptz,
     p_end         timestamptz,
     p_agent       text DEFAULT NULL
@@ -858,117 +990,72 @@ RETURNS TABLE (
     llm_calls       bigint,
     input_tokens    bigint,
     output_tokens   bigint,
-    total_tokens    bigint
+    total_tokens    bigint,
+    zero_count      bigint,
+    low             integer,
+    high            integer,
+    packed          bytea
 )
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SET search_path = ''
 SET max_parallel_workers_per_gather = 0
 AS $fn$
-    WITH slots AS (
-        SELECT r.* FROM public.ml_observability_rollups AS r
-        WHERE r.period_s = 60 AND r.slot >= p_minute_from AND r.slot < p_hour_from
-        UNION ALL
-        SELECT r.* FROM public.ml_observability_rollups AS r
-        WHERE r.period_s = 60 AND r.slot >= p_hour_to AND r.slot < p_minute_to
-        UNION ALL
-        SELECT r.* FROM public.ml_observability_rollups AS r
-        WHERE r.period_s = 3600 AND r.slot >= p_hour_from AND r.slot < p_hour_to
-    ),
-    edges AS (
-        SELECT s.* FROM public.ml_observability_spans AS s
+BEGIN
+    RETURN QUERY
+    SELECT k.agent_name, k.agent_tier, k.span_count, k.error_count, k.completed_count,
+           k.duration_count, k.duration_sum, k.duration_max, k.llm_calls, k.input_tokens,
+           k.output_tokens, k.total_tokens, k.zero_count, k.low, k.high, k.packed
+    FROM (VALUES (60, p_minute_from, p_ten_from), (600, p_ten_from, p_hour_from),
+                 (3600, p_hour_from, p_six_from), (21600, p_six_from, p_six_to),
+                 (3600, p_six_to, p_hour_to), (600, p_hour_to, p_ten_to),
+                 (60, p_ten_to, p_minute_to)) AS r(period_s, slot_from, slot_to)
+    JOIN public.ml_observability_rollup_sketches AS k
+      ON k.period_s = r.period_s AND k.slot >= r.slot_from AND k.slot < r.slot_to
+    WHERE r.slot_from < r.slot_to AND (p_agent IS NULL OR k.agent_name = p_agent)
+    UNION ALL
+    SELECT e.agent_name, max(e.agent_tier)::smallint, count(*),
+           count(*) FILTER (WHERE e.status = 'error'),
+           count(*) FILTER (WHERE e.status = 'completed'),
+           count(e.duration_ms), coalesce(sum(e.duration_ms), 0)::double precision,
+           max(e.duration_ms)::double precision,
+           count(*) FILTER (WHERE e.span_kind = 'llm'),
+           coalesce(sum(e.input_tokens) FILTER (WHERE e.span_kind = 'llm'), 0)::bigint,
+           coalesce(sum(e.output_tokens) FILTER (WHERE e.span_kind = 'llm'), 0)::bigint,
+           coalesce(sum(e.total_tokens) FILTER (WHERE e.span_kind = 'llm'), 0)::bigint,
+           count(*) FILTER (WHERE e.duration_ms <= 0),
+           e.bucket, e.bucket,
+           CASE WHEN e.bucket IS NOT NULL THEN substring(int8send(count(*)) FROM 5 FOR 4) END
+    FROM (
+        SELECT s.agent_name, s.agent_tier, s.status, s.span_kind, s.duration_ms,
+               s.input_tokens, s.output_tokens, s.total_tokens, s.start_time
+        FROM public.ml_observability_spans AS s
         WHERE s.start_time >= p_start AND s.start_time < p_minute_from
         UNION ALL
-        SELECT s.* FROM public.ml_observability_spans AS s
-        WHERE s.start_time >= p_minute_to AND s.start_time <= p_end
-    ),
-    parts AS (
-        SELECT r.agent_name, max(r.agent_tier) AS agent_tier, sum(r.span_count) AS spans,
-               sum(r.error_count) AS errors, sum(r.completed_count) AS completed,
-               sum(r.duration_count) AS durations, sum(r.duration_sum) AS duration_sum,
-               max(r.duration_max) AS duration_max, sum(r.llm_calls) AS llm_calls,
-               sum(r.input_tokens) AS input_tokens, sum(r.output_tokens) AS output_tokens,
-               sum(r.total_tokens) AS total_tokens
-        FROM slots AS r
-        WHERE p_agent IS NULL OR r.agent_name = p_agent
-        GROUP BY r.agent_name
-        UNION ALL
-        SELECT e.agent_name, max(e.agent_tier), count(*),
-               count(*) FILTER (WHERE e.status = 'error'),
-               count(*) FILTER (WHERE e.status = 'completed'),
-               count(e.duration_ms), coalesce(sum(e.duration_ms), 0), max(e.duration_ms),
-               count(*) FILTER (WHERE e.span_kind = 'llm'),
-               coalesce(sum(e.input_tokens) FILTER (WHERE e.span_kind = 'llm'), 0),
-               coalesce(sum(e.output_tokens) FILTER (WHERE e.span_kind = 'llm'), 0),
-               coalesce(sum(e.total_tokens) FILTER (WHERE e.span_kind = 'llm'), 0)
-        FROM edges AS e
-        WHERE p_agent IS NULL OR e.agent_name = p_agent
-        GROUP BY e.agent_name
-    )
-    SELECT p.agent_name, max(p.agent_tier)::smallint, sum(p.spans)::bigint,
-           sum(p.errors)::bigint, sum(p.completed)::bigint, sum(p.durations)::bigint,
-           sum(p.duration_sum)::double precision, max(p.duration_max),
-           sum(p.llm_calls)::bigint, sum(p.input_tokens)::bigint, sum(p.output_tokens)::bigint,
-           sum(p.total_tokens)::bigint
-    FROM parts AS p
-    GROUP BY p.agent_name
-    ORDER BY p.agent_name COLLATE "C"
-$fn$;
-
--- Per agent and latency bucket: the merged histogram of the same split window.
-CREATE OR REPLACE FUNCTION public.ml_rollup_buckets(
-    p_start       timestamptz,
-    p_minute_from timestamptz,
-    p_hour_from   timestamptz,
-    p_hour_to     timestamptz,
-    p_minute_to   timestamptz,
-    p_end         timestamptz,
-    p_agent       text DEFAULT NULL
-)
-RETURNS TABLE (agent_name text, bucket integer, count bigint)
-LANGUAGE sql
-STABLE
-SET search_path = ''
-SET max_parallel_workers_per_gather = 0
-SET enable_sort = off
-AS $fn$
-    WITH parts AS (
-        SELECT b.agent_name, b.bucket, b.count FROM public.ml_observability_rollup_buckets AS b
-        WHERE b.period_s = 60 AND b.slot >= p_minute_from AND b.slot < p_hour_from
-        UNION ALL
-        SELECT b.agent_name, b.bucket, b.count FROM public.ml_observability_rollup_buckets AS b
-        WHERE b.period_s = 60 AND b.slot >= p_hour_to AND b.slot < p_minute_to
-        UNION ALL
-        SELECT b.agent_name, b.bucket, b.count FROM public.ml_observability_rollup_buckets AS b
-        WHERE b.period_s = 3600 AND b.slot >= p_hour_from AND b.slot < p_hour_to
-        UNION ALL
-        SELECT s.agent_name,
-               CASE WHEN s.duration_ms > 0
-                    THEN ceil(ln(s.duration_ms) / ln(1.01::float8 / 0.99::float8))::integer
-                    ELSE -100000 END,
-               1
+        SELECT s.agent_name, s.agent_tier, s.status, s.span_kind, s.duration_ms,
+               s.input_tokens, s.output_tokens, s.total_tokens, s.start_time
         FROM public.ml_observability_spans AS s
-        WHERE s.duration_ms IS NOT NULL
-          AND ((s.start_time >= p_start AND s.start_time < p_minute_from)
-               OR (s.start_time >= p_minute_to AND s.start_time <= p_end))
-    )
-    SELECT p.agent_name, p.bucket, sum(p.count)::bigint
-    FROM parts AS p
-    WHERE p_agent IS NULL OR p.agent_name = p_agent
-    GROUP BY p.agent_name, p.bucket
+        WHERE s.start_time >= p_minute_to AND s.start_time <= p_end
+    ) AS edge
+    CROSS JOIN LATERAL (
+        SELECT edge.*, CASE WHEN edge.duration_ms > 0
+            THEN ceil(ln(edge.duration_ms) / ln(1.01::float8 / 0.99::float8))::integer
+        END AS bucket
+    ) AS e
+    WHERE p_agent IS NULL OR e.agent_name = p_agent
+    GROUP BY e.agent_name, e.bucket;
+END
 $fn$;
 
 ALTER TABLE public.ml_observability_rollups ENABLE ROW LEVEL SECURITY;
-ALTER TABLE public.ml_observability_rollup_buckets ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.ml_observability_rollup_sketches ENABLE ROW LEVEL SECURITY;
 REVOKE ALL ON FUNCTION public.ml_rollup_new_spans() FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.ml_rebuild_rollups(timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.ml_delete_old_rollups(interval, timestamptz, interval)
     FROM PUBLIC;
-REVOKE ALL ON FUNCTION public.ml_rollup_totals(
-    timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, text
-) FROM PUBLIC;
-REVOKE ALL ON FUNCTION public.ml_rollup_buckets(
-    timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, text
+REVOKE ALL ON FUNCTION public.ml_rollup_window(
+    timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz,
+    timestamptz, timestamptz, timestamptz, text
 ) FROM PUBLIC;
 
 DO $rollup_roles$
@@ -979,18 +1066,16 @@ BEGIN
     FOREACH v_role IN ARRAY ARRAY['anon', 'authenticated'] LOOP
         IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = v_role) THEN
             EXECUTE format('REVOKE ALL ON TABLE public.ml_observability_rollups FROM %I', v_role);
-            EXECUTE format('REVOKE ALL ON TABLE public.ml_observability_rollup_buckets FROM %I',
+            EXECUTE format('REVOKE ALL ON TABLE public.ml_observability_rollup_sketches FROM %I',
                            v_role);
             EXECUTE format('REVOKE ALL ON FUNCTION public.ml_rebuild_rollups(timestamptz) '
                            'FROM %I', v_role);
             EXECUTE format('REVOKE ALL ON FUNCTION public.ml_delete_old_rollups(interval, '
                            'timestamptz, interval) FROM %I', v_role);
-            EXECUTE format('REVOKE ALL ON FUNCTION public.ml_rollup_totals(timestamptz, '
+            EXECUTE format('REVOKE ALL ON FUNCTION public.ml_rollup_window(timestamptz, '
                            'timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, '
-                           'text) FROM %I', v_role);
-            EXECUTE format('REVOKE ALL ON FUNCTION public.ml_rollup_buckets(timestamptz, '
-                           'timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, '
-                           'text) FROM %I', v_role);
+                           'timestamptz, timestamptz, timestamptz, timestamptz, text) FROM %I',
+                           v_role);
         END IF;
     END LOOP;
 
@@ -998,31 +1083,87 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'service_role') THEN
         GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE public.ml_observability_rollups
             TO service_role;
-        GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE public.ml_observability_rollup_buckets
+        GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE public.ml_observability_rollup_sketches
             TO service_role;
         GRANT EXECUTE ON FUNCTION public.ml_rebuild_rollups(timestamptz) TO service_role;
         GRANT EXECUTE ON FUNCTION public.ml_delete_old_rollups(interval, timestamptz, interval)
             TO service_role;
-        GRANT EXECUTE ON FUNCTION public.ml_rollup_totals(timestamptz, timestamptz, timestamptz,
-            timestamptz, timestamptz, timestamptz, text) TO service_role;
-        GRANT EXECUTE ON FUNCTION public.ml_rollup_buckets(timestamptz, timestamptz, timestamptz,
-            timestamptz, timestamptz, timestamptz, text) TO service_role;
+        GRANT EXECUTE ON FUNCTION public.ml_rollup_window(timestamptz, timestamptz, timestamptz,
+            timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz,
+            timestamptz, text) TO service_role;
         DROP POLICY IF EXISTS ml_obs_rollups_service_role_all ON public.ml_observability_rollups;
         CREATE POLICY ml_obs_rollups_service_role_all ON public.ml_observability_rollups
             AS PERMISSIVE FOR ALL TO service_role USING (true) WITH CHECK (true);
-        DROP POLICY IF EXISTS ml_obs_rollup_buckets_service_role_all
-            ON public.ml_observability_rollup_buckets;
-        CREATE POLICY ml_obs_rollup_buckets_service_role_all
-            ON public.ml_observability_rollup_buckets
+        DROP POLICY IF EXISTS ml_obs_rollup_sketches_service_role_all
+            ON public.ml_observability_rollup_sketches;
+        CREATE POLICY ml_obs_rollup_sketches_service_role_all
+            ON public.ml_observability_rollup_sketches
             AS PERMISSIVE FOR ALL TO service_role USING (true) WITH CHECK (true);
     END IF;
 END
 $rollup_roles$;
 
+-- A database from before the sketches (a row per slot, agent and bucket) gets its rows packed
+-- into sketches once, here: the totals per agent from the totals rows, the 10-minute and 6-hour
+-- slots added up from the minute and hour ones (the rollups may outlive the spans, so they are
+-- converted rather than recomputed). Then the old table goes.
+DO $rollup_sketch_conversion$
+BEGIN
+    IF to_regclass('public.ml_observability_rollup_buckets') IS NULL THEN
+        RETURN;
+    END IF;
+    INSERT INTO public.ml_observability_rollup_sketches AS k (
+        period_s, slot, agent_name, agent_tier, span_count, error_count, completed_count,
+        duration_count, duration_sum, duration_max, llm_calls, input_tokens, output_tokens,
+        total_tokens, zero_count, low, high, counts)
+    WITH tiers (source, period_s, step) AS (
+        VALUES (60, 60, interval '1 minute'), (60, 600, interval '10 minutes'),
+               (3600, 3600, interval '1 hour'), (3600, 21600, interval '6 hours')
+    ),
+    totals AS (
+        SELECT t.period_s,
+               date_bin(t.step, r.slot, timestamptz '2000-01-01 00:00:00+00') AS slot,
+               r.agent_name, max(r.agent_tier) AS agent_tier, sum(r.span_count) AS spans,
+               sum(r.error_count) AS errors, sum(r.completed_count) AS completed,
+               sum(r.duration_count) AS durations, sum(r.duration_sum) AS duration_sum,
+               max(r.duration_max) AS duration_max, sum(r.llm_calls) AS llm_calls,
+               sum(r.input_tokens) AS input_tokens, sum(r.output_tokens) AS output_tokens,
+               sum(r.total_tokens) AS total_tokens
+        FROM public.ml_observability_rollups AS r
+        JOIN tiers AS t ON t.source = r.period_s
+        GROUP BY 1, 2, 3
+    ),
+    buckets AS (
+        SELECT t.period_s,
+               date_bin(t.step, b.slot, timestamptz '2000-01-01 00:00:00+00') AS slot,
+               b.agent_name, nullif(b.bucket, -100000) AS bucket,
+               sum(b.count) FILTER (WHERE b.bucket <> -100000)::bigint AS counted,
+               coalesce(sum(b.count) FILTER (WHERE b.bucket = -100000), 0) AS zeros
+        FROM public.ml_observability_rollup_buckets AS b
+        JOIN tiers AS t ON t.source = b.period_s
+        GROUP BY 1, 2, 3, 4
+    ),
+    histograms AS (
+        SELECT h.period_s, h.slot, h.agent_name, sum(h.zeros) AS zeros, min(h.bucket) AS low,
+               max(h.bucket) AS high, public.ml_sketch_counts(array_agg(h.bucket), array_agg(h.counted)) AS counts
+        FROM buckets AS h
+        GROUP BY 1, 2, 3
+    )
+    SELECT g.period_s, g.slot, g.agent_name, g.agent_tier, g.spans, g.errors, g.completed,
+           g.durations, g.duration_sum, g.duration_max, g.llm_calls, g.input_tokens,
+           g.output_tokens, g.total_tokens, coalesce(h.zeros, 0), h.low, h.high, h.counts
+    FROM totals AS g
+    LEFT JOIN histograms AS h USING (period_s, slot, agent_name)
+    ON CONFLICT (period_s, slot, agent_name) DO NOTHING;
+    DROP TABLE public.ml_observability_rollup_buckets;
+END
+$rollup_sketch_conversion$;
+
 -- A database whose spans predate the rollups gets them computed once, here.
 DO $rollup_backfill$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM public.ml_observability_rollups)
+    IF (NOT EXISTS (SELECT 1 FROM public.ml_observability_rollups)
+        OR NOT EXISTS (SELECT 1 FROM public.ml_observability_rollup_sketches))
        AND EXISTS (SELECT 1 FROM public.ml_observability_spans) THEN
         PERFORM public.ml_rebuild_rollups(NULL);
     END IF;

@@ -1,6 +1,7 @@
-"""SQL of the SQLite rollups: tables, the upserts run with each insert, the window reads,
-rebuild and retention. Same tables, columns and bucket formula as the PostgreSQL schema
-(`database/ml/mlops_tables.sql`, section "Rollups"); see `rollups.py` for why.
+"""SQL of the SQLite rollups: tables, the upserts run with each insert, rebuild and
+retention (the latency sketches and the window read: `_sqlite_sketches.py`). Same tables,
+columns and bucket formula as the PostgreSQL schema (`database/ml/mlops_tables.sql`, section
+"Rollups"); see `rollups.py` for why.
 
 Slots are fixed-width UTC text like the span times (`2026-01-02T03:04:00.000000+00:00`), cut
 from `start_time` with `substr`, so slot and span comparisons stay text comparisons.
@@ -16,24 +17,21 @@ from __future__ import annotations
 import math
 import sqlite3
 
+from src.repositories import _sqlite_sketches as sketches
 from src.repositories.rollups import HOUR, LOG_GAMMA, MINUTE, ZERO_BUCKET
 from src.repositories.span_store import TABLE_NAME
 
 __all__ = [
-    "BUCKETS_TABLE",
     "CREATE_ROLLUPS",
     "DELETE_OLD_ROLLUPS",
     "MAX_ROWID",
     "ROLLUPS_TABLE",
-    "ROLLUP_BUCKETS",
-    "ROLLUP_TOTALS",
     "add_new_rows",
     "ensure_math",
     "rebuild",
 ]
 
 ROLLUPS_TABLE = "ml_observability_rollups"
-BUCKETS_TABLE = "ml_observability_rollup_buckets"
 
 CREATE_ROLLUPS = (
     f"""
@@ -63,7 +61,7 @@ CREATE TABLE IF NOT EXISTS {ROLLUPS_TABLE} (
 ) WITHOUT ROWID
 """,
     f"""
-CREATE TABLE IF NOT EXISTS {BUCKETS_TABLE} (
+CREATE TABLE IF NOT EXISTS {sketches.OLD_BUCKETS_TABLE} (
     period_s   INTEGER NOT NULL CHECK (period_s IN ({MINUTE}, {HOUR})),
     slot       TEXT NOT NULL,
     agent_name TEXT NOT NULL,
@@ -73,7 +71,7 @@ CREATE TABLE IF NOT EXISTS {BUCKETS_TABLE} (
 ) WITHOUT ROWID
 """,
 )
-"""Migration 3 (issue 15); `rebuild` then rolls up the spans already stored."""
+"""Migration 3 (issue 15) as it was; migration 4 replaces the bucket table by sketches."""
 
 MAX_ROWID = f"SELECT COALESCE(MAX(rowid), 0) FROM {TABLE_NAME}"
 
@@ -141,29 +139,9 @@ ON CONFLICT (period_s, slot, agent_name, llm_model, provider) DO UPDATE SET
 """
 
 
-def _add_buckets(where: str) -> str:
-    """Like `_add_totals`: minute buckets from one pass, hour buckets from the minute ones."""
-    return f"""
-WITH b AS MATERIALIZED (
-    SELECT substr(s.start_time, 1, 16) AS minute, s.agent_name AS agent_name,
-           {_BUCKET.format(d="s.duration_ms")} AS bucket, COUNT(*) AS count
-    FROM {TABLE_NAME} AS s WHERE ({where}) AND s.duration_ms IS NOT NULL
-    GROUP BY 1, 2, 3
-)
-INSERT INTO {BUCKETS_TABLE} (period_s, slot, agent_name, bucket, count)
-SELECT * FROM (
-    SELECT {MINUTE}, minute || {_MINUTE_TAIL}, agent_name, bucket, count FROM b
-    UNION ALL
-    SELECT {HOUR}, {_HOUR_SLOT}, agent_name, bucket, SUM(count) FROM b GROUP BY 2, 3, 4
-) WHERE true
-ON CONFLICT (period_s, slot, agent_name, bucket) DO UPDATE SET count = count + excluded.count
-"""
-
-
 _NEW_ROWS = "s.rowid > ?"
-_ADD_NEW = (_add_totals(_NEW_ROWS), _add_buckets(_NEW_ROWS))
-_SINCE = "s.start_time >= ?"
-_ADD_SINCE = (_add_totals(_SINCE), _add_buckets(_SINCE))
+_ADD_NEW = (_add_totals(_NEW_ROWS), sketches.ADD_NEW)
+_ADD_SINCE = _add_totals("s.start_time >= ?")
 
 
 def add_new_rows(conn: sqlite3.Connection, rowid_before: int) -> None:
@@ -173,17 +151,17 @@ def add_new_rows(conn: sqlite3.Connection, rowid_before: int) -> None:
 
 
 def rebuild(conn: sqlite3.Connection, since: str | None) -> int:
-    """Recompute the rollups of the spans from `since`'s hour on (None: the oldest span's);
-    older rollups stay. Runs inside the caller's write transaction; returns spans rolled up."""
+    """Recompute the rollups of the spans from `since`'s hour on (None: the oldest span's;
+    sketches: from that 6-hour slot on); older rollups stay. Runs inside the caller's write
+    transaction; returns spans rolled up."""
     if since is None:
         (since,) = conn.execute(f"SELECT MIN(start_time) FROM {TABLE_NAME}").fetchone()
         if since is None:
             return 0
     hour = since[:13] + ":00:00.000000+00:00"
-    for table in (ROLLUPS_TABLE, BUCKETS_TABLE):
-        conn.execute(f"DELETE FROM {table} WHERE slot >= ?", (hour,))
-    for statement in _ADD_SINCE:
-        conn.execute(statement, (hour,))
+    conn.execute(f"DELETE FROM {ROLLUPS_TABLE} WHERE slot >= ?", (hour,))
+    conn.execute(_ADD_SINCE, (hour,))
+    sketches.add_sketches(conn, hour)
     (count,) = conn.execute(
         f"SELECT COUNT(*) FROM {TABLE_NAME} WHERE start_time >= ?", (hour,)
     ).fetchone()
@@ -191,69 +169,18 @@ def rebuild(conn: sqlite3.Connection, since: str | None) -> int:
 
 
 def ensure_math(conn: sqlite3.Connection) -> None:
-    """SQLite builds without SQLITE_ENABLE_MATH_FUNCTIONS lack ln/ceil: supply Python's."""
+    """SQLite builds without SQLITE_ENABLE_MATH_FUNCTIONS lack ln/ceil: supply Python's; and
+    the sketch functions (Python everywhere)."""
     try:
         conn.execute("SELECT ln(2.0), ceil(0.5)")
     except sqlite3.OperationalError:
         conn.create_function("ln", 1, math.log, deterministic=True)
         conn.create_function("ceil", 1, math.ceil, deterministic=True)
+    sketches.register(conn)
 
 
-DELETE_OLD_ROLLUPS = tuple(
-    f"DELETE FROM {table} WHERE slot < ?1 OR (period_s = 60 AND slot < ?2)"
-    for table in (ROLLUPS_TABLE, BUCKETS_TABLE)
+DELETE_OLD_ROLLUPS = (
+    f"DELETE FROM {ROLLUPS_TABLE} WHERE slot < ?1 OR (period_s = 60 AND slot < ?2)",
+    sketches.DELETE_OLD_SKETCHES,
 )
 """Parameters: the cutoff of every slot, the cutoff of minute slots (UTC text)."""
-
-_AGENT = "(:agent IS NULL OR agent_name = :agent)"
-_EDGES = (
-    "((start_time >= :start AND start_time < :minute_from) "
-    "OR (start_time >= :minute_to AND start_time <= :end))"
-)
-
-
-def _slot_ranges(table: str, columns: str) -> str:
-    """The three slot ranges as separate index range scans (an OR over period_s would not)."""
-    return " UNION ALL ".join(
-        f"SELECT {columns} FROM {table} WHERE {condition} AND {_AGENT}"
-        for condition in (
-            f"period_s = {MINUTE} AND slot >= :minute_from AND slot < :hour_from",
-            f"period_s = {MINUTE} AND slot >= :hour_to AND slot < :minute_to",
-            f"period_s = {HOUR} AND slot >= :hour_from AND slot < :hour_to",
-        )
-    )
-
-
-_TOTAL_PARTS = (
-    "agent_name, agent_tier, span_count, error_count, completed_count, duration_count, "
-    "duration_sum, duration_max, llm_calls, input_tokens, output_tokens, total_tokens"
-)
-
-ROLLUP_TOTALS = f"""
-WITH parts AS (
-    {_slot_ranges(ROLLUPS_TABLE, _TOTAL_PARTS)}
-    UNION ALL
-    SELECT agent_name, agent_tier, 1, status = 'error', status = 'completed',
-           duration_ms IS NOT NULL, COALESCE(duration_ms, 0), duration_ms, span_kind = 'llm',
-           CASE WHEN span_kind = 'llm' THEN COALESCE(input_tokens, 0) ELSE 0 END,
-           CASE WHEN span_kind = 'llm' THEN COALESCE(output_tokens, 0) ELSE 0 END,
-           CASE WHEN span_kind = 'llm' THEN COALESCE(total_tokens, 0) ELSE 0 END
-    FROM {TABLE_NAME} WHERE {_EDGES} AND {_AGENT}
-)
-SELECT agent_name, MAX(agent_tier), SUM(span_count), SUM(error_count), SUM(completed_count),
-       SUM(duration_count), SUM(duration_sum), MAX(duration_max), SUM(llm_calls),
-       SUM(input_tokens), SUM(output_tokens), SUM(total_tokens)
-FROM parts GROUP BY agent_name ORDER BY agent_name
-"""
-"""Per agent over a split window (`rollups.TOTAL_COLUMNS` order); params: the bounds
-(`start`, `minute_from`, `hour_from`, `hour_to`, `minute_to`, `end`) and `agent`."""
-
-ROLLUP_BUCKETS = f"""
-WITH parts AS (
-    {_slot_ranges(BUCKETS_TABLE, "agent_name, bucket, count")}
-    UNION ALL
-    SELECT agent_name, {_BUCKET.format(d="duration_ms")}, 1
-    FROM {TABLE_NAME} WHERE {_EDGES} AND {_AGENT} AND duration_ms IS NOT NULL
-)
-SELECT agent_name, bucket, SUM(count) FROM parts GROUP BY agent_name, bucket
-"""

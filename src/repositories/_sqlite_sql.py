@@ -16,6 +16,7 @@ import sqlite3
 from collections.abc import Callable
 
 from src.repositories import _sqlite_rollups as rollups
+from src.repositories import _sqlite_sketches as sketches
 from src.repositories._rows import SPAN_COLUMNS
 from src.repositories.span_store import TABLE_NAME
 
@@ -90,10 +91,29 @@ def add_missing_columns(conn: sqlite3.Connection) -> None:
 
 
 def add_rollups(conn: sqlite3.Connection) -> None:
-    """Migration 3: the rollup tables, then the rollups of every span already stored."""
-    for statement in rollups.CREATE_ROLLUPS:
+    """Migration 3: the rollup tables, then the rollups of every span already stored (into
+    the sketch table, which `rebuild` now fills; migration 4 finds it filled)."""
+    for statement in (*rollups.CREATE_ROLLUPS, sketches.CREATE_SKETCHES):
         conn.execute(statement)
     rollups.rebuild(conn, None)
+
+
+def pack_buckets(conn: sqlite3.Connection) -> None:
+    """Migration 4: the latency histograms as one packed sketch per slot and agent. A file of
+    migration 3 has a row per slot, agent and bucket: converted (with the totals rows) while
+    the sketch table is still empty, then dropped."""
+    conn.execute(sketches.CREATE_SKETCHES)
+    empty = conn.execute(f"SELECT 1 FROM {sketches.SKETCHES_TABLE} LIMIT 1").fetchone() is None
+    old = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+        (sketches.OLD_BUCKETS_TABLE,),
+    ).fetchone()
+    if old is not None:
+        if empty:
+            conn.execute(sketches.CONVERT_BUCKETS)
+        conn.execute(f"DROP TABLE {sketches.OLD_BUCKETS_TABLE}")
+    if conn.execute(f"SELECT 1 FROM {sketches.SKETCHES_TABLE} LIMIT 1").fetchone() is None:
+        rollups.rebuild(conn, None)  # spans without rollups (none: nothing happens)
 
 
 Migration = tuple[str, ...] | Callable[[sqlite3.Connection], None]
@@ -113,6 +133,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     add_missing_columns,
     # 3: rollup tables (issue 15), filled from the spans already stored.
     add_rollups,
+    # 4: packed latency sketches instead of a row per latency bucket (issue 15).
+    pack_buckets,
 )
 """Append-only; migration i (1-based) is applied when `PRAGMA user_version` < i: a tuple of
 statements, or a function of the connection."""

@@ -59,6 +59,7 @@ from src.repositories._rows import (
     window_summary_from_row,
 )
 from src.repositories.rollups import (
+    BOUND_NAMES,
     DEFAULT_ROLLUP_RETENTION_DAYS,
     WindowMetricsFromRollups,
     latency_stats_from_rollups,
@@ -108,9 +109,8 @@ DO $$ BEGIN
         GRANT SELECT ON TABLE public.v_agent_latency_summary TO authenticated;
     END IF;
 END $$"""
-_BOUNDS = "%s::timestamptz, " * 6 + "%s::text"
-_ROLLUP_TOTALS = f"SELECT * FROM public.ml_rollup_totals({_BOUNDS})"
-_ROLLUP_BUCKETS = f"SELECT * FROM public.ml_rollup_buckets({_BOUNDS})"
+_BOUNDS = "%s::timestamptz, " * len(BOUND_NAMES) + "%s::text"
+_ROLLUP_WINDOW = f"SELECT * FROM public.ml_rollup_window({_BOUNDS})"
 _REBUILD_ROLLUPS = "SELECT public.ml_rebuild_rollups(%s::timestamptz)"
 _DELETE_OLD_ROLLUPS = (
     "SELECT public.ml_delete_old_rollups(%s::interval, %s::timestamptz, %s::interval)"
@@ -221,30 +221,25 @@ class PostgresSpanRepository(WindowMetricsFromRollups):
         (row,) = await self._pools.run("trace summary", _fetch(_TRACE_SUMMARY, params))
         return summary_from_row(trace_id, row)
 
-    async def _rollup_read(
-        self, window: str, agent_name: str | None
-    ) -> tuple[list[Any], list[Any], Window]:
-        """Per-agent totals and latency buckets of the window (rollups, raw edges): one
-        repeatable-read transaction, so both reads see the same rows."""
+    async def _rollup_read(self, window: str, agent_name: str | None) -> tuple[list[Any], Window]:
+        """The window's sketch rows and raw edge groups (`rollups.FRAGMENT_COLUMNS`): one
+        statement, so one snapshot. Binary results: the packed sketches arrive as bytes."""
         resolved = resolve_window(window, self._clock)
         params = (*split_window(resolved).as_tuple(), check_agent_name(agent_name))
 
-        async def read(conn: Connection) -> tuple[list[Any], list[Any]]:
-            async with conn.transaction():
-                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                totals = await (await conn.execute(_ROLLUP_TOTALS, params)).fetchall()
-                buckets = await (await conn.execute(_ROLLUP_BUCKETS, params)).fetchall()
-            return totals, buckets
+        async def read(conn: Connection) -> list[Any]:
+            cursor = conn.cursor(binary=True)
+            return await (await cursor.execute(_ROLLUP_WINDOW, params)).fetchall()
 
-        totals, buckets = await self._pools.run("rollup read", read)
-        return totals, buckets, resolved
+        rows = await self._pools.run("rollup read", read)
+        return rows, resolved
 
     async def get_latency_stats(
         self, window: str, agent_name: str | None = None, *, exact: bool = False
     ) -> list[LatencyStats]:
         if not exact:
-            totals, buckets, resolved = await self._rollup_read(window, agent_name)
-            return latency_stats_from_rollups(totals, buckets, window, resolved.minutes)
+            rows, resolved = await self._rollup_read(window, agent_name)
+            return latency_stats_from_rollups(rows, window, resolved.minutes)
         resolved = resolve_window(window, self._clock)
         params = (_seconds(resolved.length), check_agent_name(agent_name), resolved.end)
         rows = await self._pools.run("latency stats", _fetch(_LATENCY_STATS, params))
@@ -254,8 +249,8 @@ class PostgresSpanRepository(WindowMetricsFromRollups):
         self, window: str, agent_name: str | None = None, *, exact: bool = False
     ) -> WindowSummary:
         if not exact:
-            totals, buckets, _ = await self._rollup_read(window, agent_name)
-            return window_summary_from_rollups(totals, buckets, window)
+            rows, _ = await self._rollup_read(window, agent_name)
+            return window_summary_from_rollups(rows, window)
         resolved = resolve_window(window, self._clock)
         params = (_seconds(resolved.length), check_agent_name(agent_name), resolved.end)
         rows = await self._pools.run("window summary", _fetch(_WINDOW_SUMMARY, params))

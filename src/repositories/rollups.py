@@ -1,26 +1,27 @@
-"""Per-minute and per-hour rollups: the latency sketch, the window split, and the statistics
-read back from them (shared by the SQLite, PostgreSQL and Supabase backends).
+"""Per-minute to per-6-hour rollups: the window split and the statistics read back from them
+(shared by the SQLite, PostgreSQL and Supabase backends).
 
 Why: window metrics over raw spans cost O(spans in the window). Every insert also adds its new
 spans (only the rows really inserted, so a replayed span never counts twice) to two rollup
 tables, in the same transaction: `ml_observability_rollups` (counts, errors, tokens, cost,
-duration sum/max per slot, agent, model and provider) and `ml_observability_rollup_buckets`
-(a DDSketch-style latency histogram per slot and agent). Slots are whole minutes and whole
-hours (UTC), so a 24 h window reads at most ~2 x 59 minute slots and 23 hour slots per agent.
+duration sum/max per minute or hour slot, agent, model and provider) and
+`ml_observability_rollup_sketches` (per slot and agent: the same counts and tokens and the
+whole latency histogram packed in one row, see `sketch.py`). Sketch slots are whole minutes,
+10 minutes, hours and 6 hours (UTC), so a 24 h window reads at most 2 x (9 + 5 + 5) + 3 slots
+per agent, a few hundred rows.
 
 A window `[start, end]` is split (`split_window`) into raw edges (`[start, minute_from)` and
-`[minute_to, end]`, read from spans), whole minutes and whole hours (read from rollups); every
-count, token and cost is therefore exact, and only the percentiles are estimated, within
-`RELATIVE_ACCURACY` of `percentile_cont` on the same spans.
+`[minute_to, end]`, read from spans) and whole slots, the largest that fit; every count and
+token is therefore exact, and only the percentiles are estimated, within `RELATIVE_ACCURACY`
+of `percentile_cont` on the same spans.
 
 The sketch: bucket i holds durations d with gamma^(i-1) < d <= gamma^i, i = ceil(ln d / ln
 gamma), gamma = (1 + a) / (1 - a); its value 2 gamma^i / (gamma + 1) is within a of every d
-in it. Histograms merge by adding counts per bucket: plain `SUM(count) GROUP BY bucket` in SQL.
+in it. Histograms merge by adding counts per bucket.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,15 +29,28 @@ from typing import Any
 
 from src.agents.ml_foundation.observability_connector.models import LatencyStats, WindowSummary
 from src.repositories._arguments import Window
+from src.repositories.sketch import (
+    GAMMA,
+    LOG_GAMMA,
+    RELATIVE_ACCURACY,
+    ZERO_BUCKET,
+    Histogram,
+    bucket_of,
+    bucket_value,
+)
 
 __all__ = [
-    "BUCKET_COLUMNS",
+    "BOUND_NAMES",
     "DEFAULT_ROLLUP_RETENTION_DAYS",
+    "FRAGMENT_COLUMNS",
     "GAMMA",
     "HOUR",
     "LOG_GAMMA",
     "MINUTE",
     "RELATIVE_ACCURACY",
+    "SIX_HOURS",
+    "SKETCH_PERIODS",
+    "TEN_MINUTES",
     "TOTAL_COLUMNS",
     "ZERO_BUCKET",
     "RollupBounds",
@@ -45,19 +59,15 @@ __all__ = [
     "bucket_value",
     "floor_slot",
     "latency_stats_from_rollups",
-    "quantile",
     "split_window",
     "window_metrics_from_rollups",
     "window_summary_from_rollups",
 ]
 
-RELATIVE_ACCURACY = 0.01
-GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
-LOG_GAMMA = math.log(GAMMA)
-ZERO_BUCKET = -100_000
-"""The bucket of a zero duration (ln 0 is undefined); its value is 0."""
-MINUTE, HOUR = 60, 3600
-"""Slot lengths in seconds: the `period_s` of a rollup row."""
+MINUTE, TEN_MINUTES, HOUR, SIX_HOURS = 60, 600, 3600, 21600
+"""Slot lengths in seconds: the `period_s` of a rollup row (the totals table has minutes and
+hours; the sketch table all four, each dividing the next)."""
+SKETCH_PERIODS = (MINUTE, TEN_MINUTES, HOUR, SIX_HOURS)
 DEFAULT_ROLLUP_RETENTION_DAYS = 400
 
 TOTAL_COLUMNS = (
@@ -74,18 +84,12 @@ TOTAL_COLUMNS = (
     "output_tokens",
     "total_tokens",
 )
-"""One row per agent of a rollup window read (raw edges and slots added up)."""
-BUCKET_COLUMNS = ("agent_name", "bucket", "count")
-
-
-def bucket_of(duration_ms: float) -> int:
-    """The sketch bucket of a duration (the SQL of every backend computes the same)."""
-    return math.ceil(math.log(duration_ms) / LOG_GAMMA) if duration_ms > 0 else ZERO_BUCKET
-
-
-def bucket_value(bucket: int) -> float:
-    """The value reported for a bucket: within RELATIVE_ACCURACY of each duration in it."""
-    return 0.0 if bucket == ZERO_BUCKET else 2.0 * GAMMA**bucket / (GAMMA + 1.0)
+FRAGMENT_COLUMNS = (*TOTAL_COLUMNS, "zero_count", "low", "high", "packed")
+"""A row of a window read: one sketch row (slot and agent), or one (agent, bucket) group of
+raw edge spans (`packed` the count of its bucket `low` = `high`; durations of 0 ms in
+`zero_count`, with no `low`). The per-agent window is their sum."""
+_NARROW_SUM = 1 << 32
+"""Below this many durations, packed counts add up in 32-bit digits (see `sketch.Histogram`)."""
 
 
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -105,13 +109,19 @@ def _ceil_slot(moment: datetime, seconds: int) -> datetime:
 @dataclass(frozen=True)
 class RollupBounds:
     """A window split for a rollup read: raw spans in `[start, minute_from)` and
-    `[minute_to, end]`, minute slots in `[minute_from, hour_from)` and `[hour_to, minute_to)`,
-    hour slots in `[hour_from, hour_to)`. Empty ranges have equal ends."""
+    `[minute_to, end]`; minute slots in `[minute_from, ten_from)` and `[ten_to, minute_to)`;
+    10-minute slots in `[ten_from, hour_from)` and `[hour_to, ten_to)`; hour slots in
+    `[hour_from, six_from)` and `[six_to, hour_to)`; 6-hour slots in `[six_from, six_to)`.
+    The bounds never decrease; empty ranges have equal ends."""
 
     start: datetime
     minute_from: datetime
+    ten_from: datetime
     hour_from: datetime
+    six_from: datetime
+    six_to: datetime
     hour_to: datetime
+    ten_to: datetime
     minute_to: datetime
     end: datetime
 
@@ -119,54 +129,35 @@ class RollupBounds:
         return (
             self.start,
             self.minute_from,
+            self.ten_from,
             self.hour_from,
+            self.six_from,
+            self.six_to,
             self.hour_to,
+            self.ten_to,
             self.minute_to,
             self.end,
         )
 
 
+BOUND_NAMES = tuple(RollupBounds.__dataclass_fields__)
+"""The bounds' names in `as_tuple` order (the SQL functions' parameters, prefixed `p_`)."""
+
+
 def split_window(window: Window) -> RollupBounds:
-    """Split `[window.start, window.end]` into raw edges, whole minutes and whole hours."""
+    """Split `[window.start, window.end]` into raw edges and whole slots, the largest first:
+    the 6-hour slots inside, then the hours either side of them, and so on down to minutes."""
     start, end = window.start.astimezone(UTC), window.end.astimezone(UTC)
-    minute_from, minute_to = _ceil_slot(start, MINUTE), floor_slot(end, MINUTE)
-    if minute_from >= minute_to:  # no whole minute inside: everything raw
-        return RollupBounds(start, end, end, end, end, end)
-    hour_from, hour_to = _ceil_slot(minute_from, HOUR), floor_slot(minute_to, HOUR)
-    if hour_from >= hour_to:  # no whole hour inside: minutes only
-        hour_from = hour_to = minute_to
-    return RollupBounds(start, minute_from, hour_from, hour_to, minute_to, end)
-
-
-def quantile(histogram: Sequence[tuple[int, int]], fraction: float) -> float | None:
-    """`percentile_cont(fraction)` estimated from (bucket, count) pairs sorted by bucket:
-    the same interpolation between ranks j and j + 1 (h = fraction * (n - 1)), each rank's
-    value taken from its bucket, so the result is within RELATIVE_ACCURACY of the exact one."""
-    total = sum(count for _, count in histogram)
-    if total == 0:
-        return None
-    position = fraction * (total - 1)
-    lower = math.floor(position)
-    weight = position - lower
-    low_value = high_value = None
-    seen = 0
-    for bucket, count in histogram:
-        seen += count
-        if low_value is None and lower < seen:
-            low_value = bucket_value(bucket)
-        if lower + 1 < seen or seen == total:
-            high_value = bucket_value(bucket)
-            break
-    assert low_value is not None and high_value is not None
-    return low_value + weight * (high_value - low_value)
-
-
-def _histograms(bucket_rows: Iterable[Sequence[Any]]) -> dict[str, dict[int, int]]:
-    merged: dict[str, dict[int, int]] = {}
-    for agent, bucket, count in bucket_rows:
-        per_agent = merged.setdefault(agent, {})
-        per_agent[int(bucket)] = per_agent.get(int(bucket), 0) + int(count)
-    return merged
+    left, right = [_ceil_slot(start, MINUTE)], [floor_slot(end, MINUTE)]
+    if left[0] >= right[0]:  # no whole minute inside: everything raw
+        return RollupBounds(start, *[end] * 8, end)
+    for period in SKETCH_PERIODS[1:]:
+        inner_left, inner_right = _ceil_slot(left[-1], period), floor_slot(right[-1], period)
+        if inner_left >= inner_right:  # no whole slot of this size: the smaller ones cover
+            inner_left = inner_right = right[-1]
+        left.append(inner_left)
+        right.append(inner_right)
+    return RollupBounds(start, *left, *reversed(right), end)
 
 
 def _capped(value: float | None, cap: float | None) -> float | None:
@@ -174,108 +165,137 @@ def _capped(value: float | None, cap: float | None) -> float | None:
     return value if value is None or cap is None else min(value, cap)
 
 
+@dataclass
+class _AgentWindow:
+    """One agent's fragments added up: totals and histogram."""
+
+    agent_tier: int | None = None
+    span_count: int = 0
+    error_count: int = 0
+    completed_count: int = 0
+    duration_count: int = 0
+    duration_sum: float = 0.0
+    duration_max: float | None = None
+    llm_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        self.histogram = Histogram()
+
+
+def _by_agent(rows: Iterable[Sequence[Any]]) -> dict[str, _AgentWindow]:
+    agents: dict[str, _AgentWindow] = {}
+    for row in rows:
+        (agent, tier, spans, errors, completed, durations, duration_sum, duration_max,
+         llm_calls, input_tokens, output_tokens, total_tokens, zeros, low, high,
+         packed) = row  # fmt: skip
+        window = agents.get(agent)
+        if window is None:
+            window = agents[agent] = _AgentWindow()
+        if tier is not None and (window.agent_tier is None or tier > window.agent_tier):
+            window.agent_tier = int(tier)
+        window.span_count += int(spans)
+        window.error_count += int(errors)
+        window.completed_count += int(completed)
+        window.duration_count += int(durations)
+        window.duration_sum += float(duration_sum)
+        if duration_max is not None and (
+            window.duration_max is None or float(duration_max) > window.duration_max
+        ):
+            window.duration_max = float(duration_max)
+        window.llm_calls += int(llm_calls)
+        window.input_tokens += int(input_tokens)
+        window.output_tokens += int(output_tokens)
+        window.total_tokens += int(total_tokens)
+        window.histogram.add(
+            int(zeros),
+            None if low is None else int(low),
+            None if high is None else int(high),
+            packed,
+        )
+    return agents
+
+
 def latency_stats_from_rollups(
-    total_rows: Iterable[Sequence[Any]],
-    bucket_rows: Iterable[Sequence[Any]],
-    time_window: str,
-    minutes: float,
+    rows: Iterable[Sequence[Any]], time_window: str, minutes: float
 ) -> list[LatencyStats]:
     """`LatencyStats` per agent (sorted by agent) from a rollup read's rows."""
-    return _latency_stats(total_rows, _histograms(bucket_rows), time_window, minutes)
+    return _latency_stats(_by_agent(rows), time_window, minutes)
+
+
+def window_summary_from_rollups(rows: Iterable[Sequence[Any]], time_window: str) -> WindowSummary:
+    """`WindowSummary` over every agent of a rollup read (the p95 over all their durations)."""
+    return _window_summary(_by_agent(rows), time_window)
 
 
 def window_metrics_from_rollups(
-    total_rows: Iterable[Sequence[Any]],
-    bucket_rows: Iterable[Sequence[Any]],
-    time_window: str,
-    minutes: float,
+    rows: Iterable[Sequence[Any]], time_window: str, minutes: float
 ) -> tuple[list[LatencyStats], WindowSummary]:
-    """Both of the above from one rollup read, the histograms merged once."""
-    totals, histograms = list(total_rows), _histograms(bucket_rows)
-    return (
-        _latency_stats(totals, histograms, time_window, minutes),
-        _window_summary(totals, histograms, time_window),
-    )
+    """Both of the above from one rollup read, the rows added up once."""
+    agents = _by_agent(rows)
+    return _latency_stats(agents, time_window, minutes), _window_summary(agents, time_window)
 
 
 def _latency_stats(
-    total_rows: Iterable[Sequence[Any]],
-    histograms: dict[str, dict[int, int]],
-    time_window: str,
-    minutes: float,
+    agents: dict[str, _AgentWindow], time_window: str, minutes: float
 ) -> list[LatencyStats]:
     stats = []
-    for row in total_rows:
-        values = dict(zip(TOTAL_COLUMNS, row, strict=True))
-        agent, count = values["agent_name"], int(values["span_count"])
-        if count == 0:
+    for agent, w in agents.items():
+        if w.span_count == 0:
             continue
-        histogram = sorted(histograms.get(agent, {}).items())
-        duration_count = int(values["duration_count"])
-        cap = None if values["duration_max"] is None else float(values["duration_max"])
+        cap = w.duration_max
+        p50, p95, p99 = w.histogram.quantiles(
+            (0.50, 0.95, 0.99), narrow=w.duration_count < _NARROW_SUM
+        )
         stats.append(
             LatencyStats(
                 agent_name=agent,
-                agent_tier=values["agent_tier"],
+                agent_tier=w.agent_tier,
                 time_window=time_window,
-                count=count,
-                error_count=int(values["error_count"]),
-                error_rate=int(values["error_count"]) / count,
-                avg_ms=float(values["duration_sum"]) / duration_count if duration_count else None,
-                p50_ms=_capped(quantile(histogram, 0.50), cap),
-                p95_ms=_capped(quantile(histogram, 0.95), cap),
-                p99_ms=_capped(quantile(histogram, 0.99), cap),
+                count=w.span_count,
+                error_count=w.error_count,
+                error_rate=w.error_count / w.span_count,
+                avg_ms=w.duration_sum / w.duration_count if w.duration_count else None,
+                p50_ms=_capped(p50, cap),
+                p95_ms=_capped(p95, cap),
+                p99_ms=_capped(p99, cap),
                 max_ms=cap,
-                llm_calls=int(values["llm_calls"]),
-                input_tokens=int(values["input_tokens"]),
-                output_tokens=int(values["output_tokens"]),
-                total_tokens=int(values["total_tokens"]),
-                spans_per_minute=count / minutes,
+                llm_calls=w.llm_calls,
+                input_tokens=w.input_tokens,
+                output_tokens=w.output_tokens,
+                total_tokens=w.total_tokens,
+                spans_per_minute=w.span_count / minutes,
             )
         )
     return sorted(stats, key=lambda s: s.agent_name.encode("utf-8"))  # COLLATE "C" order
 
 
-def window_summary_from_rollups(
-    total_rows: Iterable[Sequence[Any]],
-    bucket_rows: Iterable[Sequence[Any]],
-    time_window: str,
-) -> WindowSummary:
-    """`WindowSummary` over every agent of a rollup read (the p95 over all their durations)."""
-    return _window_summary(total_rows, _histograms(bucket_rows), time_window)
-
-
-def _window_summary(
-    total_rows: Iterable[Sequence[Any]], histograms: dict[str, dict[int, int]], time_window: str
-) -> WindowSummary:
-    totals = [dict(zip(TOTAL_COLUMNS, row, strict=True)) for row in total_rows]
-    merged: dict[int, int] = {}
-    for histogram in histograms.values():
-        for bucket, count in histogram.items():
-            merged[bucket] = merged.get(bucket, 0) + count
-    duration_count = sum(int(t["duration_count"]) for t in totals)
-    maxima = [float(t["duration_max"]) for t in totals if t["duration_max"] is not None]
+def _window_summary(agents: dict[str, _AgentWindow], time_window: str) -> WindowSummary:
+    windows = agents.values()
+    duration_count = sum(w.duration_count for w in windows)
+    narrow = duration_count < _NARROW_SUM
+    merged = Histogram.combine([w.histogram for w in windows], narrow=narrow)
+    maxima = [w.duration_max for w in windows if w.duration_max is not None]
+    (p95,) = merged.quantiles((0.95,), narrow=narrow)
     return WindowSummary(
         time_window=time_window,
-        total_spans=sum(int(t["span_count"]) for t in totals),
-        successful_spans=sum(int(t["completed_count"]) for t in totals),
-        failed_spans=sum(int(t["error_count"]) for t in totals),
+        total_spans=sum(w.span_count for w in windows),
+        successful_spans=sum(w.completed_count for w in windows),
+        failed_spans=sum(w.error_count for w in windows),
         avg_latency_ms=(
-            sum(float(t["duration_sum"]) for t in totals) / duration_count
-            if duration_count
-            else None
+            sum(w.duration_sum for w in windows) / duration_count if duration_count else None
         ),
-        p95_latency_ms=_capped(quantile(sorted(merged.items()), 0.95), max(maxima, default=None)),
+        p95_latency_ms=_capped(p95, max(maxima, default=None)),
     )
 
 
 class WindowMetricsFromRollups:
     """Mixin of the rollup-backed repositories: both window reads `MetricsService` needs from
-    one `_rollup_read` (the repository's totals and bucket rows and its resolved window)."""
+    one `_rollup_read` (the repository's fragment rows and its resolved window)."""
 
-    async def _rollup_read(
-        self, window: str, agent_name: str | None
-    ) -> tuple[list[Any], list[Any], Window]:
+    async def _rollup_read(self, window: str, agent_name: str | None) -> tuple[list[Any], Window]:
         raise NotImplementedError
 
     async def get_window_metrics(
@@ -283,5 +303,5 @@ class WindowMetricsFromRollups:
     ) -> tuple[list[LatencyStats], WindowSummary]:
         """`get_latency_stats` and `get_window_summary` from rollups in one read, so the same
         rows are not read (and the histograms not merged) twice."""
-        totals, buckets, resolved = await self._rollup_read(window, agent_name)
-        return window_metrics_from_rollups(totals, buckets, window, resolved.minutes)
+        rows, resolved = await self._rollup_read(window, agent_name)
+        return window_metrics_from_rollups(rows, window, resolved.minutes)

@@ -31,6 +31,7 @@ from src.agents.ml_foundation.observability_connector.models import (
     WindowSummary,
 )
 from src.repositories import _sqlite_rollups as rollup_sql
+from src.repositories import _sqlite_sketches as sketch_sql
 from src.repositories import _sqlite_sql as sql
 from src.repositories._arguments import (
     Clock,
@@ -60,6 +61,7 @@ from src.repositories._rows import (
     window_summary_from_row,
 )
 from src.repositories.rollups import (
+    BOUND_NAMES,
     DEFAULT_ROLLUP_RETENTION_DAYS,
     WindowMetricsFromRollups,
     latency_stats_from_rollups,
@@ -261,40 +263,26 @@ class SqliteSpanRepository(WindowMetricsFromRollups):
         )
         return summary_from_row(trace_id, row)
 
-    async def _rollup_read(
-        self, window: str, agent_name: str | None
-    ) -> tuple[list[Any], list[Any], Window]:
-        """Per-agent totals and latency buckets of the window, from rollups and raw edges."""
+    async def _rollup_read(self, window: str, agent_name: str | None) -> tuple[list[Any], Window]:
+        """The window's sketch rows and raw edge groups (`rollups.FRAGMENT_COLUMNS`): one
+        statement, so one snapshot."""
         resolved = resolve_window(window, self._clock)
-        bounds = split_window(resolved)
         params: dict[str, Any] = {
             name: format_utc(value)
-            for name, value in zip(
-                ("start", "minute_from", "hour_from", "hour_to", "minute_to", "end"),
-                bounds.as_tuple(),
-                strict=True,
-            )
+            for name, value in zip(BOUND_NAMES, split_window(resolved).as_tuple(), strict=True)
         }
         params["agent"] = check_agent_name(agent_name)
-
-        def read(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
-            conn.execute("BEGIN")  # one snapshot for both reads
-            try:
-                totals = conn.execute(rollup_sql.ROLLUP_TOTALS, params).fetchall()
-                buckets = conn.execute(rollup_sql.ROLLUP_BUCKETS, params).fetchall()
-            finally:
-                conn.execute("COMMIT")
-            return totals, buckets
-
-        totals, buckets = await self._run("rollup read", read)
-        return totals, buckets, resolved
+        rows = await self._run(
+            "rollup read", lambda conn: conn.execute(sketch_sql.ROLLUP_WINDOW, params).fetchall()
+        )
+        return rows, resolved
 
     async def get_latency_stats(
         self, window: str, agent_name: str | None = None, *, exact: bool = False
     ) -> list[LatencyStats]:
         if not exact:
-            totals, buckets, resolved = await self._rollup_read(window, agent_name)
-            return latency_stats_from_rollups(totals, buckets, window, resolved.minutes)
+            rows, resolved = await self._rollup_read(window, agent_name)
+            return latency_stats_from_rollups(rows, window, resolved.minutes)
         resolved = resolve_window(window, self._clock)
         params = {
             **_window_params(resolved),
@@ -310,8 +298,8 @@ class SqliteSpanRepository(WindowMetricsFromRollups):
         self, window: str, agent_name: str | None = None, *, exact: bool = False
     ) -> WindowSummary:
         if not exact:
-            totals, buckets, _ = await self._rollup_read(window, agent_name)
-            return window_summary_from_rollups(totals, buckets, window)
+            rows, _ = await self._rollup_read(window, agent_name)
+            return window_summary_from_rollups(rows, window)
         params = {
             **_window_params(resolve_window(window, self._clock)),
             "agent": check_agent_name(agent_name),

@@ -77,9 +77,9 @@ from src.repositories._rows import (
     window_summary_from_row,
 )
 from src.repositories.rollups import (
-    BUCKET_COLUMNS,
+    BOUND_NAMES,
     DEFAULT_ROLLUP_RETENTION_DAYS,
-    TOTAL_COLUMNS,
+    FRAGMENT_COLUMNS,
     WindowMetricsFromRollups,
     latency_stats_from_rollups,
     split_window,
@@ -116,11 +116,10 @@ WINDOW_SUMMARY_FUNCTION = "ml_window_summary"
 COUNT_OLD_FUNCTION = "ml_count_old_spans"
 COST_FUNCTION = "ml_agent_cost_stats"
 BREAKDOWN_FUNCTION = "ml_cost_breakdown"
-ROLLUP_TOTALS_FUNCTION = "ml_rollup_totals"
-ROLLUP_BUCKETS_FUNCTION = "ml_rollup_buckets"
+ROLLUP_WINDOW_FUNCTION = "ml_rollup_window"
 REBUILD_FUNCTION = "ml_rebuild_rollups"
 ROLLUP_RETENTION_FUNCTION = "ml_delete_old_rollups"
-_BOUND_ARGS = ("p_start", "p_minute_from", "p_hour_from", "p_hour_to", "p_minute_to", "p_end")
+_BOUND_ARGS = tuple(f"p_{name}" for name in BOUND_NAMES)
 
 
 class SupabaseSpanRepository(WindowMetricsFromRollups):
@@ -255,38 +254,33 @@ class SupabaseSpanRepository(WindowMetricsFromRollups):
         (row,) = response.data
         return summary_from_row(trace_id, [row[column] for column in SUMMARY_COLUMNS])
 
-    async def _rollup_read(
-        self, window: str, agent_name: str | None
-    ) -> tuple[list[Any], list[Any], Window]:
-        """Per-agent totals and latency buckets of the window (rollups and raw edges): two
-        `rpc` calls, one after the other, so a failed first call sends no second request
-        (and leaves no request running after the error)."""
+    async def _rollup_read(self, window: str, agent_name: str | None) -> tuple[list[Any], Window]:
+        """The window's sketch rows and raw edge groups (`rollups.FRAGMENT_COLUMNS`): one
+        `rpc` call. PostgREST sends bytea as hex text (`\\x...`): back to bytes here."""
         resolved = resolve_window(window, self._clock)
         args: dict[str, Any] = {
             name: bound.isoformat()
             for name, bound in zip(_BOUND_ARGS, split_window(resolved).as_tuple(), strict=True)
         }
         args["p_agent"] = check_agent_name(agent_name)
-        totals = await self._run(
-            f"call {ROLLUP_TOTALS_FUNCTION}",
-            lambda c: c.rpc(ROLLUP_TOTALS_FUNCTION, args).execute(),
+        response = await self._run(
+            f"call {ROLLUP_WINDOW_FUNCTION}",
+            lambda c: c.rpc(ROLLUP_WINDOW_FUNCTION, args).execute(),
         )
-        buckets = await self._run(
-            f"call {ROLLUP_BUCKETS_FUNCTION}",
-            lambda c: c.rpc(ROLLUP_BUCKETS_FUNCTION, args).execute(),
-        )
-        return (
-            [[row[c] for c in TOTAL_COLUMNS] for row in totals.data],
-            [[row[c] for c in BUCKET_COLUMNS] for row in buckets.data],
-            resolved,
-        )
+        rows = []
+        for row in response.data:
+            values = [row[c] for c in FRAGMENT_COLUMNS]
+            if values[-1] is not None:
+                values[-1] = bytes.fromhex(values[-1].removeprefix("\\x"))
+            rows.append(values)
+        return rows, resolved
 
     async def get_latency_stats(
         self, window: str, agent_name: str | None = None, *, exact: bool = False
     ) -> list[LatencyStats]:
         if not exact:
-            totals, buckets, resolved = await self._rollup_read(window, agent_name)
-            return latency_stats_from_rollups(totals, buckets, window, resolved.minutes)
+            rows, resolved = await self._rollup_read(window, agent_name)
+            return latency_stats_from_rollups(rows, window, resolved.minutes)
         args = self._stats_args(window, agent_name)
         response = await self._run(
             f"call {STATS_FUNCTION}", lambda c: c.rpc(STATS_FUNCTION, args).execute()
@@ -298,8 +292,8 @@ class SupabaseSpanRepository(WindowMetricsFromRollups):
         self, window: str, agent_name: str | None = None, *, exact: bool = False
     ) -> WindowSummary:
         if not exact:
-            totals, buckets, _ = await self._rollup_read(window, agent_name)
-            return window_summary_from_rollups(totals, buckets, window)
+            rows, _ = await self._rollup_read(window, agent_name)
+            return window_summary_from_rollups(rows, window)
         args = self._stats_args(window, agent_name)
         response = await self._run(
             f"call {WINDOW_SUMMARY_FUNCTION}",

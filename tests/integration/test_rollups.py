@@ -30,9 +30,10 @@ from src.agents.ml_foundation.observability_connector.models import (
 from src.agents.ml_foundation.observability_connector.nodes.metrics_aggregator import (
     MetricsService,
 )
+from src.repositories import _sqlite_rollups as rollup_sql
 from src.repositories._rows import format_utc
 from src.repositories.postgres_repository import PostgresSpanRepository
-from src.repositories.rollups import RELATIVE_ACCURACY
+from src.repositories.rollups import LOG_GAMMA, RELATIVE_ACCURACY, ZERO_BUCKET
 from src.repositories.span_store import SpanRepository
 from src.repositories.sqlite_repository import SqliteSpanRepository
 from tests.integration.test_repository_conformance import (  # fixtures: clock, repository
@@ -255,7 +256,7 @@ async def test_rollups__minute_retention__old_minutes_deleted_hours_and_recent_k
     )
 
     deleted = await repository.delete_old_rollups(days=400, minute_days=7)
-    assert deleted >= 2 * 30  # each old minute: a figures row and a bucket row
+    assert deleted >= 2 * 30  # each old minute: a figures row and a sketch row
     assert await repository.delete_old_rollups(days=400, minute_days=7) == 0
     assert await repository.get_latency_stats("14d") == trend  # the hour slots stay
     assert await rollup_view(repository, "1h") == last_hour  # recent minutes stay
@@ -305,7 +306,7 @@ async def test_sqlite_migration__file_from_before_rollups__rolled_up_on_setup(tm
     await repo.close()
     with sqlite3.connect(path) as conn:  # as a file written before issue 15 looks
         conn.execute("DROP TABLE ml_observability_rollups")
-        conn.execute("DROP TABLE ml_observability_rollup_buckets")
+        conn.execute("DROP TABLE ml_observability_rollup_sketches")
         conn.execute("PRAGMA user_version = 2")
 
     again = SqliteSpanRepository(path, clock=clock)
@@ -324,7 +325,7 @@ async def test_postgres_schema__spans_from_before_rollups__rolled_up_when_applie
         await repo.insert_spans_batch(traffic(seed=35, n=300))
         written = await rollup_view(repo)
         with psycopg.connect(pg_dsn, autocommit=True) as conn:  # as before issue 15
-            conn.execute("DROP TABLE ml_observability_rollups, ml_observability_rollup_buckets")
+            conn.execute("DROP TABLE ml_observability_rollups, ml_observability_rollup_sketches")
         await repo.setup()  # the schema file again: tables, trigger, then the backfill
         assert_same_view(await rollup_view(repo), written)
     finally:
@@ -361,13 +362,23 @@ async def test_postgres_schema__two_argument_rollup_retention__replaced_when_app
         await repo.close()
 
 
+_SKETCH_COLUMNS = (
+    "period_s, slot, agent_name, agent_tier, span_count, error_count, completed_count, "
+    "duration_count, duration_sum, duration_max, llm_calls, input_tokens, output_tokens, "
+    "total_tokens, zero_count, low, high, packed"
+)
+
+
 def _rollup_rows(fetch, slot_text) -> tuple[list[tuple], list[tuple]]:  # type: ignore[no-untyped-def]
-    """Every rollup and bucket row, slots as text, sorted; floats rounded (summation order)."""
-    tables = ("ml_observability_rollups", "ml_observability_rollup_buckets")
+    """Every rollup and sketch row, slots as text, sorted; floats rounded (summation order)."""
+    queries = (
+        "SELECT * FROM ml_observability_rollups",
+        f"SELECT {_SKETCH_COLUMNS} FROM ml_observability_rollup_sketches",
+    )
     out = []
-    for table in tables:
+    for query in queries:
         rows = []
-        for row in fetch(f"SELECT * FROM {table}"):
+        for row in fetch(query):
             values = [slot_text(v) if i == 1 else v for i, v in enumerate(row)]
             rows.append(tuple(round(float(v), 6) if isinstance(v, float) else v for v in values))
         out.append(sorted(rows, key=repr))
@@ -403,6 +414,91 @@ async def test_rollup_rows__sqlite_batches__equal_postgres_trigger_rows(tmp_path
             ],
             format_utc,
         )
-    assert len(from_sqlite[0]) > 100 and len(from_sqlite[1]) > 500  # minutes and hours, many
+    assert len(from_sqlite[0]) > 100 and len(from_sqlite[1]) > 100  # minutes and hours, many
     assert {row[0] for row in from_sqlite[0]} == {60, 3600}
+    assert {row[0] for row in from_sqlite[1]} == {60, 600, 3600, 21600}
     assert from_sqlite == from_postgres
+
+
+def _old_bucket_rows(slot: str, bucket: str) -> str:
+    """The row-per-bucket rollups of migration 3 / the schema before sketches, from the spans
+    (`slot`: the SQL of a slot from `start_time` and `{period}`; `bucket`: of `duration_ms`)."""
+    return " UNION ALL ".join(
+        f"SELECT {period}, {slot.format(period=period)}, agent_name, {bucket}, count(*)"
+        " FROM ml_observability_spans WHERE duration_ms IS NOT NULL GROUP BY 2, 3, 4"
+        for period in (60, 3600)
+    )
+
+
+async def test_sqlite_migration__row_per_bucket_file__converted_without_the_spans(tmp_path):
+    """A file of migration 3 (a row per slot, agent and bucket) gets sketches from those rows
+    and the totals rows, not from the spans (rollups outlive them): same windows after."""
+    path = tmp_path / "spans.db"
+    repo = SqliteSpanRepository(path, clock=FixedClock())
+    await repo.setup()
+    await repo.insert_spans_batch(traffic(seed=36, n=600))
+    written = (await rollup_view(repo), await rollup_view(repo, "24h"))
+    await repo.close()
+    with sqlite3.connect(path) as conn:  # as the file looked at migration 3
+        rollup_sql.ensure_math(conn)
+        conn.execute("DROP TABLE ml_observability_rollup_sketches")
+        conn.execute(rollup_sql.CREATE_ROLLUPS[1])
+        slot = (
+            "CASE {period} WHEN 60 THEN substr(start_time, 1, 16) || ':00.000000+00:00' "
+            "ELSE substr(start_time, 1, 13) || ':00:00.000000+00:00' END"
+        )
+        bucket = (
+            f"CASE WHEN duration_ms > 0 THEN CAST(ceil(ln(duration_ms) / {LOG_GAMMA!r}) "
+            f"AS INTEGER) ELSE {ZERO_BUCKET} END"
+        )
+        conn.execute(
+            "INSERT INTO ml_observability_rollup_buckets " + _old_bucket_rows(slot, bucket)
+        )
+        conn.execute("DELETE FROM ml_observability_spans")
+        conn.execute("PRAGMA user_version = 3")
+
+    again = SqliteSpanRepository(path, clock=FixedClock())
+    await again.setup()
+    try:
+        converted = (await rollup_view(again), await rollup_view(again, "24h"))
+        for got, want in zip(converted, written, strict=True):
+            assert_same_view(got, want)
+    finally:
+        await again.close()
+    with sqlite3.connect(path) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert "ml_observability_rollup_buckets" not in tables
+
+
+@pytest.mark.postgres
+async def test_postgres_schema__row_per_bucket_table__converted_without_the_spans(pg_dsn):
+    repo = PostgresSpanRepository(pg_dsn, clock=FixedClock())
+    await repo.setup()
+    try:
+        await repo.insert_spans_batch(traffic(seed=37, n=600))
+        written = (await rollup_view(repo), await rollup_view(repo, "24h"))
+        slot = "date_bin(interval '{period} seconds', start_time, '2000-01-01 00:00:00+00')"
+        bucket = (
+            "CASE WHEN duration_ms > 0 THEN ceil(ln(duration_ms) / ln(1.01::float8 / "
+            f"0.99::float8))::integer ELSE {ZERO_BUCKET} END"
+        )
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:  # as before the sketches
+            conn.execute(
+                "CREATE TABLE ml_observability_rollup_buckets (period_s integer NOT NULL, "
+                "slot timestamptz NOT NULL, agent_name text NOT NULL, bucket integer NOT NULL, "
+                "count bigint NOT NULL, PRIMARY KEY (period_s, slot, agent_name, bucket))"
+            )
+            conn.execute(
+                "INSERT INTO ml_observability_rollup_buckets " + _old_bucket_rows(slot, bucket)
+            )
+            conn.execute("DROP TABLE ml_observability_rollup_sketches")
+            conn.execute("DELETE FROM ml_observability_spans")
+        await repo.setup()  # the schema file again: sketch table, conversion
+        converted = (await rollup_view(repo), await rollup_view(repo, "24h"))
+        for got, want in zip(converted, written, strict=True):
+            assert_same_view(got, want)
+        with psycopg.connect(pg_dsn) as conn:
+            old = conn.execute("SELECT to_regclass('ml_observability_rollup_buckets')")
+            assert old.fetchone() == (None,)
+    finally:
+        await repo.close()

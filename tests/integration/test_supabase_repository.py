@@ -235,15 +235,17 @@ async def test_get_latency_stats__window_and_agent__rpc_with_interval_agent_and_
     supabase_stack.double.clear_requests()
     rolled = await repo.get_latency_stats("1h", agent_name="gap_analyzer")  # from rollups
     requests = sorted(supabase_stack.double.requests, key=lambda r: r.path)
-    assert [r.path for r in requests] == [
-        "/rest/v1/rpc/ml_rollup_buckets",
-        "/rest/v1/rpc/ml_rollup_totals",
-    ]
-    bounds = {  # NOW is on a whole hour: the whole window is hour slots
-        "p_start": (NOW - timedelta(hours=1)).isoformat(),
-        "p_minute_from": (NOW - timedelta(hours=1)).isoformat(),
-        "p_hour_from": (NOW - timedelta(hours=1)).isoformat(),
+    assert [r.path for r in requests] == ["/rest/v1/rpc/ml_rollup_window"]
+    hour_ago = (NOW - timedelta(hours=1)).isoformat()
+    bounds = {  # NOW is on a whole hour: the whole window is one hour slot
+        "p_start": hour_ago,
+        "p_minute_from": hour_ago,
+        "p_ten_from": hour_ago,
+        "p_hour_from": hour_ago,
+        "p_six_from": NOW.isoformat(),
+        "p_six_to": NOW.isoformat(),
         "p_hour_to": NOW.isoformat(),
+        "p_ten_to": NOW.isoformat(),
         "p_minute_to": NOW.isoformat(),
         "p_end": NOW.isoformat(),
         "p_agent": "gap_analyzer",

@@ -1,6 +1,7 @@
-"""The rollup sketch and window split (src/repositories/rollups.py) on their own: the bucket
-formula's error bound, percentile estimates against `statistics.quantiles` (PostgreSQL's
-percentile_cont), and how a window is cut into raw edges, minutes and hours."""
+"""The rollup sketch and window split (src/repositories/rollups.py, sketch.py) on their own: the
+bucket formula's error bound, packed sketches added up (32-bit digits, 64-bit when a count or
+the sum does not fit), percentile estimates against `statistics.quantiles` (PostgreSQL's
+percentile_cont), and how a window is cut into raw edges and minute to 6-hour slots."""
 
 from __future__ import annotations
 
@@ -13,20 +14,30 @@ import pytest
 from src.repositories._arguments import Window
 from src.repositories.rollups import (
     GAMMA,
+    HOUR,
+    MINUTE,
     RELATIVE_ACCURACY,
+    SIX_HOURS,
+    TEN_MINUTES,
     ZERO_BUCKET,
     bucket_of,
     bucket_value,
-    quantile,
+    floor_slot,
     split_window,
 )
+from src.repositories.sketch import Histogram, SketchAggregate, add_packed, pack, quantiles, unpack
 
 
-def histogram(values: list[float]) -> list[tuple[int, int]]:
-    counts: dict[int, int] = {}
-    for value in values:
-        counts[bucket_of(value)] = counts.get(bucket_of(value), 0) + 1
-    return sorted(counts.items())
+def dense(values: list[float]) -> tuple[int, int, list[int]]:
+    """(zero count, low bucket, dense counts) of durations."""
+    buckets = [bucket_of(v) for v in values if v > 0]
+    if not buckets:
+        return len(values), 0, []
+    low, high = min(buckets), max(buckets)
+    counts = [0] * (high - low + 1)
+    for bucket in buckets:
+        counts[bucket - low] += 1
+    return len(values) - len(buckets), low, counts
 
 
 def test_bucket_value__any_duration__within_relative_accuracy():
@@ -48,22 +59,87 @@ def test_bucket_value__any_duration__within_relative_accuracy():
 def test_bucket_of__zero__its_own_bucket_worth_zero():
     assert bucket_of(0.0) == ZERO_BUCKET
     assert bucket_value(ZERO_BUCKET) == 0.0
-    assert quantile([(ZERO_BUCKET, 3)], 0.5) == 0.0
+    assert quantiles(3, 0, [], (0.5,)) == [0.0]
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_quantile__random_samples__within_one_percent_of_percentile_cont(seed):
+def test_quantiles__random_samples__within_one_percent_of_percentile_cont(seed):
     rng = random.Random(seed)
     values = [rng.lognormvariate(4.5, rng.uniform(0.2, 2.5)) for _ in range(rng.randint(2, 4000))]
+    values += [0.0] * rng.randint(0, 5)
     cuts = statistics.quantiles(values, n=100, method="inclusive")
-    sketch = histogram(values)
-    for fraction, exact in ((0.50, cuts[49]), (0.95, cuts[94]), (0.99, cuts[98])):
-        assert quantile(sketch, fraction) == pytest.approx(exact, rel=RELATIVE_ACCURACY)
+    zeros, low, counts = dense(values)
+    estimates = quantiles(zeros, low, counts, (0.50, 0.95, 0.99))
+    for estimate, exact in zip(estimates, (cuts[49], cuts[94], cuts[98]), strict=True):
+        assert estimate == pytest.approx(exact, rel=RELATIVE_ACCURACY, abs=1e-12)
 
 
-def test_quantile__empty_and_single__none_and_the_value():
-    assert quantile([], 0.5) is None
-    assert quantile(histogram([42.0]), 0.99) == pytest.approx(42.0, rel=RELATIVE_ACCURACY)
+def test_quantiles__empty_and_single__none_and_the_value():
+    assert quantiles(0, 0, [], (0.5, 0.99)) == [None, None]
+    (single,) = quantiles(*dense([42.0]), (0.99,))
+    assert single == pytest.approx(42.0, rel=RELATIVE_ACCURACY)
+
+
+def test_pack__narrow_and_wide_counts__round_trip():
+    assert len(pack([1, 0, 7])) == 12  # 32-bit counts
+    assert unpack(pack([1, 0, 7]), 3) == [1, 0, 7]
+    wide = [1, 1 << 40, 3]
+    assert len(pack(wide)) == 24 and unpack(pack(wide), 3) == wide
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_histogram__random_fragments__same_counts_as_adding_per_bucket(seed):
+    rng = random.Random(seed)
+    expected: dict[int, int] = {}
+    histogram, zeros = Histogram(), 0
+    for _ in range(rng.randint(1, 60)):
+        low = rng.randint(-50, 400)
+        counts = [rng.choice((0, rng.randint(1, 9))) for _ in range(rng.randint(1, 30))]
+        counts[0] = counts[-1] = 1
+        if rng.random() < 0.2:  # a count that needs 64 bits
+            counts[-1] = (1 << 33) + rng.randint(0, 9)
+        for offset, count in enumerate(counts):
+            expected[low + offset] = expected.get(low + offset, 0) + count
+        zero = rng.randint(0, 2)
+        zeros += zero
+        histogram.add(zero, low, low + len(counts) - 1, pack(counts))
+    total = sum(expected.values())
+    low, counts = histogram.counts(narrow=total < (1 << 32))
+    assert {low + i: c for i, c in enumerate(counts) if c} == {
+        b: c for b, c in expected.items() if c
+    }
+    assert histogram.zeros == zeros
+
+
+def test_histogram__sum_over_2_to_32__64_bit_digits_no_carry():
+    histogram = Histogram()
+    for _ in range(3):
+        histogram.add(0, 10, 11, pack([(1 << 32) - 1, 5]))
+    assert histogram.counts(narrow=False) == (10, [3 * ((1 << 32) - 1), 15])
+
+
+def test_combine__two_agents__counts_of_both():
+    first, second = Histogram(), Histogram()
+    first.add(1, 5, 6, pack([2, 3]))
+    second.add(0, 4, 5, pack([1, 1]))
+    both = Histogram.combine([first, second], narrow=True)
+    assert both.zeros == 1
+    assert both.counts(narrow=True) == (4, [1, 3, 3])
+    assert both.counts(narrow=False) == (4, [1, 3, 3])
+
+
+def test_add_packed__overlapping_and_missing__summed():
+    assert unpack(add_packed(3, 5, pack([1, 0, 2]), 5, 7, pack([4, 0, 1])), 5) == [1, 0, 6, 0, 1]
+    assert add_packed(None, None, None, 2, 2, pack([9])) == pack([9])
+    assert add_packed(2, 2, pack([9]), None, None, None) == pack([9])
+
+
+def test_sketch_aggregate__rows__packed_from_lowest_bucket():
+    aggregate = SketchAggregate()
+    for bucket, count in ((7, 2), (None, 5), (4, 1), (7, 1), (5, 0)):
+        aggregate.step(bucket, count)
+    assert unpack(aggregate.finalize(), 4) == [1, 0, 0, 3]
+    assert SketchAggregate().finalize() is None
 
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -73,28 +149,70 @@ def window(start: datetime, end: datetime) -> Window:
     return Window(start=start, end=end, length=end - start)
 
 
-def test_split_window__24h_mid_minute__raw_edges_minutes_and_hours():
+def ranges(bounds) -> list[tuple[int, datetime, datetime]]:  # type: ignore[no-untyped-def]
+    b = bounds
+    return [
+        (MINUTE, b.minute_from, b.ten_from),
+        (TEN_MINUTES, b.ten_from, b.hour_from),
+        (HOUR, b.hour_from, b.six_from),
+        (SIX_HOURS, b.six_from, b.six_to),
+        (HOUR, b.six_to, b.hour_to),
+        (TEN_MINUTES, b.hour_to, b.ten_to),
+        (MINUTE, b.ten_to, b.minute_to),
+    ]
+
+
+def test_split_window__24h_mid_minute__raw_edges_then_largest_slots():
     end = NOW + timedelta(minutes=7, seconds=12.5)
     bounds = split_window(window(end - timedelta(hours=24), end))
-    assert bounds.minute_from == datetime(2026, 2, 28, 12, 8, tzinfo=UTC)
-    assert bounds.hour_from == datetime(2026, 2, 28, 13, 0, tzinfo=UTC)
-    assert bounds.hour_to == datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-    assert bounds.minute_to == datetime(2026, 3, 1, 12, 7, tzinfo=UTC)
     assert (bounds.start, bounds.end) == (end - timedelta(hours=24), end)
+    assert bounds.minute_from == datetime(2026, 2, 28, 12, 8, tzinfo=UTC)
+    assert bounds.ten_from == datetime(2026, 2, 28, 12, 10, tzinfo=UTC)
+    assert bounds.hour_from == datetime(2026, 2, 28, 13, 0, tzinfo=UTC)
+    assert bounds.six_from == datetime(2026, 2, 28, 18, 0, tzinfo=UTC)
+    assert bounds.six_to == datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    assert bounds.hour_to == bounds.six_to
+    assert bounds.ten_to == datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    assert bounds.minute_to == datetime(2026, 3, 1, 12, 7, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_split_window__random_windows__slots_tile_the_whole_minutes(seed):
+    rng = random.Random(seed)
+    for _ in range(200):
+        start = NOW + timedelta(seconds=rng.uniform(-86400 * 3, 0))
+        end = start + timedelta(seconds=rng.choice((30, 900, 7200, 86400, 86400 * 7)))
+        bounds = split_window(window(start, end))
+        values = bounds.as_tuple()
+        assert list(values) == sorted(values)
+        assert bounds.minute_from - bounds.start < timedelta(minutes=1)
+        assert bounds.end - bounds.minute_to < timedelta(minutes=1)
+        for period, low, high in ranges(bounds):
+            if low < high:
+                assert floor_slot(low, period) == low and floor_slot(high, period) == high
+        slots = sum(
+            (high - low) // timedelta(seconds=period) for period, low, high in ranges(bounds)
+        )
+        assert slots <= 2 * (9 + 5 + 5) + (end - start) // timedelta(hours=6) + 1
 
 
 def test_split_window__aligned__no_raw_left_edge():
     bounds = split_window(window(NOW - timedelta(hours=2), NOW))
-    assert bounds.minute_from == bounds.hour_from == NOW - timedelta(hours=2)
-    assert bounds.hour_to == bounds.minute_to == NOW  # right edge: spans starting exactly at NOW
+    assert bounds.minute_from == bounds.ten_from == bounds.hour_from == NOW - timedelta(hours=2)
+    assert bounds.six_from == bounds.six_to == bounds.hour_to == NOW
+    assert bounds.ten_to == bounds.minute_to == NOW  # right edge: spans starting exactly at NOW
 
 
-def test_split_window__under_an_hour__minutes_only():
+def test_split_window__under_an_hour__minutes_and_ten_minutes():
     end = NOW + timedelta(minutes=40, seconds=1)
     bounds = split_window(window(end - timedelta(minutes=15), end))
-    assert bounds.hour_from == bounds.hour_to == bounds.minute_to
-    assert (bounds.minute_from, bounds.minute_to) == (
+    assert (bounds.minute_from, bounds.ten_from) == (
         NOW + timedelta(minutes=26),
+        NOW + timedelta(minutes=30),
+    )
+    assert bounds.hour_from == bounds.six_from == bounds.six_to == bounds.hour_to
+    assert (bounds.ten_to, bounds.minute_to) == (
+        NOW + timedelta(minutes=40),
         NOW + timedelta(minutes=40),
     )
 
@@ -102,4 +220,4 @@ def test_split_window__under_an_hour__minutes_only():
 def test_split_window__inside_one_minute__all_raw():
     end = NOW + timedelta(seconds=50)
     bounds = split_window(window(NOW + timedelta(seconds=10), end))
-    assert bounds.minute_from == bounds.hour_from == bounds.hour_to == bounds.minute_to == end
+    assert bounds.as_tuple()[1:] == (end,) * 9
