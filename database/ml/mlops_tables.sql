@@ -486,6 +486,9 @@ BEGIN
         FOR UPDATE SKIP LOCKED
     );
     GET DIAGNOSTICS v_deleted = ROW_COUNT;
+    -- The running costs of traces that started before the cutoff go with their spans (the
+    -- cost buckets stay, with the rollups).
+    DELETE FROM public.ml_observability_trace_costs AS t WHERE t.slot < p_now - p_older_than;
     RETURN v_deleted;
 END
 $fn$;
@@ -899,6 +902,7 @@ BEGIN
     FOREACH v_statement IN ARRAY public.ml_rollup_statements('new_spans') LOOP
         EXECUTE v_statement;
     END LOOP;
+    EXECUTE public.ml_trace_cost_statement('new_spans');
     RETURN NULL;
 END
 $fn$;
@@ -943,6 +947,7 @@ BEGIN
         '(SELECT * FROM public.ml_observability_spans WHERE start_time >= %L::timestamptz)',
         v_sketch_from
     )))[2];
+    PERFORM public.ml_rebuild_trace_costs(v_from);
     SELECT count(*) INTO v_spans FROM public.ml_observability_spans WHERE start_time >= v_from;
     RETURN v_spans;
 END
@@ -951,9 +956,9 @@ $fn$;
 -- Rollup retention: delete the slots that started before p_now - p_older_than, and the
 -- minute slots (period_s 60, and the sketches' 10-minute slots) before p_now -
 -- p_minute_older_than (NULL: the same age); hour slots keep the trends, minute slots only
--- serve the edges of recent windows. Returns the
--- number of rollup rows (both tables) deleted. The two-argument version of an older schema
--- is dropped first (it would make two-argument calls ambiguous).
+-- serve the edges of recent windows. Returns the number of rollup rows (both tables, and
+-- the trace cost buckets) deleted. The two-argument version of an older schema is dropped
+-- first (it would make two-argument calls ambiguous).
 DROP FUNCTION IF EXISTS public.ml_delete_old_rollups(interval, timestamptz);
 CREATE OR REPLACE FUNCTION public.ml_delete_old_rollups(
     p_older_than        interval,
@@ -968,6 +973,7 @@ AS $fn$
 DECLARE
     v_rows    bigint;
     v_buckets bigint;
+    v_costs   bigint;
     v_minutes timestamptz;
 BEGIN
     IF p_older_than IS NULL OR p_older_than < interval '0' THEN
@@ -985,7 +991,10 @@ BEGIN
     DELETE FROM public.ml_observability_rollup_sketches
     WHERE slot < p_now - p_older_than OR (period_s < 3600 AND slot < v_minutes);
     GET DIAGNOSTICS v_buckets = ROW_COUNT;
-    RETURN v_rows + v_buckets;
+    DELETE FROM public.ml_observability_trace_cost_buckets
+    WHERE slot < p_now - p_older_than OR (period_s = 60 AND slot < v_minutes);
+    GET DIAGNOSTICS v_costs = ROW_COUNT;
+    RETURN v_rows + v_buckets + v_costs;
 END
 $fn$;
 
@@ -1081,6 +1090,277 @@ BEGIN
     GROUP BY e.agent_name, e.bucket;
 END
 $fn$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Trace costs (issue 15): cost per trace p50/p95 without reading every LLM span
+-- ---------------------------------------------------------------------------------------------
+-- ml_observability_trace_costs keeps each trace's running cost (priced LLM calls only) per
+-- grp: its agent, and '' for the whole window (every agent's calls of the trace). slot is the
+-- minute of the earliest priced call in the batch that FIRST stored one for this (trace, grp);
+-- it never moves. ml_observability_trace_cost_buckets counts traces per cost bucket per
+-- (period_s, slot, grp), with the latency sketch's bucket formula applied to USD:
+-- bucket = ceil(ln(cost) / ln(1.01 / 0.99)), -100000 for a zero cost. Each insert moves a
+-- trace from bucket(old cost) to bucket(new cost) (-1 / +1), in the rollup trigger, so the
+-- sketch of a window (whole minutes) gives p50/p95 within 1% and the number of traces.
+-- A trace counts in the minute its first priced call was stored, whatever later calls add.
+-- Trace-cost rows go with the spans (ml_delete_old_spans); bucket rows with the rollups
+-- (ml_delete_old_rollups); ml_rebuild_rollups recomputes both.
+CREATE TABLE IF NOT EXISTS public.ml_observability_trace_costs (
+    trace_id text NOT NULL,
+    grp      text NOT NULL,
+    slot     timestamptz NOT NULL,
+    cost     numeric NOT NULL,
+    PRIMARY KEY (trace_id, grp)
+);
+
+CREATE INDEX IF NOT EXISTS idx_ml_obs_trace_costs_slot
+    ON public.ml_observability_trace_costs (slot);
+
+CREATE TABLE IF NOT EXISTS public.ml_observability_trace_cost_buckets (
+    period_s integer NOT NULL CHECK (period_s IN (60, 3600)),
+    slot     timestamptz NOT NULL,
+    grp      text NOT NULL,
+    bucket   integer NOT NULL,
+    count    bigint NOT NULL,
+    PRIMARY KEY (period_s, slot, grp, bucket)
+);
+
+COMMENT ON TABLE public.ml_observability_trace_costs IS
+    'Running cost of each trace per agent (grp) and over all agents (grp = ''''); slot: the '
+    'minute its first priced LLM call was first stored. Deleted with the spans.';
+COMMENT ON TABLE public.ml_observability_trace_cost_buckets IS
+    'Traces per cost bucket per slot and grp: bucket = ceil(ln(cost_usd) / ln(1.01 / 0.99)).';
+
+-- The cost bucket of a numeric USD expression, as SQL text (the statements above and below).
+CREATE OR REPLACE FUNCTION public.ml_cost_bucket_sql(p_cost text)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ''
+AS $fn$
+SELECT format('CASE WHEN %1$s > 0 THEN ceil(ln((%1$s)::float8) / ln(1.01::float8 / 0.99::float8))'
+              '::integer ELSE -100000 END', p_cost)
+$fn$;
+
+-- The statement adding the priced LLM calls of p_source (the trigger's transition table) to
+-- the trace costs and moving each trace between cost buckets: one upsert returns each trace's
+-- new cost (old = new - added; xmax = 0: the row was inserted), rows locked in key order.
+CREATE OR REPLACE FUNCTION public.ml_trace_cost_statement(p_source text)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ''
+AS $fn$
+SELECT format($q$
+WITH added AS (
+    SELECT s.trace_id, g.grp, min(s.start_time) AS first_time, sum(s.cost_usd) AS cost
+    FROM %1$s AS s
+    CROSS JOIN LATERAL (VALUES (s.agent_name), ('')) AS g(grp)
+    WHERE s.span_kind = 'llm' AND s.cost_usd IS NOT NULL
+    GROUP BY 1, 2
+),
+upserted AS (
+    INSERT INTO public.ml_observability_trace_costs AS t (trace_id, grp, slot, cost)
+    SELECT a.trace_id, a.grp,
+           date_bin(interval '1 minute', a.first_time, timestamptz '2000-01-01 00:00:00+00'),
+           a.cost
+    FROM added AS a
+    ORDER BY 1, 2
+    ON CONFLICT (trace_id, grp) DO UPDATE SET cost = t.cost + excluded.cost
+    RETURNING t.trace_id, t.grp, t.slot, t.cost, (t.xmax = 0) AS inserted
+),
+moved AS (
+    SELECT u.slot, u.grp, u.inserted, %2$s AS new_bucket, %3$s AS old_bucket
+    FROM upserted AS u JOIN added AS a ON a.trace_id = u.trace_id AND a.grp = u.grp
+),
+moves AS (
+    SELECT m.slot, m.grp, m.new_bucket AS bucket, 1 AS d FROM moved AS m
+    WHERE m.inserted OR m.new_bucket <> m.old_bucket
+    UNION ALL
+    SELECT m.slot, m.grp, m.old_bucket, -1 FROM moved AS m
+    WHERE NOT m.inserted AND m.new_bucket <> m.old_bucket
+)
+INSERT INTO public.ml_observability_trace_cost_buckets AS b (period_s, slot, grp, bucket, count)
+SELECT p.period_s, date_bin(p.step, m.slot, timestamptz '2000-01-01 00:00:00+00'), m.grp,
+       m.bucket, sum(m.d)
+FROM moves AS m
+CROSS JOIN (VALUES (60, interval '1 minute'), (3600, interval '1 hour')) AS p(period_s, step)
+GROUP BY 1, 2, 3, 4
+HAVING sum(m.d) <> 0
+ORDER BY 1, 2, 3, 4
+ON CONFLICT (period_s, slot, grp, bucket) DO UPDATE SET count = b.count + excluded.count
+$q$, p_source, public.ml_cost_bucket_sql('u.cost'), public.ml_cost_bucket_sql('(u.cost - a.cost)'))
+$fn$;
+
+-- Recompute the trace costs of the spans that started at or after p_from (NULL: the oldest
+-- span's hour), and the cost buckets of their slots. A trace whose row has an older slot
+-- keeps it (its cost already holds the later calls).
+CREATE OR REPLACE FUNCTION public.ml_rebuild_trace_costs(p_from timestamptz DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = ''
+AS $fn$
+DECLARE
+    v_from timestamptz;
+BEGIN
+    v_from := date_bin(
+        interval '1 hour',
+        coalesce(p_from, (SELECT min(start_time) FROM public.ml_observability_spans)),
+        timestamptz '2000-01-01 00:00:00+00'
+    );
+    IF v_from IS NULL THEN
+        RETURN;
+    END IF;
+    DELETE FROM public.ml_observability_trace_costs WHERE slot >= v_from;
+    DELETE FROM public.ml_observability_trace_cost_buckets WHERE slot >= v_from;
+    INSERT INTO public.ml_observability_trace_costs (trace_id, grp, slot, cost)
+    SELECT s.trace_id, g.grp,
+           date_bin(interval '1 minute', min(s.start_time), timestamptz '2000-01-01 00:00:00+00'),
+           sum(s.cost_usd)
+    FROM public.ml_observability_spans AS s
+    CROSS JOIN LATERAL (VALUES (s.agent_name), ('')) AS g(grp)
+    WHERE s.start_time >= v_from AND s.span_kind = 'llm' AND s.cost_usd IS NOT NULL
+    GROUP BY 1, 2
+    ON CONFLICT (trace_id, grp) DO NOTHING;
+    EXECUTE format($q$
+        INSERT INTO public.ml_observability_trace_cost_buckets (period_s, slot, grp, bucket, count)
+        SELECT p.period_s, date_bin(p.step, t.slot, timestamptz '2000-01-01 00:00:00+00'),
+               t.grp, %s, count(*)
+        FROM public.ml_observability_trace_costs AS t
+        CROSS JOIN (VALUES (60, interval '1 minute'), (3600, interval '1 hour'))
+            AS p(period_s, step)
+        WHERE t.slot >= $1
+        GROUP BY 1, 2, 3, 4
+    $q$, public.ml_cost_bucket_sql('t.cost')) USING v_from;
+END
+$fn$;
+
+-- Cost of a split window (see ml_rollup_totals), one row per agent and model
+-- (bucket NULL): cost, priced and all llm calls, from rollups and the raw edges; then one row
+-- per grp and cost bucket (llm_model NULL): traces whose slot lies in the whole minutes
+-- [p_trace_minute_from, p_trace_minute_to) (hours [p_trace_hour_from, p_trace_hour_to)).
+CREATE OR REPLACE FUNCTION public.ml_rollup_costs(
+    p_start             timestamptz,
+    p_minute_from       timestamptz,
+    p_hour_from         timestamptz,
+    p_hour_to           timestamptz,
+    p_minute_to         timestamptz,
+    p_end               timestamptz,
+    p_trace_minute_from timestamptz,
+    p_trace_hour_from   timestamptz,
+    p_trace_hour_to     timestamptz,
+    p_trace_minute_to   timestamptz,
+    p_agent             text DEFAULT NULL
+)
+RETURNS TABLE (
+    agent_name   text,
+    llm_model    text,
+    cost_usd     numeric,
+    priced_calls bigint,
+    llm_calls    bigint,
+    bucket       integer,
+    traces       bigint
+)
+LANGUAGE sql
+STABLE
+SET search_path = ''
+SET max_parallel_workers_per_gather = 0
+AS $fn$
+    WITH calls AS (
+        SELECT r.agent_name, r.llm_model, r.cost_usd, r.priced_calls, r.llm_calls
+        FROM public.ml_observability_rollups AS r
+        WHERE r.period_s = 60 AND r.slot >= p_minute_from AND r.slot < p_hour_from
+        UNION ALL
+        SELECT r.agent_name, r.llm_model, r.cost_usd, r.priced_calls, r.llm_calls
+        FROM public.ml_observability_rollups AS r
+        WHERE r.period_s = 60 AND r.slot >= p_hour_to AND r.slot < p_minute_to
+        UNION ALL
+        SELECT r.agent_name, r.llm_model, r.cost_usd, r.priced_calls, r.llm_calls
+        FROM public.ml_observability_rollups AS r
+        WHERE r.period_s = 3600 AND r.slot >= p_hour_from AND r.slot < p_hour_to
+        UNION ALL
+        SELECT s.agent_name, coalesce(s.llm_model, ''), s.cost_usd,
+               (s.cost_usd IS NOT NULL)::integer, 1
+        FROM public.ml_observability_spans AS s
+        WHERE s.span_kind = 'llm' AND s.start_time >= p_start AND s.start_time < p_minute_from
+        UNION ALL
+        SELECT s.agent_name, coalesce(s.llm_model, ''), s.cost_usd,
+               (s.cost_usd IS NOT NULL)::integer, 1
+        FROM public.ml_observability_spans AS s
+        WHERE s.span_kind = 'llm' AND s.start_time >= p_minute_to AND s.start_time <= p_end
+    ),
+    sketch AS (
+        SELECT b.grp, b.bucket, b.count FROM public.ml_observability_trace_cost_buckets AS b
+        WHERE b.period_s = 60 AND b.slot >= p_trace_minute_from AND b.slot < p_trace_hour_from
+        UNION ALL
+        SELECT b.grp, b.bucket, b.count FROM public.ml_observability_trace_cost_buckets AS b
+        WHERE b.period_s = 60 AND b.slot >= p_trace_hour_to AND b.slot < p_trace_minute_to
+        UNION ALL
+        SELECT b.grp, b.bucket, b.count FROM public.ml_observability_trace_cost_buckets AS b
+        WHERE b.period_s = 3600 AND b.slot >= p_trace_hour_from AND b.slot < p_trace_hour_to
+    )
+    SELECT c.agent_name, c.llm_model, coalesce(sum(c.cost_usd), 0), sum(c.priced_calls)::bigint,
+           sum(c.llm_calls)::bigint, NULL::integer, NULL::bigint
+    FROM calls AS c
+    WHERE c.llm_calls > 0 AND (p_agent IS NULL OR c.agent_name = p_agent)
+    GROUP BY c.agent_name, c.llm_model
+    UNION ALL
+    SELECT k.grp, NULL, NULL, NULL, NULL, k.bucket, sum(k.count)::bigint
+    FROM sketch AS k
+    WHERE p_agent IS NULL OR k.grp = p_agent
+    GROUP BY k.grp, k.bucket
+    HAVING sum(k.count) > 0
+$fn$;
+
+ALTER TABLE public.ml_observability_trace_costs ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.ml_observability_trace_cost_buckets ENABLE ROW LEVEL SECURITY;
+REVOKE ALL ON FUNCTION public.ml_rebuild_trace_costs(timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION public.ml_rollup_costs(
+    timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz,
+    timestamptz, timestamptz, timestamptz, timestamptz, text
+) FROM PUBLIC;
+
+DO $trace_cost_roles$
+DECLARE
+    v_role text;
+BEGIN
+    FOREACH v_role IN ARRAY ARRAY['anon', 'authenticated'] LOOP
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = v_role) THEN
+            EXECUTE format('REVOKE ALL ON TABLE public.ml_observability_trace_costs FROM %I',
+                           v_role);
+            EXECUTE format('REVOKE ALL ON TABLE public.ml_observability_trace_cost_buckets '
+                           'FROM %I', v_role);
+            EXECUTE format('REVOKE ALL ON FUNCTION public.ml_rebuild_trace_costs(timestamptz) '
+                           'FROM %I', v_role);
+            EXECUTE format('REVOKE ALL ON FUNCTION public.ml_rollup_costs(timestamptz, '
+                           'timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, '
+                           'timestamptz, timestamptz, timestamptz, timestamptz, text) FROM %I',
+                           v_role);
+        END IF;
+    END LOOP;
+
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'service_role') THEN
+        GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE public.ml_observability_trace_costs
+            TO service_role;
+        GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE public.ml_observability_trace_cost_buckets
+            TO service_role;
+        GRANT EXECUTE ON FUNCTION public.ml_rebuild_trace_costs(timestamptz) TO service_role;
+        GRANT EXECUTE ON FUNCTION public.ml_rollup_costs(timestamptz, timestamptz, timestamptz,
+            timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz,
+            timestamptz, text) TO service_role;
+        DROP POLICY IF EXISTS ml_obs_trace_costs_service_role_all
+            ON public.ml_observability_trace_costs;
+        CREATE POLICY ml_obs_trace_costs_service_role_all ON public.ml_observability_trace_costs
+            AS PERMISSIVE FOR ALL TO service_role USING (true) WITH CHECK (true);
+        DROP POLICY IF EXISTS ml_obs_trace_cost_buckets_service_role_all
+            ON public.ml_observability_trace_cost_buckets;
+        CREATE POLICY ml_obs_trace_cost_buckets_service_role_all
+            ON public.ml_observability_trace_cost_buckets
+            AS PERMISSIVE FOR ALL TO service_role USING (true) WITH CHECK (true);
+    END IF;
+END
+$trace_cost_roles$;
 
 ALTER TABLE public.ml_observability_rollups ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.ml_observability_rollup_sketches ENABLE ROW LEVEL SECURITY;
@@ -1205,3 +1485,14 @@ BEGIN
     END IF;
 END
 $rollup_backfill$;
+
+-- A database whose rollups predate the trace costs gets them computed once, here.
+DO $trace_cost_backfill$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM public.ml_observability_trace_costs)
+       AND NOT EXISTS (SELECT 1 FROM public.ml_observability_trace_cost_buckets)
+       AND EXISTS (SELECT 1 FROM public.ml_observability_spans) THEN
+        PERFORM public.ml_rebuild_trace_costs(NULL);
+    END IF;
+END
+$trace_cost_backfill$;

@@ -18,6 +18,7 @@ import math
 import sqlite3
 
 from src.repositories import _sqlite_sketches as sketches
+from src.repositories import _sqlite_trace_costs as trace_costs
 from src.repositories.rollups import HOUR, LOG_GAMMA, MINUTE, ZERO_BUCKET
 from src.repositories.span_store import TABLE_NAME
 
@@ -145,9 +146,11 @@ _ADD_SINCE = _add_totals("s.start_time >= ?")
 
 
 def add_new_rows(conn: sqlite3.Connection, rowid_before: int) -> None:
-    """Add the span rows with rowid > `rowid_before` (this transaction's) to the rollups."""
+    """Add the span rows with rowid > `rowid_before` (this transaction's) to the rollups and
+    the trace costs."""
     for statement in _ADD_NEW:
         conn.execute(statement, (rowid_before,))
+    trace_costs.add_new_rows(conn, rowid_before)
 
 
 def rebuild(conn: sqlite3.Connection, since: str | None) -> int:
@@ -182,5 +185,6 @@ def ensure_math(conn: sqlite3.Connection) -> None:
 DELETE_OLD_ROLLUPS = (
     f"DELETE FROM {ROLLUPS_TABLE} WHERE slot < ?1 OR (period_s = 60 AND slot < ?2)",
     sketches.DELETE_OLD_SKETCHES,
+    f"DELETE FROM {trace_costs.SKETCH_TABLE} WHERE slot < ?1 OR (period_s = 60 AND slot < ?2)",
 )
 """Parameters: the cutoff of every slot, the cutoff of minute slots (UTC text)."""

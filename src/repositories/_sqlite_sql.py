@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from src.repositories import _sqlite_rollups as rollups
 from src.repositories import _sqlite_sketches as sketches
+from src.repositories import _sqlite_trace_costs as trace_costs
 from src.repositories._rows import SPAN_COLUMNS
 from src.repositories.span_store import TABLE_NAME
 
@@ -116,6 +117,13 @@ def pack_buckets(conn: sqlite3.Connection) -> None:
         rollups.rebuild(conn, None)  # spans without rollups (none: nothing happens)
 
 
+def add_trace_costs(conn: sqlite3.Connection) -> None:
+    """Migration 5: the trace cost tables, then the costs of every priced LLM call stored."""
+    for statement in trace_costs.CREATE_TRACE_COSTS:
+        conn.execute(statement)
+    trace_costs.rebuild(conn, None)
+
+
 Migration = tuple[str, ...] | Callable[[sqlite3.Connection], None]
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -135,6 +143,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     add_rollups,
     # 4: packed latency sketches instead of a row per latency bucket (issue 15).
     pack_buckets,
+    # 5: trace costs and the cost sketch (issue 15), filled from the spans already stored.
+    add_trace_costs,
 )
 """Append-only; migration i (1-based) is applied when `PRAGMA user_version` < i: a tuple of
 statements, or a function of the connection."""

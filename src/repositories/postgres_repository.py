@@ -58,6 +58,7 @@ from src.repositories._rows import (
     summary_from_row,
     window_summary_from_row,
 )
+from src.repositories.cost_rollups import cost_bounds, cost_stats_from_rollups
 from src.repositories.rollups import (
     BOUND_NAMES,
     DEFAULT_ROLLUP_RETENTION_DAYS,
@@ -111,6 +112,7 @@ DO $$ BEGIN
 END $$"""
 _BOUNDS = "%s::timestamptz, " * len(BOUND_NAMES) + "%s::text"
 _ROLLUP_WINDOW = f"SELECT * FROM public.ml_rollup_window({_BOUNDS})"
+_ROLLUP_COSTS = "SELECT * FROM public.ml_rollup_costs(" + "%s::timestamptz, " * 10 + "%s::text)"
 _REBUILD_ROLLUPS = "SELECT public.ml_rebuild_rollups(%s::timestamptz)"
 _DELETE_OLD_ROLLUPS = (
     "SELECT public.ml_delete_old_rollups(%s::interval, %s::timestamptz, %s::interval)"
@@ -262,8 +264,16 @@ class PostgresSpanRepository(WindowMetricsFromRollups):
         rows = await self._pools.run("count old spans", _fetch(_COUNT_OLD, params))
         return int(rows[0][0])
 
-    async def get_cost_stats(self, window: str, agent_name: str | None = None) -> list[CostSummary]:
+    async def get_cost_stats(
+        self, window: str, agent_name: str | None = None, *, exact: bool = False
+    ) -> list[CostSummary]:
+        """Cost per agent and for the window; from rollups and the trace-cost sketch
+        (`cost_rollups.py`), or from the raw LLM spans with `exact`."""
         resolved = resolve_window(window, self._clock)
+        if not exact:
+            bounds = (*cost_bounds(resolved), check_agent_name(agent_name))
+            rows = await self._pools.run("cost read", _fetch(_ROLLUP_COSTS, bounds))
+            return cost_stats_from_rollups(rows, agent_name)
         params = (_seconds(resolved.length), check_agent_name(agent_name), resolved.end)
         rows = await self._pools.run("cost stats", _fetch(_COST_STATS, params))
         return [cost_from_row(row) for row in rows]

@@ -33,6 +33,7 @@ from src.agents.ml_foundation.observability_connector.models import (
 from src.repositories import _sqlite_rollups as rollup_sql
 from src.repositories import _sqlite_sketches as sketch_sql
 from src.repositories import _sqlite_sql as sql
+from src.repositories import _sqlite_trace_costs as trace_sql
 from src.repositories._arguments import (
     Clock,
     Window,
@@ -60,6 +61,7 @@ from src.repositories._rows import (
     summary_from_row,
     window_summary_from_row,
 )
+from src.repositories.cost_rollups import cost_bounds, cost_stats_from_rollups
 from src.repositories.rollups import (
     BOUND_NAMES,
     DEFAULT_ROLLUP_RETENTION_DAYS,
@@ -84,6 +86,9 @@ across the indexes), and each checkpoint syncs both files: 10,000 took ingestion
 _DATA_ERRORS = (OverflowError, sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError)
 """A value SQLite cannot bind (an int past 2**63: OverflowError; an unsupported type:
 InterfaceError) or a constraint it refuses: `RepositoryDataError`, never retried."""
+
+_BOUND_NAMES = ("start", "minute_from", "hour_from", "hour_to", "minute_to", "end")
+"""`RollupBounds.as_tuple()` order: the SQL parameter names of a split window."""
 
 
 def _window_params(window: Window) -> dict[str, str]:
@@ -316,11 +321,22 @@ class SqliteSpanRepository(WindowMetricsFromRollups):
         )
         return int(count)
 
-    async def get_cost_stats(self, window: str, agent_name: str | None = None) -> list[CostSummary]:
-        params = {
-            **_window_params(resolve_window(window, self._clock)),
-            "agent": check_agent_name(agent_name),
-        }
+    async def get_cost_stats(
+        self, window: str, agent_name: str | None = None, *, exact: bool = False
+    ) -> list[CostSummary]:
+        """Cost per agent and for the window; from rollups and the trace-cost sketch
+        (`cost_rollups.py`), or from the raw LLM spans with `exact`."""
+        resolved = resolve_window(window, self._clock)
+        if not exact:
+            names = (*_BOUND_NAMES, *(f"trace_{n}" for n in _BOUND_NAMES[1:5]))
+            bounds = {n: format_utc(v) for n, v in zip(names, cost_bounds(resolved), strict=True)}
+            bounds["agent"] = check_agent_name(agent_name)
+            rows = await self._run(
+                "cost read",
+                lambda conn: conn.execute(trace_sql.ROLLUP_COSTS, bounds).fetchall(),
+            )
+            return cost_stats_from_rollups(rows, agent_name)
+        params = {**_window_params(resolved), "agent": check_agent_name(agent_name)}
         rows = await self._run(
             "cost stats", lambda conn: conn.execute(sql.COST_STATS, params).fetchall()
         )
@@ -345,7 +361,11 @@ class SqliteSpanRepository(WindowMetricsFromRollups):
         start = None if since is None else format_utc(check_aware("since", since))
 
         def work(conn: sqlite3.Connection) -> int:
-            return self._write(conn, lambda: rollup_sql.rebuild(conn, start))
+            def rebuild() -> int:
+                trace_sql.rebuild(conn, start)
+                return rollup_sql.rebuild(conn, start)
+
+            return self._write(conn, rebuild)
 
         return await self._run("rebuild rollups", work)
 
@@ -373,9 +393,13 @@ class SqliteSpanRepository(WindowMetricsFromRollups):
         cutoff = format_utc(current_time(self._clock) - check_retention(days, batch_size))
 
         def delete_batch(conn: sqlite3.Connection) -> int:
-            return self._write(
-                conn, lambda: conn.execute(sql.DELETE_OLD_BATCH, (cutoff, batch_size)).rowcount
-            )
+            def delete() -> int:
+                deleted = conn.execute(sql.DELETE_OLD_BATCH, (cutoff, batch_size)).rowcount
+                # running trace costs go with the spans (the cost sketch stays, a rollup)
+                conn.execute(trace_sql.DELETE_OLD_TRACE_COSTS, (cutoff,))
+                return deleted
+
+            return self._write(conn, delete)
 
         total = 0
         while True:  # one short transaction per batch, so writers interleave with retention

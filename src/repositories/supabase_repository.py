@@ -76,6 +76,11 @@ from src.repositories._rows import (
     summary_from_row,
     window_summary_from_row,
 )
+from src.repositories.cost_rollups import (
+    COST_BOUND_NAMES,
+    cost_bounds,
+    cost_stats_from_rollups,
+)
 from src.repositories.rollups import (
     BOUND_NAMES,
     DEFAULT_ROLLUP_RETENTION_DAYS,
@@ -120,6 +125,9 @@ ROLLUP_WINDOW_FUNCTION = "ml_rollup_window"
 REBUILD_FUNCTION = "ml_rebuild_rollups"
 ROLLUP_RETENTION_FUNCTION = "ml_delete_old_rollups"
 _BOUND_ARGS = tuple(f"p_{name}" for name in BOUND_NAMES)
+ROLLUP_COSTS_FUNCTION = "ml_rollup_costs"
+ROLLUP_COST_COLUMNS = ("agent_name", "llm_model", "cost_usd", "priced_calls", "llm_calls")
+ROLLUP_COST_COLUMNS += ("bucket", "traces")
 
 
 class SupabaseSpanRepository(WindowMetricsFromRollups):
@@ -313,7 +321,25 @@ class SupabaseSpanRepository(WindowMetricsFromRollups):
         )
         return int(response.data or 0)
 
-    async def get_cost_stats(self, window: str, agent_name: str | None = None) -> list[CostSummary]:
+    async def get_cost_stats(
+        self, window: str, agent_name: str | None = None, *, exact: bool = False
+    ) -> list[CostSummary]:
+        """Cost per agent and for the window; from rollups and the trace-cost sketch
+        (`cost_rollups.py`, one `rpc` call), or from the raw LLM spans with `exact`."""
+        if not exact:
+            bounds = cost_bounds(resolve_window(window, self._clock))
+            rollup_args: dict[str, Any] = {
+                f"p_{name}": bound.isoformat()
+                for name, bound in zip(COST_BOUND_NAMES, bounds, strict=True)
+            }
+            rollup_args["p_agent"] = check_agent_name(agent_name)
+            rolled = await self._run(
+                f"call {ROLLUP_COSTS_FUNCTION}",
+                lambda c: c.rpc(ROLLUP_COSTS_FUNCTION, rollup_args).execute(),
+            )
+            return cost_stats_from_rollups(
+                ([row[c] for c in ROLLUP_COST_COLUMNS] for row in rolled.data), agent_name
+            )
         args = self._stats_args(window, agent_name)
         response = await self._run(
             f"call {COST_FUNCTION}", lambda c: c.rpc(COST_FUNCTION, args).execute()

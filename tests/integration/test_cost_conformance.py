@@ -2,7 +2,8 @@
 
 Same fixtures as the repository conformance suite; expected values are computed here from the
 same spans: sums over priced `llm` spans, percentiles of per-trace sums with
-`statistics.quantiles(..., method="inclusive")` (PostgreSQL's percentile_cont). PostgreSQL sums
+`statistics.quantiles(..., method="inclusive")` (PostgreSQL's percentile_cont), against
+`exact=True` (the default reads rollups and a cost sketch: test_trace_costs.py). PostgreSQL sums
 `numeric` exactly, SQLite sums floats: totals agree to 1e-12 relative, not bit for bit.
 """
 
@@ -157,7 +158,7 @@ async def test_get_cost_stats__random_data__per_agent_and_window_match(repositor
     await repository.insert_spans_batch(spans)
 
     for window, hours in (("24h", 24), ("7d", 24 * 7)):
-        got = await repository.get_cost_stats(window)
+        got = await repository.get_cost_stats(window, exact=True)
         want = expected_costs(spans, hours)
         assert [c.agent_name for c in got] == [None, *sorted(a for a in want if a)]
         for row in got:
@@ -170,12 +171,13 @@ async def test_get_cost_stats__agent_filter_and_empty_window__that_agent_or_noth
     spans = cost_spans(seed=3)
     await repository.insert_spans_batch(spans)
 
-    got = await repository.get_cost_stats("7d", agent_name="planner")
+    got = await repository.get_cost_stats("7d", agent_name="planner", exact=True)
     want = expected_costs([s for s in spans if s.agent_name == "planner"], 24 * 7)
     assert [c.agent_name for c in got] == [None, "planner"]
     assert_cost_close(got[1], want["planner"])
     assert_cost_close(got[0], want["planner"].model_copy(update={"agent_name": None}))
     clock.now = NOW + timedelta(days=30)
+    assert await repository.get_cost_stats("1h", exact=True) == []
     assert await repository.get_cost_stats("1h") == []
 
 
@@ -234,6 +236,7 @@ async def test_cost_totals__sqlite_postgres_supabase__agree_by_agent_and_model(r
         results[name] = (
             await repo.get_cost_breakdown("7d", by="agent"),
             await repo.get_cost_breakdown("7d", by="model"),
+            await repo.get_cost_stats("7d", exact=True),
             await repo.get_cost_stats("7d"),
         )
         await repo.close()
@@ -244,8 +247,9 @@ async def test_cost_totals__sqlite_postgres_supabase__agree_by_agent_and_model(r
             for a, b in zip(mine, theirs, strict=True):
                 assert a.model_dump(exclude={"cost_usd"}) == b.model_dump(exclude={"cost_usd"})
                 assert a.cost_usd == pytest.approx(b.cost_usd, rel=REL)
-        for a, b in zip(sqlite_result[2], other[2], strict=True):
-            assert_cost_close(a, b)
+        for mine, theirs in zip(sqlite_result[2:], other[2:], strict=True):
+            for a, b in zip(mine, theirs, strict=True):
+                assert_cost_close(a, b)  # the sketch too: same buckets on every backend
 
 
 async def test_sqlite_setup__table_from_before_the_cost_columns__migrated_in_place(tmp_path):

@@ -94,7 +94,9 @@ class Matches:
 
 
 ROLLUP_PERCENTILES = ("p50_ms", "p95_ms", "p99_ms", "p95_latency_ms")
-"""Metrics come from rollups by default: these within 1% of percentile_cont (issue 15)."""
+ROLLUP_PERCENTILES += ("cost_per_trace_p50", "cost_per_trace_p95")
+"""Metrics come from rollups and the cost sketch by default: these within 1% of
+percentile_cont (issue 15)."""
 
 
 def approx_tree(value: Any, key: str | None = None) -> Any:

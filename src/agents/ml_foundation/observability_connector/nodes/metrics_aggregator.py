@@ -96,7 +96,7 @@ class MetricsService:
         if one_read is not None:  # stats and summary from one rollup read
             both, costs = await asyncio.gather(
                 one_read(window, agent_name),
-                self._cost_stats(window, agent_name),
+                self._cost_stats(window, agent_name, raw),
                 return_exceptions=True,  # all settle: no orphaned failure logged later
             )
             _raise_first(both, costs)
@@ -105,7 +105,7 @@ class MetricsService:
             stats, summary, costs = await asyncio.gather(
                 self.repository.get_latency_stats(window, agent_name, **raw),
                 self.repository.get_window_summary(window, agent_name, **raw),
-                self._cost_stats(window, agent_name),
+                self._cost_stats(window, agent_name, raw),
                 return_exceptions=True,
             )
             _raise_first(stats, summary, costs)
@@ -116,10 +116,13 @@ class MetricsService:
             self.cache.set(window, agent_name, metrics)
         return metrics
 
-    async def _cost_stats(self, window: str, agent_name: str | None) -> list[CostSummary] | None:
-        """The repository's cost rows; None for a store without cost statistics."""
+    async def _cost_stats(
+        self, window: str, agent_name: str | None, raw: dict[str, bool]
+    ) -> list[CostSummary] | None:
+        """The repository's cost rows (from raw spans with `raw` = {"exact": True}); None for
+        a store without cost statistics."""
         cost_stats = getattr(self.repository, "get_cost_stats", None)
-        return None if cost_stats is None else await cost_stats(window, agent_name)
+        return None if cost_stats is None else await cost_stats(window, agent_name, **raw)
 
     async def get_latency_stats(
         self, window: str = DEFAULT_WINDOW, agent_name: str | None = None, *, exact: bool = False
