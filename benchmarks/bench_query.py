@@ -11,8 +11,8 @@ Then, alternating so drift hits all alike:
 - exact: `MetricsService.get_quality_metrics(exact=True)`, everything from the raw spans;
 - cold: the same call from rollups, with the metrics cache invalidated before each call (the
   database's own buffers are warm, as in production); and the rollup-backed repository reads
-  alone (`get_latency_stats` + `get_window_summary`: the per-trace cost percentiles of
-  `get_cost_stats` still read raw LLM spans, see the notes);
+  alone (`get_latency_stats` + `get_window_summary`), and `get_cost_stats` alone (totals from
+  rollups, cost per trace from the cost sketch: checked within 1% of the exact one);
 - cached: the same call answered by the in-memory metrics cache.
 
 Exact p50 must equal the bare query's, and the rollups' p50/p95/p99 must be within 1% of it
@@ -37,6 +37,7 @@ import psycopg
 
 from src.agents.ml_foundation.observability_connector.cache import InMemoryMetricsCache
 from src.agents.ml_foundation.observability_connector.config import CacheSettings
+from src.agents.ml_foundation.observability_connector.cost_models import CostSummary
 from src.agents.ml_foundation.observability_connector.models import LatencyStats
 from src.agents.ml_foundation.observability_connector.nodes.metrics_aggregator import (
     MetricsService,
@@ -206,7 +207,11 @@ class Timings:
     reads: list[float] = field(default_factory=list)
     one_read: list[float] = field(default_factory=list)
     """`get_window_metrics`: both of `reads` from one rollup read (what MetricsService asks)."""
+    cost: list[float] = field(default_factory=list)
+    """`get_cost_stats` alone (rollups + cost sketch), which the cold call runs beside it."""
     cached: list[float] = field(default_factory=list)
+    worst_cost_error: float = 0.0
+    """Largest relative error of a sketch cost-per-trace p50/p95 against the exact one."""
     worst_error: float = 0.0
     """Largest relative error of a rollup p50/p95/p99 against percentile_cont."""
 
@@ -229,6 +234,10 @@ async def _measure(
         _check_exact({s.agent_name: s.p50_ms for s in exact}, truth)
         rolled = await service.get_latency_stats(WINDOW)
         timings.worst_error = _check_rollups(rolled, truth)
+        timings.worst_cost_error = _check_costs(
+            await repository.get_cost_stats(WINDOW),
+            await repository.get_cost_stats(WINDOW, exact=True),
+        )
         for _ in range(reps):
             timings.bare.append(await _timed(bare))
             timings.exact.append(
@@ -238,6 +247,7 @@ async def _measure(
             timings.cold.append(await _timed(lambda: service.get_quality_metrics(WINDOW)))
             timings.reads.append(await _timed(rollup_reads))
             timings.one_read.append(await _timed(lambda: repository.get_window_metrics(WINDOW)))
+            timings.cost.append(await _timed(lambda: repository.get_cost_stats(WINDOW)))
         timings.cached = [
             await _timed(lambda: service.get_quality_metrics(WINDOW)) for _ in range(cached_reps)
         ]
@@ -267,6 +277,30 @@ def _check_rollups(rolled: list[LatencyStats], bare: Percentiles) -> float:
             worst = max(worst, abs(ours - truth) / truth)
     if worst > ACCURACY:
         raise RuntimeError(f"rollup percentiles off by {worst:.3%} (> {ACCURACY:.0%})")
+    return worst
+
+
+def _check_costs(rolled: list[CostSummary], exact: list[CostSummary]) -> float:
+    """The worst relative error of the sketch's cost per trace p50/p95 (RuntimeError past
+    ACCURACY, or if the totals differ): a trace straddling the window's start may count
+    differently, a handful among tens of thousands, so the percentiles barely move."""
+    if [c.agent_name for c in rolled] != [c.agent_name for c in exact]:
+        raise RuntimeError("rollup cost rows name other agents than the exact ones")
+    worst = 0.0
+    for ours, truth in zip(rolled, exact, strict=True):
+        if ours.priced_llm_calls != truth.priced_llm_calls or not math.isclose(
+            ours.cost_usd, truth.cost_usd, rel_tol=1e-9
+        ):
+            raise RuntimeError(f"rollup cost totals differ for {ours.agent_name}")
+        for got, want in (
+            (ours.cost_per_trace_p50, truth.cost_per_trace_p50),
+            (ours.cost_per_trace_p95, truth.cost_per_trace_p95),
+        ):
+            if got is None or want is None:
+                raise RuntimeError(f"no cost per trace for {ours.agent_name}")
+            worst = max(worst, abs(got - want) / want)
+    if worst > ACCURACY:
+        raise RuntimeError(f"cost per trace percentiles off by {worst:.3%} (> {ACCURACY:.0%})")
     return worst
 
 
@@ -303,8 +337,9 @@ def run_query_benchmarks(
             continue
         seconds, rebuild = seed()
         t = asyncio.run(_measure(repository(), bare(), reps, cached_reps))
-        bare_ms, exact_ms, cold_ms, reads_ms, one_read_ms, cached_ms = (
-            percentile(v, 50) for v in (t.bare, t.exact, t.cold, t.reads, t.one_read, t.cached)
+        bare_ms, exact_ms, cold_ms, reads_ms, one_read_ms, cost_ms, cached_ms = (
+            percentile(v, 50)
+            for v in (t.bare, t.exact, t.cold, t.reads, t.one_read, t.cost, t.cached)
         )
         window_note = f"~{n // 7:,} spans in the 24h window; seeded in {seconds:.0f} s" + (
             f" + rollup rebuild {rebuild:.1f} s" if rebuild else " (rollups by the trigger)"
@@ -323,8 +358,9 @@ def run_query_benchmarks(
                 notes=f"median of {reps}; from rollups + raw edges; p50/p95/p99 worst error "
                 f"{t.worst_error:.3%} vs percentile_cont; rollup reads alone (latency stats + "
                 f"window summary) {reads_ms:.2f} ms, as one read (get_window_metrics, what the "
-                f"cold call does) {one_read_ms:.2f} ms; the rest is get_cost_stats' raw per-trace "
-                f"cost; {window_note}",
+                f"cold call does) {one_read_ms:.2f} ms; get_cost_stats (rollups + cost sketch, "
+                f"beside it) {cost_ms:.2f} ms, cost per trace p50/p95 worst error "
+                f"{t.worst_cost_error:.3%}; {window_note}",
             ),
             BenchResult(
                 name="metrics query 24h: exact (raw spans)",
@@ -355,6 +391,7 @@ def run_query_benchmarks(
         print(
             f"  query/{backend}: bare {bare_ms:.1f} ms, exact {exact_ms:.1f} ms, cold (rollups) "
             f"{cold_ms:.1f} ms, rollup reads {reads_ms:.2f} ms (one read {one_read_ms:.2f} ms), "
+            f"cost stats {cost_ms:.2f} ms (p50/p95 worst error {t.worst_cost_error:.3%}), "
             f"cached {cached_ms:.3f} ms, "
             f"worst percentile error {t.worst_error:.3%}",
             flush=True,

@@ -78,6 +78,9 @@ def make_spans(n: int, *, seed: int = 7, start: datetime = NOW) -> list[Observab
                 llm_model="gpt-4o-mini" if llm else None,
                 input_tokens=100 + i % 50 if llm else None,
                 output_tokens=20 + i % 10 if llm else None,
+                # priced as the worker prices gpt-4o-mini (seed_rows' formula), so the trace
+                # costs and cost sketch written with each batch are part of what is measured
+                cost_usd=((100 + i % 50) * 0.15 + (20 + i % 10) * 0.6) / 1e6 if llm else None,
             )
         )
     return spans

@@ -72,6 +72,7 @@ async def test_setup__fresh_file__wal_mode_and_user_version_is_the_migration_cou
         "idx_ml_obs_spans_agent_name",
         "idx_ml_obs_spans_status",
         "idx_ml_obs_spans_agent_start",
+        "idx_ml_obs_trace_costs_slot",  # trace costs go with span retention, by slot
     }
 
 
