@@ -205,7 +205,7 @@ async def test_sqlite_migration__file_from_before_trace_costs__filled_on_setup(t
     with sqlite3.connect(path) as conn:  # as a file written before the trace costs looks
         conn.execute("DROP TABLE ml_observability_trace_costs")
         conn.execute("DROP TABLE ml_observability_trace_cost_buckets")
-        conn.execute("PRAGMA user_version = 3")
+        conn.execute("PRAGMA user_version = 4")
 
     again = SqliteSpanRepository(path, clock=clock)
     await again.setup()
