@@ -186,11 +186,10 @@ class PostgresSpanRepository(WindowMetricsFromRollups):
         return await self._pools.run("insert span", insert)
 
     async def insert_spans_batch(self, spans: Sequence[ObservabilitySpan]) -> int:
-        rows = [span_to_postgres_row(span) for span in spans]
-        if not rows:
+        if not spans:
             return 0
-
-        return await self._pools.run("insert batch", lambda conn: write_batch(conn, rows))
+        # converted inside the COPY, row by row (see `_postgres_batch`)
+        return await self._pools.run("insert batch", lambda conn: write_batch(conn, spans))
 
     async def get_spans_by_time_window(
         self,
