@@ -111,6 +111,14 @@ def test_scale_on_paper__small_run__prints_each_figure_behind_the_section() -> N
         assert re.search(pattern, out), (name, out)
 
 
+def test_ingest_profile__small_sqlite_run__every_phase_timed_next_to_the_floor() -> None:
+    """The replay checks itself (every span stored and rolled up, or it raises)."""
+    out = _run_module("benchmarks.ingest_profile", "1200", "500", "sqlite")
+    assert re.search(r"^sqlite, batches of 500: floor [\d.]+ s \([\d.]+ us/span\)", out, re.M), out
+    for phase in ("convert", "insert", "rollups", "commit"):
+        assert re.search(rf"^  {phase} +[\d.]+ s +[\d.]+ us/span \(first quarter", out, re.M), out
+
+
 def test_flat_out__one_second__every_call_accounted_for_in_the_counters_and_sqlite() -> None:
     out = _run_module("benchmarks.flat_out", "1")
     calls = re.search(r"^([\d,]+) LLM calls in [\d.]+ s .*flush\(\) -> True$", out, re.M)
