@@ -63,10 +63,17 @@ def sqlite_phases(path: Path, spans: list[Any], batch: int) -> Phases:
             )
             conn.execute("BEGIN IMMEDIATE")
             (before,) = conn.execute(rollup_sql.MAX_ROWID).fetchone()
-            _timed(
-                phases, "insert", lambda rows=rows: conn.executemany(_sqlite_sql.INSERT_SPAN, rows)
+            inserted = _timed(
+                phases,
+                "insert",
+                lambda rows=rows: conn.executemany(_sqlite_sql.INSERT_SPAN, rows).rowcount,
             )
-            _timed(phases, "rollups", lambda before=before: rollup_sql.add_new_rows(conn, before))
+            every_row = rows if inserted == len(rows) else None  # as the repository does
+            _timed(
+                phases,
+                "rollups",
+                lambda before=before, every=every_row: rollup_sql.add_new_rows(conn, before, every),
+            )
             _timed(phases, "commit", lambda: conn.execute("COMMIT"))
         (stored,) = conn.execute(f"SELECT count(*) FROM {TABLE_NAME}").fetchone()
         (rolled,) = conn.execute(

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import math
 import sqlite3
+from collections.abc import Sequence
+from typing import Any
 
+from src.repositories import _sqlite_batch_sketches as batch_sketches
 from src.repositories import _sqlite_sketches as sketches
 from src.repositories import _sqlite_trace_costs as trace_costs
 from src.repositories.rollups import HOUR, LOG_GAMMA, MINUTE, ZERO_BUCKET
@@ -145,11 +148,17 @@ _ADD_NEW = (_add_totals(_NEW_ROWS), sketches.ADD_NEW)
 _ADD_SINCE = _add_totals("s.start_time >= ?")
 
 
-def add_new_rows(conn: sqlite3.Connection, rowid_before: int) -> None:
+def add_new_rows(
+    conn: sqlite3.Connection, rowid_before: int, rows: Sequence[Sequence[Any]] | None = None
+) -> None:
     """Add the span rows with rowid > `rowid_before` (this transaction's) to the rollups and
-    the trace costs."""
-    for statement in _ADD_NEW:
-        conn.execute(statement, (rowid_before,))
+    the trace costs. `rows`: those rows in insertion order, when the insert stored every row
+    of the batch (the latency sketches are then built from them in Python, same result)."""
+    conn.execute(_ADD_NEW[0], (rowid_before,))
+    if rows is not None and batch_sketches.USABLE:
+        batch_sketches.add_batch(conn, rows)
+    else:
+        conn.execute(_ADD_NEW[1], (rowid_before,))
     trace_costs.add_new_rows(conn, rowid_before)
 
 

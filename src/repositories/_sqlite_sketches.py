@@ -23,6 +23,7 @@ __all__ = [
     "OLD_BUCKETS_TABLE",
     "ROLLUP_WINDOW",
     "SKETCHES_TABLE",
+    "UPSERT_ROWS",
     "add_sketches",
     "register",
 ]
@@ -97,18 +98,26 @@ def _upsert(groups: str, periods: dict[int, str]) -> str:
         " GROUP BY 2, 3"
         for period, source in periods.items()
     )
-    updates = ", ".join(f"{c} = {c} + excluded.{c}" for c in _SUMMED)
     return f"""
 WITH g AS MATERIALIZED ({groups})
-INSERT INTO {SKETCHES_TABLE} (
-    period_s, slot, agent_name, agent_tier, {", ".join(_SUMMED[:5])}, duration_max,
-    {", ".join(_SUMMED[5:])}, low, high, packed)
+{_INSERT}
 SELECT * FROM ({tiers}) WHERE true
-ON CONFLICT (period_s, slot, agent_name) DO UPDATE SET
-    agent_tier = {_greatest("agent_tier")}, duration_max = {_greatest("duration_max")}, {updates},
+{_ON_CONFLICT}"""
+
+
+_INSERT = f"""INSERT INTO {SKETCHES_TABLE} (
+    period_s, slot, agent_name, agent_tier, {", ".join(_SUMMED[:5])}, duration_max,
+    {", ".join(_SUMMED[5:])}, low, high, packed)"""
+_ON_CONFLICT = f"""ON CONFLICT (period_s, slot, agent_name) DO UPDATE SET
+    agent_tier = {_greatest("agent_tier")}, duration_max = {_greatest("duration_max")},
+    {", ".join(f"{c} = {c} + excluded.{c}" for c in _SUMMED)},
     packed = ml_sketch_add(low, high, packed, excluded.low, excluded.high, excluded.packed),
     low = {_least("low")}, high = {_greatest("high")}
 """
+UPSERT_ROWS = f"{_INSERT} VALUES ({', '.join('?' * 18)})\n{_ON_CONFLICT}"
+"""One sketch row (table order: period_s, slot, agent_name, agent_tier, the summed columns
+with duration_max after duration_sum, low, high, packed) added like `ADD_NEW`'s rows, for
+`executemany` (`_sqlite_batch_sketches.py`)."""
 
 
 def _span_groups(where: str) -> str:

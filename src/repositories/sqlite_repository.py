@@ -226,7 +226,8 @@ class SqliteSpanRepository(WindowMetricsFromRollups):
                 (before,) = conn.execute(rollup_sql.MAX_ROWID).fetchone()
                 inserted = conn.executemany(sql.INSERT_SPAN, rows).rowcount
                 if inserted:  # rollups of the rows really inserted, same transaction
-                    rollup_sql.add_new_rows(conn, before)
+                    every_row = rows if inserted == len(rows) else None
+                    rollup_sql.add_new_rows(conn, before, every_row)
                 return inserted
 
             return self._write(conn, write)
