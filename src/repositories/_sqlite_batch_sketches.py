@@ -8,7 +8,7 @@ insert. The rows are already in Python, so one pass builds the same groups, a se
 ~70 tier rows, and `executemany` upserts them (merged with stored sketches by `ml_sketch_add`
 as before).
 
-The rows written are IDENTICAL to the SQL path's (tests/unit/test_sqlite_batch_sketches.py):
+The rows written are IDENTICAL to the SQL path's (tests/integration/test_sqlite_batch_sketches.py):
 same bucket formula (`sketch.bucket_of`: C `log`, like SQLite's `ln`), and `duration_sum`
 added in SQLite's order (3.40: plain double addition; per group in rowid order, then each
 tier over the groups sorted by minute, agent and bucket, NULL first). Newer SQLite (3.43+)
