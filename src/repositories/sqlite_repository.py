@@ -61,7 +61,11 @@ from src.repositories._rows import (
     summary_from_row,
     window_summary_from_row,
 )
-from src.repositories.cost_rollups import cost_bounds, cost_stats_from_rollups
+from src.repositories.cost_rollups import (
+    COST_BOUND_NAMES,
+    cost_bounds,
+    cost_stats_from_rollups,
+)
 from src.repositories.rollups import (
     BOUND_NAMES,
     DEFAULT_ROLLUP_RETENTION_DAYS,
@@ -86,9 +90,6 @@ across the indexes), and each checkpoint syncs both files: 10,000 took ingestion
 _DATA_ERRORS = (OverflowError, sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError)
 """A value SQLite cannot bind (an int past 2**63: OverflowError; an unsupported type:
 InterfaceError) or a constraint it refuses: `RepositoryDataError`, never retried."""
-
-_BOUND_NAMES = ("start", "minute_from", "hour_from", "hour_to", "minute_to", "end")
-"""`RollupBounds.as_tuple()` order: the SQL parameter names of a split window."""
 
 
 def _window_params(window: Window) -> dict[str, str]:
@@ -329,8 +330,10 @@ class SqliteSpanRepository(WindowMetricsFromRollups):
         (`cost_rollups.py`), or from the raw LLM spans with `exact`."""
         resolved = resolve_window(window, self._clock)
         if not exact:
-            names = (*_BOUND_NAMES, *(f"trace_{n}" for n in _BOUND_NAMES[1:5]))
-            bounds = {n: format_utc(v) for n, v in zip(names, cost_bounds(resolved), strict=True)}
+            bounds = {
+                n: format_utc(v)
+                for n, v in zip(COST_BOUND_NAMES, cost_bounds(resolved), strict=True)
+            }
             bounds["agent"] = check_agent_name(agent_name)
             rows = await self._run(
                 "cost read",

@@ -126,7 +126,6 @@ class BatchProcessor:
         # Hold mark / spill mark: see the module docstring for why these two.
         self._hold_at = max(1, min(self._backlog_batch, queue // 2))
         self._spill_base = max(self._hold_at, queue - max(self._full_batch, queue // 5))
-        self._spill_at = self._spill_base  # lowered while a big batch is held: _hold()
         self._max_queue = queue
         self._closed = False
         self._close_result = True
@@ -144,7 +143,7 @@ class BatchProcessor:
         self._worker: threading.Thread | None = None
         self._halted = False  # close() gave up waiting: the worker stops where it is
         self._held: Batch | None = None  # popped, owed to the busy lanes in _held_for
-        self._spill_at = self._spill_base
+        self._spill_at = self._spill_base  # lowered while a big batch is held: _hold()
         self._held_for: list[SinkLane] = []
         self._held_backlog = False  # popped at the hold mark while a lane was busy
         self._queue: deque[tuple[int, ObservabilitySpan]] = deque()
