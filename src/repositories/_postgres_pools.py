@@ -11,6 +11,8 @@ callers on any loop await the result. Cancelling the caller cancels the operatio
 belongs to the loop that opened it: a forked child (which gets a fresh loop) opens its own and
 leaves the parent's untouched, since finishing it would end the parent's sessions.
 
+Connections are in autocommit mode: a read is one statement (its own snapshot and transaction),
+so it costs one round trip; a write opens its transaction with `conn.transaction()`.
 Connections are not checked at checkout (that cost a round trip per batch); an operation whose
 connection turns out broken (the server restarted, a proxy dropped an idle session) runs again
 on another connection, which is what the check did, paid only when it happens.
@@ -198,6 +200,10 @@ class PoolRunner:
             kwargs={
                 "connect_timeout": max(2, math.ceil(self._timeout)),
                 "application_name": "e2i-observability",
+                # A read is one statement, its own transaction: without autocommit psycopg
+                # sent BEGIN before it and the pool's exit a COMMIT after it, two more round
+                # trips per read. Writes open theirs with `conn.transaction()` as before.
+                "autocommit": True,
             },
             # No check per checkout (a round trip per batch): `_on_connection` retries once
             # on another connection when the one handed out turns out broken.

@@ -334,10 +334,10 @@ def _seconds(length: timedelta) -> str:
 
 
 def _fetch(query: str, params: Any) -> Callable[[Connection], Awaitable[list[Any]]]:
-    """Run one statement in its own transaction and return all its rows."""
+    """Run one statement and return all its rows: the pool's connections are in autocommit
+    mode, so the statement is its own transaction (one round trip, no BEGIN / COMMIT)."""
 
     async def fetch(conn: Connection) -> list[Any]:
-        async with conn.transaction():
-            return await (await conn.execute(query, params)).fetchall()
+        return await (await conn.execute(query, params)).fetchall()
 
     return fetch

@@ -86,8 +86,9 @@ TOTAL_COLUMNS = (
 )
 FRAGMENT_COLUMNS = (*TOTAL_COLUMNS, "zero_count", "low", "high", "packed")
 """A row of a window read: one sketch row (slot and agent), or one (agent, bucket) group of
-raw edge spans (`packed` the count of its bucket `low` = `high`; durations of 0 ms in
-`zero_count`, with no `low`). The per-agent window is their sum."""
+raw edge spans (`packed` the count of its bucket `low` = `high`, packed, or as a plain integer
+from SQLite, which has no function to pack it and need not call a Python one per group;
+durations of 0 ms in `zero_count`, with no `low`). The per-agent window is their sum."""
 _NARROW_SUM = 1 << 32
 """Below this many durations, packed counts add up in 32-bit digits (see `sketch.Histogram`)."""
 
@@ -186,35 +187,36 @@ class _AgentWindow:
 
 
 def _by_agent(rows: Iterable[Sequence[Any]]) -> dict[str, _AgentWindow]:
-    agents: dict[str, _AgentWindow] = {}
+    """The rows added up per agent. The rows are grouped first and each column summed with
+    `sum` / `max` over the group (in C): a 24 h window has ~500 rows of 16 columns, and a
+    Python statement per value was about half of the merge's time."""
+    groups: dict[str, list[Sequence[Any]]] = {}
     for row in rows:
-        (agent, tier, spans, errors, completed, durations, duration_sum, duration_max,
-         llm_calls, input_tokens, output_tokens, total_tokens, zeros, low, high,
-         packed) = row  # fmt: skip
-        window = agents.get(agent)
-        if window is None:
-            window = agents[agent] = _AgentWindow()
-        if tier is not None and (window.agent_tier is None or tier > window.agent_tier):
-            window.agent_tier = int(tier)
-        window.span_count += int(spans)
-        window.error_count += int(errors)
-        window.completed_count += int(completed)
-        window.duration_count += int(durations)
-        window.duration_sum += float(duration_sum)
-        if duration_max is not None and (
-            window.duration_max is None or float(duration_max) > window.duration_max
-        ):
-            window.duration_max = float(duration_max)
-        window.llm_calls += int(llm_calls)
-        window.input_tokens += int(input_tokens)
-        window.output_tokens += int(output_tokens)
-        window.total_tokens += int(total_tokens)
-        window.histogram.add(
-            int(zeros),
-            None if low is None else int(low),
-            None if high is None else int(high),
-            packed,
-        )
+        group = groups.get(row[0])
+        if group is None:
+            groups[row[0]] = [row]
+        else:
+            group.append(row)
+    agents: dict[str, _AgentWindow] = {}
+    for agent, group in groups.items():
+        (_, tiers, spans, errors, completed, durations, duration_sums, duration_maxima,
+         llm_calls, input_tokens, output_tokens, total_tokens, zeros, lows, highs,
+         packed) = zip(*group, strict=True)  # fmt: skip
+        window = agents[agent] = _AgentWindow()
+        tier = max((t for t in tiers if t is not None), default=None)
+        window.agent_tier = None if tier is None else int(tier)
+        window.span_count = int(sum(spans))
+        window.error_count = int(sum(errors))
+        window.completed_count = int(sum(completed))
+        window.duration_count = int(sum(durations))
+        window.duration_sum = float(sum(duration_sums, 0.0))
+        duration_max = max((d for d in duration_maxima if d is not None), default=None)
+        window.duration_max = None if duration_max is None else float(duration_max)
+        window.llm_calls = int(sum(llm_calls))
+        window.input_tokens = int(sum(input_tokens))
+        window.output_tokens = int(sum(output_tokens))
+        window.total_tokens = int(sum(total_tokens))
+        window.histogram.add_many(int(sum(zeros)), lows, highs, packed)
     return agents
 
 

@@ -150,6 +150,26 @@ class Histogram:
             self._parts.append((low, high, packed))
             self._sum = None
 
+    def add_many(
+        self,
+        zeros: int,
+        lows: Sequence[int | None],
+        highs: Sequence[int | None],
+        packed: Sequence[bytes | int | None],
+    ) -> None:
+        """`add` for many fragments at once (their zero counts already summed). A fragment's
+        `packed` may also be a plain count (one bucket, `low` = `high`: a raw edge group
+        as SQLite returns it)."""
+        self.zeros += zeros
+        parts = [
+            (low, high, data if data.__class__ is not int else pack([data]))
+            for low, high, data in zip(lows, highs, packed, strict=True)
+            if low is not None and high is not None and data
+        ]
+        if parts:
+            self._parts.extend(parts)
+            self._sum = None
+
     @classmethod
     def combine(cls, histograms: Sequence[Histogram], *, narrow: bool) -> Histogram:
         """One histogram holding the counts of all of `histograms` (their sums added up)."""
@@ -171,11 +191,16 @@ class Histogram:
         narrow = narrow and all(len(d) == (h - lo + 1) * _NARROW for lo, h, d in self._parts)
         bits = 32 if narrow else 64
         high = max(h for _, h, _ in self._parts)
-        total = 0
-        for first, last, data in self._parts:
-            if not narrow and len(data) == (last - first + 1) * _NARROW:
-                data = _big_endian_words(array("q", unpack(data, last - first + 1)).tobytes())
-            total += int.from_bytes(data, "big") << (bits * (high - last))
+        if narrow:  # the usual case: one shift and addition per fragment
+            total = sum(
+                int.from_bytes(data, "big") << (32 * (high - last)) for _, last, data in self._parts
+            )
+        else:
+            total = 0
+            for first, last, data in self._parts:
+                if len(data) == (last - first + 1) * _NARROW:
+                    data = _big_endian_words(array("q", unpack(data, last - first + 1)).tobytes())
+                total += int.from_bytes(data, "big") << (64 * (high - last))
         self._sum = (min(lo for lo, _, _ in self._parts), high, bits, total)
         return self._sum
 

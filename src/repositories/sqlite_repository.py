@@ -2,7 +2,10 @@
 
 One connection, guarded by a lock, serves every thread and event loop; each coroutine runs its
 blocking SQLite work in a worker thread (`asyncio.to_thread`), so the agent's event loop never
-waits on disk. The file and its parent directory are created on first use, not at construction.
+waits on disk. The rollup window read has a second connection (its own lock) on a file, so a
+cold metrics call runs it beside the cost read instead of after it (SQLite works outside the
+GIL; in WAL mode a reader neither waits for nor blocks the writer). The file and its parent
+directory are created on first use, not at construction.
 `setup()` applies the append-only migrations in `_sqlite_sql.MIGRATIONS`, tracked by
 `PRAGMA user_version`. Percentiles are computed inside SQLite (see `_sqlite_sql`).
 """
@@ -118,6 +121,10 @@ class SqliteSpanRepository(WindowMetricsFromRollups):
         self._clock = clock or utc_now
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._read_lock = threading.Lock()
+        self._reader: sqlite3.Connection | None = None
+        """The window read's connection (None until used; never for ":memory:", which is
+        private to its connection)."""
         self._closed = False
 
     @property
@@ -161,13 +168,31 @@ class SqliteSpanRepository(WindowMetricsFromRollups):
                 time.sleep(0.01)
 
     def _call(self, operation: str, work: Callable[[sqlite3.Connection], T]) -> T:
-        with self._lock:
+        return self._on_connection(self._lock, "_conn", operation, work)
+
+    def _call_reader(self, operation: str, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`_call` on the reader connection (one statement: its own read transaction)."""
+        if self._path == MEMORY:
+            return self._call(operation, work)
+        return self._on_connection(self._read_lock, "_reader", operation, work)
+
+    def _on_connection(
+        self,
+        lock: threading.Lock,
+        slot: str,
+        operation: str,
+        work: Callable[[sqlite3.Connection], T],
+    ) -> T:
+        """`work` on the connection in attribute `slot` (opened on first use), under `lock`."""
+        with lock:
             if self._closed:
                 raise RepositoryError(f"sqlite {operation}: the repository is closed")
             try:
-                if self._conn is None:
-                    self._conn = self._connect()
-                return work(self._conn)
+                conn = getattr(self, slot)
+                if conn is None:
+                    conn = self._connect()
+                    setattr(self, slot, conn)
+                return work(conn)
             except _DATA_ERRORS as exc:  # the values themselves: retrying cannot help
                 raise RepositoryDataError(f"sqlite {operation} on {self._path}: {exc}") from exc
             except (sqlite3.Error, OSError) as exc:  # OSError: the directory cannot be made
@@ -178,6 +203,9 @@ class SqliteSpanRepository(WindowMetricsFromRollups):
 
     async def _run(self, operation: str, work: Callable[[sqlite3.Connection], T]) -> T:
         return await asyncio.to_thread(self._call, operation, work)
+
+    async def _read(self, operation: str, work: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.to_thread(self._call_reader, operation, work)
 
     @staticmethod
     def _write(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
@@ -279,7 +307,7 @@ class SqliteSpanRepository(WindowMetricsFromRollups):
             for name, value in zip(BOUND_NAMES, split_window(resolved).as_tuple(), strict=True)
         }
         params["agent"] = check_agent_name(agent_name)
-        rows = await self._run(
+        rows = await self._read(
             "rollup read", lambda conn: conn.execute(sketch_sql.ROLLUP_WINDOW, params).fetchall()
         )
         return rows, resolved
@@ -417,7 +445,10 @@ class SqliteSpanRepository(WindowMetricsFromRollups):
             with self._lock:
                 self._closed = True
                 conn, self._conn = self._conn, None
-            if conn is not None:
-                conn.close()
+            with self._read_lock:
+                reader, self._reader = self._reader, None
+            for connection in (conn, reader):
+                if connection is not None:
+                    connection.close()
 
         await asyncio.to_thread(close_connection)

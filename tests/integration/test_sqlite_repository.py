@@ -118,6 +118,46 @@ async def test_memory_database__round_trip__works_without_a_file(tmp_path):
     await repo.close()
 
 
+async def test_memory_database__window_metrics__read_on_the_one_connection(tmp_path):
+    """A ":memory:" database is private to its connection: the rollup read (on a file, a
+    connection of its own) must use the one that holds the spans."""
+    repo = SqliteSpanRepository(":memory:", clock=clock)
+    await repo.setup()
+    await repo.insert_spans_batch([make_span(minutes_ago=m) for m in (0.5, 2, 30)])
+    stats, summary = await repo.get_window_metrics("1h")
+    assert [(s.agent_name, s.count) for s in stats] == [("gap_analyzer", 3)]
+    assert summary.total_spans == 3
+    await repo.close()
+
+
+async def test_window_read__own_insert_waiting_for_the_file_lock__read_goes_ahead(tmp_path):
+    """The window read has a connection of its own: while this repository's insert waits for
+    the write lock (another process holds it), a window read still answers, from the last
+    commit (with one connection it would wait behind the insert, and the insert behind the
+    other writer, which here commits only after the read: a deadlock the wait_for reports)."""
+    path = tmp_path / "spans.db"
+    repo = SqliteSpanRepository(path, clock=clock)
+    await repo.setup()
+    await repo.insert_spans_batch([make_span(minutes_ago=m) for m in (1.5, 3)])
+    other_process = sqlite3.connect(path, isolation_level=None)
+    try:
+        other_process.execute("BEGIN IMMEDIATE")
+        insert = asyncio.ensure_future(repo.insert_spans_batch([make_span(minutes_ago=2)]))
+        while not repo._lock.locked():  # the insert holds the writer and waits for the file
+            await asyncio.sleep(0.01)
+        stats, summary = await asyncio.wait_for(repo.get_window_metrics("1h"), 30)
+        assert summary.total_spans == 2 and stats[0].count == 2
+        other_process.execute("COMMIT")
+        assert await insert == 1
+    finally:
+        other_process.close()
+    _, summary = await repo.get_window_metrics("1h")
+    assert summary.total_spans == 3
+    await repo.close()
+    with pytest.raises(RepositoryError, match="closed"):
+        await repo.get_window_metrics("1h")
+
+
 async def test_several_loops_and_threads__concurrent_inserts__all_stored_once(tmp_path):
     repo = SqliteSpanRepository(tmp_path / "spans.db", clock=clock)
     await repo.setup()

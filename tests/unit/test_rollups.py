@@ -24,6 +24,7 @@ from src.repositories.rollups import (
     bucket_value,
     floor_slot,
     split_window,
+    window_metrics_from_rollups,
 )
 from src.repositories.sketch import Histogram, SketchAggregate, add_packed, pack, quantiles, unpack
 
@@ -126,6 +127,44 @@ def test_combine__two_agents__counts_of_both():
     assert both.zeros == 1
     assert both.counts(narrow=True) == (4, [1, 3, 3])
     assert both.counts(narrow=False) == (4, [1, 3, 3])
+
+
+def test_add_many__plain_counts_and_packed__same_counts_as_add():
+    one_by_one, at_once = Histogram(), Histogram()
+    fragments = [(2, 5, 6, pack([2, 3])), (0, 4, 4, 7), (1, None, None, None), (0, 9, 9, 1 << 40)]
+    for zeros, low, high, data in fragments:
+        one_by_one.add(zeros, low, high, pack([data]) if isinstance(data, int) else data)
+    zeros, lows, highs, packed = zip(*fragments, strict=True)
+    at_once.add_many(sum(zeros), lows, highs, packed)
+    assert at_once.zeros == one_by_one.zeros == 3
+    assert at_once.counts(narrow=False) == one_by_one.counts(narrow=False)
+    assert at_once.counts(narrow=False) == (4, [7, 2, 3, 0, 0, 1 << 40])
+
+
+def test_window_metrics__rows_in_any_order__same_totals_and_percentiles():
+    """The per-agent sums (grouped, then summed per column) do not depend on row order, and a
+    raw edge group's count as a plain integer (SQLite) counts as its packed form."""
+    rng = random.Random(7)
+    rows = []
+    for i in range(120):
+        agent = f"agent_{i % 3}"
+        low = rng.randint(100, 300)
+        counts = [rng.randint(0, 5) for _ in range(rng.randint(1, 40))]
+        counts[0] = counts[-1] = 1
+        n = sum(counts)
+        rows.append(
+            (agent, i % 4 or None, n, i % 2, n - i % 2, n, 1.5 * n, float(low), i % 5, 3, 4, 7,
+             0, low, low + len(counts) - 1, pack(counts))
+        )  # fmt: skip
+    edge = ("agent_1", 2, 3, 0, 3, 3, 9.0, 400.0, 1, 1, 1, 2, 1, 350, 350, 2)
+    as_packed = (*edge[:15], pack([2]))
+    first = window_metrics_from_rollups([*rows, edge], "24h", 1440.0)
+    shuffled = [*rows, as_packed]
+    rng.shuffle(shuffled)
+    assert window_metrics_from_rollups(shuffled, "24h", 1440.0) == first
+    stats = {s.agent_name: s for s in first[0]}
+    assert stats["agent_1"].max_ms == 400.0 and stats["agent_1"].agent_tier == 3
+    assert sum(s.count for s in first[0]) == first[1].total_spans == sum(r[2] for r in rows) + 3
 
 
 def test_add_packed__overlapping_and_missing__summed():
