@@ -957,7 +957,7 @@ $fn$;
 -- minute slots (period_s 60, and the sketches' 10-minute slots) before p_now -
 -- p_minute_older_than (NULL: the same age); hour slots keep the trends, minute slots only
 -- serve the edges of recent windows. Returns the number of rollup rows (both tables, and
--- the trace cost buckets) deleted. The two-argument version of an older schema is dropped
+-- the trace cost sketches) deleted. The two-argument version of an older schema is dropped
 -- first (it would make two-argument calls ambiguous).
 DROP FUNCTION IF EXISTS public.ml_delete_old_rollups(interval, timestamptz);
 CREATE OR REPLACE FUNCTION public.ml_delete_old_rollups(
@@ -991,8 +991,8 @@ BEGIN
     DELETE FROM public.ml_observability_rollup_sketches
     WHERE slot < p_now - p_older_than OR (period_s < 3600 AND slot < v_minutes);
     GET DIAGNOSTICS v_buckets = ROW_COUNT;
-    DELETE FROM public.ml_observability_trace_cost_buckets
-    WHERE slot < p_now - p_older_than OR (period_s = 60 AND slot < v_minutes);
+    DELETE FROM public.ml_observability_trace_cost_sketches
+    WHERE slot < p_now - p_older_than OR (period_s < 3600 AND slot < v_minutes);
     GET DIAGNOSTICS v_costs = ROW_COUNT;
     RETURN v_rows + v_buckets + v_costs;
 END
@@ -1100,14 +1100,17 @@ $fn$;
 -- ml_observability_trace_costs keeps each trace's running cost (priced LLM calls only) per
 -- grp: its agent, and '' for the whole window (every agent's calls of the trace). slot is the
 -- minute of the earliest priced call in the batch that FIRST stored one for this (trace, grp);
--- it never moves. ml_observability_trace_cost_buckets counts traces per cost bucket per
--- (period_s, slot, grp), with the latency sketch's bucket formula applied to USD:
--- bucket = ceil(ln(cost) / ln(1.01 / 0.99)), -100000 for a zero cost. Each insert moves a
--- trace from bucket(old cost) to bucket(new cost) (-1 / +1), in the rollup trigger, so the
--- sketch of a window (whole minutes) gives p50/p95 within 1% and the number of traces.
--- A trace counts in the minute its first priced call was stored, whatever later calls add.
--- Trace-cost rows go with the spans (ml_delete_old_spans); bucket rows with the rollups
--- (ml_delete_old_rollups); ml_rebuild_rollups recomputes both.
+-- it never moves. ml_observability_trace_cost_sketches counts traces per cost bucket, with the
+-- latency sketch's bucket formula applied to USD: bucket = ceil(ln(cost) / ln(1.01 / 0.99)),
+-- a zero cost in zero_count; packed like ml_observability_rollup_sketches (counts of buckets
+-- low.., one row per 1-minute, 10-minute, 1-hour and 6-hour slot and grp), so a 24 h window
+-- reads a few dozen rows per grp. Each insert moves a trace from bucket(old cost) to
+-- bucket(new cost) (-1 / +1, added with ml_sketch_counts / ml_sketch_add: a stored count never
+-- goes negative, a trace leaves only the bucket it was counted in, in its own slot), in the
+-- rollup trigger, so the sketch of a window (whole minutes) gives p50/p95 within 1% and the
+-- number of traces (trace_count). A trace counts in the minute its first priced call was
+-- stored, whatever later calls add. Trace-cost rows go with the spans (ml_delete_old_spans);
+-- sketch rows with the rollups (ml_delete_old_rollups); ml_rebuild_rollups recomputes both.
 CREATE TABLE IF NOT EXISTS public.ml_observability_trace_costs (
     trace_id text NOT NULL,
     grp      text NOT NULL,
@@ -1119,20 +1122,65 @@ CREATE TABLE IF NOT EXISTS public.ml_observability_trace_costs (
 CREATE INDEX IF NOT EXISTS idx_ml_obs_trace_costs_slot
     ON public.ml_observability_trace_costs (slot);
 
-CREATE TABLE IF NOT EXISTS public.ml_observability_trace_cost_buckets (
-    period_s integer NOT NULL CHECK (period_s IN (60, 3600)),
-    slot     timestamptz NOT NULL,
-    grp      text NOT NULL,
-    bucket   integer NOT NULL,
-    count    bigint NOT NULL,
-    PRIMARY KEY (period_s, slot, grp, bucket)
+CREATE TABLE IF NOT EXISTS public.ml_observability_trace_cost_sketches (
+    period_s    integer NOT NULL CHECK (period_s IN (60, 600, 3600, 21600)),
+    slot        timestamptz NOT NULL,
+    grp         text NOT NULL,
+    trace_count bigint NOT NULL DEFAULT 0,
+    zero_count  bigint NOT NULL DEFAULT 0,
+    low         integer,
+    high        integer,
+    counts      bigint[],
+    packed      bytea GENERATED ALWAYS AS (public.ml_sketch_pack(counts)) STORED,
+    PRIMARY KEY (period_s, slot, grp)
 );
+ALTER TABLE public.ml_observability_trace_cost_sketches SET (toast_tuple_target = 8160);
 
 COMMENT ON TABLE public.ml_observability_trace_costs IS
     'Running cost of each trace per agent (grp) and over all agents (grp = ''''); slot: the '
     'minute its first priced LLM call was first stored. Deleted with the spans.';
-COMMENT ON TABLE public.ml_observability_trace_cost_buckets IS
-    'Traces per cost bucket per slot and grp: bucket = ceil(ln(cost_usd) / ln(1.01 / 0.99)).';
+COMMENT ON TABLE public.ml_observability_trace_cost_sketches IS
+    'Per 1-minute, 10-minute, 1-hour and 6-hour slot and grp: traces per cost bucket (counts '
+    'of buckets low.., bucket = ceil(ln(cost_usd) / ln(1.01 / 0.99)), zero costs in '
+    'zero_count), traces in trace_count.';
+
+-- The statement adding p_moves (a relation of (slot, grp, bucket, d): a trace into (+1) or out
+-- of (-1) a cost bucket of its minute slot) to the sketch rows of the p_periods tiers: per row,
+-- the moves' dense counts added to the stored ones; rows locked in key order.
+CREATE OR REPLACE FUNCTION public.ml_cost_sketch_statement(
+    p_moves text, p_periods integer[] DEFAULT ARRAY[60, 600, 3600, 21600]
+)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ''
+AS $fn$
+SELECT format($q$
+INSERT INTO public.ml_observability_trace_cost_sketches AS k (
+    period_s, slot, grp, trace_count, zero_count, low, high, counts)
+SELECT g.period_s, g.slot, g.grp, sum(g.d),
+       coalesce(sum(g.d) FILTER (WHERE g.bucket = -100000), 0), min(nullif(g.bucket, -100000)), max(nullif(g.bucket, -100000)),
+       public.ml_sketch_counts(array_agg(nullif(g.bucket, -100000)), array_agg(g.d))
+FROM (
+    SELECT p.period_s,
+           date_bin(make_interval(secs => p.period_s), m.slot,
+                    timestamptz '2000-01-01 00:00:00+00') AS slot,
+           m.grp, m.bucket, sum(m.d)::bigint AS d
+    FROM %1$s AS m
+    CROSS JOIN unnest(%2$L::integer[]) AS p(period_s)
+    GROUP BY 1, 2, 3, 4
+    HAVING sum(m.d) <> 0
+) AS g
+GROUP BY 1, 2, 3
+ORDER BY 1, 2, 3
+ON CONFLICT (period_s, slot, grp) DO UPDATE SET
+    trace_count = k.trace_count + excluded.trace_count,
+    zero_count = k.zero_count + excluded.zero_count,
+    low = least(k.low, excluded.low),
+    high = greatest(k.high, excluded.high),
+    counts = public.ml_sketch_add(k.low, k.counts, excluded.low, excluded.counts)
+$q$, p_moves, p_periods)
+$fn$;
 
 -- The cost bucket of a numeric USD expression, as SQL text (the statements above and below).
 CREATE OR REPLACE FUNCTION public.ml_cost_bucket_sql(p_cost text)
@@ -1183,21 +1231,15 @@ moves AS (
     SELECT m.slot, m.grp, m.old_bucket, -1 FROM moved AS m
     WHERE NOT m.inserted AND m.new_bucket <> m.old_bucket
 )
-INSERT INTO public.ml_observability_trace_cost_buckets AS b (period_s, slot, grp, bucket, count)
-SELECT p.period_s, date_bin(p.step, m.slot, timestamptz '2000-01-01 00:00:00+00'), m.grp,
-       m.bucket, sum(m.d)
-FROM moves AS m
-CROSS JOIN (VALUES (60, interval '1 minute'), (3600, interval '1 hour')) AS p(period_s, step)
-GROUP BY 1, 2, 3, 4
-HAVING sum(m.d) <> 0
-ORDER BY 1, 2, 3, 4
-ON CONFLICT (period_s, slot, grp, bucket) DO UPDATE SET count = b.count + excluded.count
-$q$, p_source, public.ml_cost_bucket_sql('u.cost'), public.ml_cost_bucket_sql('(u.cost - a.cost)'))
+%4$s
+$q$, p_source, public.ml_cost_bucket_sql('u.cost'), public.ml_cost_bucket_sql('(u.cost - a.cost)'),
+     public.ml_cost_sketch_statement('moves'))
 $fn$;
 
 -- Recompute the trace costs of the spans that started at or after p_from (NULL: the oldest
--- span's hour), and the cost buckets of their slots. A trace whose row has an older slot
--- keeps it (its cost already holds the later calls).
+-- span's hour), and the cost sketches from that hour's 6-hour slot on (the largest sketch
+-- slot) from the trace costs. A trace whose row has an older slot keeps it (its cost already
+-- holds the later calls).
 CREATE OR REPLACE FUNCTION public.ml_rebuild_trace_costs(p_from timestamptz DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
@@ -1216,7 +1258,8 @@ BEGIN
         RETURN;
     END IF;
     DELETE FROM public.ml_observability_trace_costs WHERE slot >= v_from;
-    DELETE FROM public.ml_observability_trace_cost_buckets WHERE slot >= v_from;
+    DELETE FROM public.ml_observability_trace_cost_sketches
+    WHERE slot >= date_bin(interval '6 hours', v_from, timestamptz '2000-01-01 00:00:00+00');
     INSERT INTO public.ml_observability_trace_costs (trace_id, grp, slot, cost)
     SELECT s.trace_id, g.grp,
            date_bin(interval '1 minute', min(s.start_time), timestamptz '2000-01-01 00:00:00+00'),
@@ -1226,25 +1269,26 @@ BEGIN
     WHERE s.start_time >= v_from AND s.span_kind = 'llm' AND s.cost_usd IS NOT NULL
     GROUP BY 1, 2
     ON CONFLICT (trace_id, grp) DO NOTHING;
-    EXECUTE format($q$
-        INSERT INTO public.ml_observability_trace_cost_buckets (period_s, slot, grp, bucket, count)
-        SELECT p.period_s, date_bin(p.step, t.slot, timestamptz '2000-01-01 00:00:00+00'),
-               t.grp, %s, count(*)
-        FROM public.ml_observability_trace_costs AS t
-        CROSS JOIN (VALUES (60, interval '1 minute'), (3600, interval '1 hour'))
-            AS p(period_s, step)
-        WHERE t.slot >= $1
-        GROUP BY 1, 2, 3, 4
-    $q$, public.ml_cost_bucket_sql('t.cost')) USING v_from;
+    EXECUTE public.ml_cost_sketch_statement(format(
+        '(SELECT t.slot, t.grp, %s AS bucket, 1 AS d FROM public.ml_observability_trace_costs'
+        ' AS t WHERE t.slot >= %L::timestamptz)',
+        public.ml_cost_bucket_sql('t.cost'),
+        date_bin(interval '6 hours', v_from, timestamptz '2000-01-01 00:00:00+00')
+    ));
 END
 $fn$;
 
--- Cost of a split window (see ml_rollup_totals), one row per agent and model
--- (bucket NULL): cost, priced and all llm calls, from rollups and the raw edges; then one row
--- per grp and cost bucket (llm_model NULL): traces whose slot lies in the whole minutes
--- [p_trace_minute_from, p_trace_minute_to) (hours [p_trace_hour_from, p_trace_hour_to)).
+-- Cost of a split window (cost_rollups.cost_bounds), one row per agent and model (traces
+-- NULL): cost, priced and all llm calls, from the minute and hour rollups and the raw edges;
+-- then one row per cost sketch row (llm_model NULL) whose slot lies in the whole minutes
+-- [p_trace_minute_from, p_trace_minute_to), split into the largest slots that fit
+-- (rollups.split_window); the client adds them up per grp (src/repositories/sketch.py).
 -- PL/pgSQL so its plan is kept per session: a SQL function with SET clauses is planned again
 -- at every call, which cost about as much as running it (200k spans: 15.9 -> 6.5 ms median).
+-- The version of a row per cost bucket (11 arguments) is dropped.
+DROP FUNCTION IF EXISTS public.ml_rollup_costs(
+    timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz,
+    timestamptz, timestamptz, timestamptz, timestamptz, text);
 CREATE OR REPLACE FUNCTION public.ml_rollup_costs(
     p_start             timestamptz,
     p_minute_from       timestamptz,
@@ -1253,8 +1297,12 @@ CREATE OR REPLACE FUNCTION public.ml_rollup_costs(
     p_minute_to         timestamptz,
     p_end               timestamptz,
     p_trace_minute_from timestamptz,
+    p_trace_ten_from    timestamptz,
     p_trace_hour_from   timestamptz,
+    p_trace_six_from    timestamptz,
+    p_trace_six_to      timestamptz,
     p_trace_hour_to     timestamptz,
+    p_trace_ten_to      timestamptz,
     p_trace_minute_to   timestamptz,
     p_agent             text DEFAULT NULL
 )
@@ -1264,8 +1312,11 @@ RETURNS TABLE (
     cost_usd     numeric,
     priced_calls bigint,
     llm_calls    bigint,
-    bucket       integer,
-    traces       bigint
+    traces       bigint,
+    zero_count   bigint,
+    low          integer,
+    high         integer,
+    packed       bytea
 )
 LANGUAGE plpgsql
 STABLE
@@ -1296,37 +1347,36 @@ BEGIN
                (s.cost_usd IS NOT NULL)::integer, 1
         FROM public.ml_observability_spans AS s
         WHERE s.span_kind = 'llm' AND s.start_time >= p_minute_to AND s.start_time <= p_end
-    ),
-    sketch AS (
-        SELECT b.grp, b.bucket, b.count FROM public.ml_observability_trace_cost_buckets AS b
-        WHERE b.period_s = 60 AND b.slot >= p_trace_minute_from AND b.slot < p_trace_hour_from
-        UNION ALL
-        SELECT b.grp, b.bucket, b.count FROM public.ml_observability_trace_cost_buckets AS b
-        WHERE b.period_s = 60 AND b.slot >= p_trace_hour_to AND b.slot < p_trace_minute_to
-        UNION ALL
-        SELECT b.grp, b.bucket, b.count FROM public.ml_observability_trace_cost_buckets AS b
-        WHERE b.period_s = 3600 AND b.slot >= p_trace_hour_from AND b.slot < p_trace_hour_to
     )
     SELECT c.agent_name, c.llm_model, coalesce(sum(c.cost_usd), 0), sum(c.priced_calls)::bigint,
-           sum(c.llm_calls)::bigint, NULL::integer, NULL::bigint
+           sum(c.llm_calls)::bigint, NULL::bigint, NULL::bigint, NULL::integer, NULL::integer,
+           NULL::bytea
     FROM calls AS c
     WHERE c.llm_calls > 0 AND (p_agent IS NULL OR c.agent_name = p_agent)
     GROUP BY c.agent_name, c.llm_model
     UNION ALL
-    SELECT k.grp, NULL, NULL, NULL, NULL, k.bucket, sum(k.count)::bigint
-    FROM sketch AS k
-    WHERE p_agent IS NULL OR k.grp = p_agent
-    GROUP BY k.grp, k.bucket
-    HAVING sum(k.count) > 0;
+    SELECT k.grp, NULL, NULL, NULL, NULL, k.trace_count, k.zero_count, k.low, k.high, k.packed
+    FROM (VALUES (60, p_trace_minute_from, p_trace_ten_from),
+                 (600, p_trace_ten_from, p_trace_hour_from),
+                 (3600, p_trace_hour_from, p_trace_six_from),
+                 (21600, p_trace_six_from, p_trace_six_to),
+                 (3600, p_trace_six_to, p_trace_hour_to),
+                 (600, p_trace_hour_to, p_trace_ten_to),
+                 (60, p_trace_ten_to, p_trace_minute_to)) AS r(period_s, slot_from, slot_to)
+    JOIN public.ml_observability_trace_cost_sketches AS k
+      ON k.period_s = r.period_s AND k.slot >= r.slot_from AND k.slot < r.slot_to
+    WHERE r.slot_from < r.slot_to AND k.trace_count > 0
+      AND (p_agent IS NULL OR k.grp = p_agent);
 END
 $fn$;
 
 ALTER TABLE public.ml_observability_trace_costs ENABLE ROW LEVEL SECURITY;
-ALTER TABLE public.ml_observability_trace_cost_buckets ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.ml_observability_trace_cost_sketches ENABLE ROW LEVEL SECURITY;
 REVOKE ALL ON FUNCTION public.ml_rebuild_trace_costs(timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.ml_rollup_costs(
     timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz,
-    timestamptz, timestamptz, timestamptz, timestamptz, text
+    timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz,
+    timestamptz, timestamptz, text
 ) FROM PUBLIC;
 
 DO $trace_cost_roles$
@@ -1337,34 +1387,35 @@ BEGIN
         IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = v_role) THEN
             EXECUTE format('REVOKE ALL ON TABLE public.ml_observability_trace_costs FROM %I',
                            v_role);
-            EXECUTE format('REVOKE ALL ON TABLE public.ml_observability_trace_cost_buckets '
+            EXECUTE format('REVOKE ALL ON TABLE public.ml_observability_trace_cost_sketches '
                            'FROM %I', v_role);
             EXECUTE format('REVOKE ALL ON FUNCTION public.ml_rebuild_trace_costs(timestamptz) '
                            'FROM %I', v_role);
             EXECUTE format('REVOKE ALL ON FUNCTION public.ml_rollup_costs(timestamptz, '
                            'timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, '
-                           'timestamptz, timestamptz, timestamptz, timestamptz, text) FROM %I',
-                           v_role);
+                           'timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, '
+                           'timestamptz, timestamptz, timestamptz, text) FROM %I', v_role);
         END IF;
     END LOOP;
 
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'service_role') THEN
         GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE public.ml_observability_trace_costs
             TO service_role;
-        GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE public.ml_observability_trace_cost_buckets
-            TO service_role;
+        GRANT SELECT, INSERT, UPDATE, DELETE
+            ON TABLE public.ml_observability_trace_cost_sketches TO service_role;
         GRANT EXECUTE ON FUNCTION public.ml_rebuild_trace_costs(timestamptz) TO service_role;
         GRANT EXECUTE ON FUNCTION public.ml_rollup_costs(timestamptz, timestamptz, timestamptz,
             timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz,
-            timestamptz, text) TO service_role;
+            timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, text)
+            TO service_role;
         DROP POLICY IF EXISTS ml_obs_trace_costs_service_role_all
             ON public.ml_observability_trace_costs;
         CREATE POLICY ml_obs_trace_costs_service_role_all ON public.ml_observability_trace_costs
             AS PERMISSIVE FOR ALL TO service_role USING (true) WITH CHECK (true);
-        DROP POLICY IF EXISTS ml_obs_trace_cost_buckets_service_role_all
-            ON public.ml_observability_trace_cost_buckets;
-        CREATE POLICY ml_obs_trace_cost_buckets_service_role_all
-            ON public.ml_observability_trace_cost_buckets
+        DROP POLICY IF EXISTS ml_obs_trace_cost_sketches_service_role_all
+            ON public.ml_observability_trace_cost_sketches;
+        CREATE POLICY ml_obs_trace_cost_sketches_service_role_all
+            ON public.ml_observability_trace_cost_sketches
             AS PERMISSIVE FOR ALL TO service_role USING (true) WITH CHECK (true);
     END IF;
 END
@@ -1494,11 +1545,34 @@ BEGIN
 END
 $rollup_backfill$;
 
+-- A database from before the packed cost sketch (a row per minute or hour slot, grp and cost
+-- bucket) gets its rows packed once, here: minute rows into 1-minute and 10-minute sketches,
+-- hour rows into 1-hour and 6-hour ones (the sketch outlives the spans and trace costs, so it is
+-- converted rather than recomputed). Then the old table goes.
+DO $trace_cost_sketch_conversion$
+BEGIN
+    IF to_regclass('public.ml_observability_trace_cost_buckets') IS NULL THEN
+        RETURN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM public.ml_observability_trace_cost_sketches) THEN
+        EXECUTE public.ml_cost_sketch_statement(
+            '(SELECT b.slot, b.grp, b.bucket, b.count AS d'
+            ' FROM public.ml_observability_trace_cost_buckets AS b WHERE b.period_s = 60)',
+            ARRAY[60, 600]);
+        EXECUTE public.ml_cost_sketch_statement(
+            '(SELECT b.slot, b.grp, b.bucket, b.count AS d'
+            ' FROM public.ml_observability_trace_cost_buckets AS b WHERE b.period_s = 3600)',
+            ARRAY[3600, 21600]);
+    END IF;
+    DROP TABLE public.ml_observability_trace_cost_buckets;
+END
+$trace_cost_sketch_conversion$;
+
 -- A database whose rollups predate the trace costs gets them computed once, here.
 DO $trace_cost_backfill$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM public.ml_observability_trace_costs)
-       AND NOT EXISTS (SELECT 1 FROM public.ml_observability_trace_cost_buckets)
+       AND NOT EXISTS (SELECT 1 FROM public.ml_observability_trace_cost_sketches)
        AND EXISTS (SELECT 1 FROM public.ml_observability_spans) THEN
         PERFORM public.ml_rebuild_trace_costs(NULL);
     END IF;

@@ -194,6 +194,6 @@ def ensure_math(conn: sqlite3.Connection) -> None:
 DELETE_OLD_ROLLUPS = (
     f"DELETE FROM {ROLLUPS_TABLE} WHERE slot < ?1 OR (period_s = 60 AND slot < ?2)",
     sketches.DELETE_OLD_SKETCHES,
-    f"DELETE FROM {trace_costs.SKETCH_TABLE} WHERE slot < ?1 OR (period_s = 60 AND slot < ?2)",
+    trace_costs.DELETE_OLD_SKETCHES,
 )
 """Parameters: the cutoff of every slot, the cutoff of minute slots (UTC text)."""

@@ -124,6 +124,23 @@ def add_trace_costs(conn: sqlite3.Connection) -> None:
     trace_costs.rebuild(conn, None)
 
 
+def pack_trace_cost_buckets(conn: sqlite3.Connection) -> None:
+    """Migration 6: the cost sketch packed per slot and grp, in 1-minute to 6-hour slots. A
+    file of migration 5 has a row per minute or hour slot, grp and bucket: converted while the
+    packed table is still empty (the sketch outlives the spans), then dropped."""
+    for statement in trace_costs.CREATE_TRACE_COSTS:
+        conn.execute(statement)
+    empty = conn.execute(f"SELECT 1 FROM {trace_costs.SKETCH_TABLE} LIMIT 1").fetchone() is None
+    old = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+        (trace_costs.OLD_SKETCH_TABLE,),
+    ).fetchone()
+    if old is not None:
+        if empty:
+            conn.execute(trace_costs.CONVERT_BUCKETS)
+        conn.execute(f"DROP TABLE {trace_costs.OLD_SKETCH_TABLE}")
+
+
 Migration = tuple[str, ...] | Callable[[sqlite3.Connection], None]
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -145,6 +162,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     pack_buckets,
     # 5: trace costs and the cost sketch (issue 15), filled from the spans already stored.
     add_trace_costs,
+    # 6: the cost sketch packed per slot and grp, 10-minute and 6-hour slots too (issue 15).
+    pack_trace_cost_buckets,
 )
 """Append-only; migration i (1-based) is applied when `PRAGMA user_version` < i: a tuple of
 statements, or a function of the connection."""

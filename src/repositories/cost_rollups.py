@@ -8,8 +8,10 @@ window by trace; at 1M spans that was most of a cold `get_quality_metrics`. Now:
   slots), so they stay exact;
 - cost per trace: every insert keeps each trace's running cost per agent and over all agents
   (grp '') in `ml_observability_trace_costs` and moves the trace between the buckets of a
-  cost sketch (`ml_observability_trace_cost_buckets`, traces per bucket per slot and grp,
-  the latency sketch's 1% buckets applied to USD). A trace counts in the minute its first
+  cost sketch (`ml_observability_trace_cost_sketches`: traces per bucket, the latency
+  sketch's 1% buckets applied to USD, packed per slot and grp like the latency sketches, in
+  1-minute, 10-minute, 1-hour and 6-hour slots, so a 24 h window reads a few dozen rows per
+  grp, added up by `sketch.Histogram`). A trace counts in the minute its first
   priced LLM call was first stored, with its cost so far; the sketch of a window covers the
   whole minutes whose start lies in it (`trace_bounds`), so p50/p95 are within 1% of
   `percentile_cont` over the traces of those minutes, and `traces_with_cost` counts them.
@@ -28,7 +30,7 @@ from src.repositories._arguments import Window
 from src.repositories._rows import cost_from_row
 from src.repositories._sqlite_sql import NO_MODEL  # calls without a model; rollups store ''
 from src.repositories.rollups import MINUTE, RollupBounds, floor_slot, split_window
-from src.repositories.sketch import ZERO_BUCKET, quantiles
+from src.repositories.sketch import Histogram
 
 __all__ = [
     "COST_BOUND_NAMES",
@@ -44,12 +46,16 @@ WHOLE = ""
 
 COST_BOUND_NAMES = (
     *("start", "minute_from", "hour_from", "hour_to", "minute_to", "end"),
-    *("trace_minute_from", "trace_hour_from", "trace_hour_to", "trace_minute_to"),
+    *("trace_minute_from", "trace_ten_from", "trace_hour_from", "trace_six_from"),
+    *("trace_six_to", "trace_hour_to", "trace_ten_to", "trace_minute_to"),
 )
 """The parameters of a rollup cost read, in `cost_bounds` order (SQL functions: `p_` + name).
 The totals table has minute and hour slots only: minutes in [minute_from, hour_from) and
 [hour_to, minute_to), hours in [hour_from, hour_to) (`split_window`'s 10-minute and 6-hour
-ranges lie inside those, so the same bounds split the window into minutes and hours)."""
+ranges lie inside those, so the same bounds split the window into minutes and hours). The
+cost sketch has all four tiers: `trace_bounds` split as `RollupBounds` says."""
+_NARROW_SUM = 1 << 32
+"""Below this many traces, packed counts add up in 32-bit digits (see `sketch.Histogram`)."""
 
 
 def trace_bounds(window: Window) -> RollupBounds:
@@ -65,7 +71,8 @@ def cost_bounds(window: Window) -> tuple[datetime, ...]:
     return (
         *(split.start, split.minute_from, split.hour_from, split.hour_to, split.minute_to),
         split.end,
-        *(trace.minute_from, trace.hour_from, trace.hour_to, trace.minute_to),
+        *(trace.minute_from, trace.ten_from, trace.hour_from, trace.six_from),
+        *(trace.six_to, trace.hour_to, trace.ten_to, trace.minute_to),
     )
 
 
@@ -73,13 +80,13 @@ def cost_stats_from_rollups(
     rows: Iterable[Sequence[Any]], agent_name: str | None
 ) -> list[CostSummary]:
     """`CostSummary` rows (the window first, then agents in "C" order) from a rollup cost
-    read: (agent, model, cost, priced, llm calls, None, None) rows and (grp, None, None,
-    None, None, bucket, traces) rows. Like the raw computation, agents without LLM calls in
-    the window get no row, and no LLM call at all gives no rows."""
+    read: (agent, model, cost, priced, llm calls, None x 5) rows and (grp, None x 4, traces,
+    zero count, low, high, packed) rows, one per cost sketch row. Like the raw computation,
+    agents without LLM calls in the window get no row, and no LLM call at all gives no rows."""
     calls: dict[str, list[Any]] = {}  # agent: [cost, priced, llm calls, {model: cost}]
-    sketches: dict[str, dict[int, int]] = {}
-    for agent, model, cost, priced, llm_calls, bucket, traces in rows:
-        if bucket is None:
+    sketches: dict[str, tuple[list[int], Histogram]] = {}  # grp: ([traces], histogram)
+    for agent, model, cost, priced, llm_calls, traces, zeros, low, high, packed in rows:
+        if traces is None:
             totals = calls.setdefault(agent, [0, 0, 0, {}])
             totals[0] += cost
             totals[1] += int(priced)
@@ -87,9 +94,10 @@ def cost_stats_from_rollups(
             if priced:
                 key = model or NO_MODEL
                 totals[3][key] = totals[3].get(key, 0) + cost
-        elif int(traces) > 0:
-            sketch = sketches.setdefault(agent, {})
-            sketch[int(bucket)] = sketch.get(int(bucket), 0) + int(traces)
+        else:
+            counted, histogram = sketches.setdefault(agent, ([0], Histogram()))
+            counted[0] += int(traces)
+            histogram.add(int(zeros), low, high, packed)
     if not calls:
         return []
     whole: list[Any] = [0, 0, 0, {}]
@@ -103,31 +111,9 @@ def cost_stats_from_rollups(
     groups += [(a, calls[a], a) for a in sorted(calls, key=lambda a: a.encode("utf-8"))]
     result = []
     for name, (cost, priced, llm_calls, by_model), grp in groups:
-        histogram = sketches.get(grp, {})
-        p50, p95 = _percentiles(histogram)
+        counted, histogram = sketches.get(grp, ([0], Histogram()))
+        p50, p95 = histogram.quantiles((0.50, 0.95), narrow=counted[0] < _NARROW_SUM)
         result.append(
-            cost_from_row(
-                (
-                    name,
-                    cost,
-                    priced,
-                    llm_calls - priced,
-                    sum(histogram.values()),
-                    p50,
-                    p95,
-                    by_model,
-                )
-            )
+            cost_from_row((name, cost, priced, llm_calls - priced, counted[0], p50, p95, by_model))
         )
     return result
-
-
-def _percentiles(histogram: dict[int, int]) -> list[float | None]:
-    """p50 and p95 of a {bucket: traces} histogram (`sketch.quantiles`' dense form)."""
-    zeros = histogram.get(ZERO_BUCKET, 0)
-    buckets = [bucket for bucket in histogram if bucket != ZERO_BUCKET]
-    low = min(buckets, default=0)
-    counts = [0] * (max(buckets, default=low - 1) - low + 1)
-    for bucket in buckets:
-        counts[bucket - low] = histogram[bucket]
-    return quantiles(zeros, low, counts, (0.50, 0.95))

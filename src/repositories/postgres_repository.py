@@ -112,7 +112,7 @@ DO $$ BEGIN
 END $$"""
 _BOUNDS = "%s::timestamptz, " * len(BOUND_NAMES) + "%s::text"
 _ROLLUP_WINDOW = f"SELECT * FROM public.ml_rollup_window({_BOUNDS})"
-_ROLLUP_COSTS = "SELECT * FROM public.ml_rollup_costs(" + "%s::timestamptz, " * 10 + "%s::text)"
+_ROLLUP_COSTS = "SELECT * FROM public.ml_rollup_costs(" + "%s::timestamptz, " * 14 + "%s::text)"
 _REBUILD_ROLLUPS = "SELECT public.ml_rebuild_rollups(%s::timestamptz)"
 _DELETE_OLD_ROLLUPS = (
     "SELECT public.ml_delete_old_rollups(%s::interval, %s::timestamptz, %s::interval)"

@@ -64,8 +64,11 @@ def bucket_value(bucket: int) -> float:
 
 def pack(counts: Sequence[int]) -> bytes:
     """Counts as big-endian unsigned 32-bit integers, or signed 64-bit ones when a count does
-    not fit in 32 bits (PostgreSQL's `ml_sketch_pack` writes the same bytes)."""
-    words = array("I" if max(counts, default=0) < _NARROW_LIMIT else "q", counts)
+    not fit in 32 bits (PostgreSQL's `ml_sketch_pack` writes the same bytes). Negative counts
+    (a batch's moves of the cost sketch: -1 from a trace's old bucket) take 64 bits too; a
+    stored sketch never holds one, so what a read adds up is always unsigned."""
+    narrow = max(counts, default=0) < _NARROW_LIMIT and min(counts, default=0) >= 0
+    words = array("I" if narrow else "q", counts)
     if words.itemsize not in (_NARROW, 8):  # "I" is 32 bits on every supported platform
         raise RuntimeError(f"array item size {words.itemsize} is neither 4 nor 8 bytes")
     if sys.byteorder == "little":

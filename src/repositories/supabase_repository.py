@@ -127,7 +127,7 @@ ROLLUP_RETENTION_FUNCTION = "ml_delete_old_rollups"
 _BOUND_ARGS = tuple(f"p_{name}" for name in BOUND_NAMES)
 ROLLUP_COSTS_FUNCTION = "ml_rollup_costs"
 ROLLUP_COST_COLUMNS = ("agent_name", "llm_model", "cost_usd", "priced_calls", "llm_calls")
-ROLLUP_COST_COLUMNS += ("bucket", "traces")
+ROLLUP_COST_COLUMNS += ("traces", "zero_count", "low", "high", "packed")
 
 
 class SupabaseSpanRepository(WindowMetricsFromRollups):
@@ -275,12 +275,7 @@ class SupabaseSpanRepository(WindowMetricsFromRollups):
             f"call {ROLLUP_WINDOW_FUNCTION}",
             lambda c: c.rpc(ROLLUP_WINDOW_FUNCTION, args).execute(),
         )
-        rows = []
-        for row in response.data:
-            values = [row[c] for c in FRAGMENT_COLUMNS]
-            if values[-1] is not None:
-                values[-1] = bytes.fromhex(values[-1].removeprefix("\\x"))
-            rows.append(values)
+        rows = [_with_bytes([row[c] for c in FRAGMENT_COLUMNS]) for row in response.data]
         return rows, resolved
 
     async def get_latency_stats(
@@ -338,7 +333,8 @@ class SupabaseSpanRepository(WindowMetricsFromRollups):
                 lambda c: c.rpc(ROLLUP_COSTS_FUNCTION, rollup_args).execute(),
             )
             return cost_stats_from_rollups(
-                ([row[c] for c in ROLLUP_COST_COLUMNS] for row in rolled.data), agent_name
+                (_with_bytes([row[c] for c in ROLLUP_COST_COLUMNS]) for row in rolled.data),
+                agent_name,
             )
         args = self._stats_args(window, agent_name)
         response = await self._run(
@@ -483,3 +479,11 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+def _with_bytes(values: list[Any]) -> list[Any]:
+    """A read's row whose last column is a packed sketch: PostgREST sends bytea as hex text
+    (`\\x...`), back to bytes here."""
+    if values[-1] is not None:
+        values[-1] = bytes.fromhex(values[-1].removeprefix("\\x"))
+    return values

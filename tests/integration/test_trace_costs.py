@@ -14,15 +14,19 @@ from __future__ import annotations
 
 import random
 import sqlite3
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import psycopg
 import pytest
 
 from src.agents.ml_foundation.observability_connector.cost_models import CostSummary
 from src.agents.ml_foundation.observability_connector.models import ObservabilitySpan, SpanKind
+from src.repositories import _sqlite_trace_costs as trace_sql
+from src.repositories._arguments import resolve_window
+from src.repositories.cost_rollups import COST_BOUND_NAMES, cost_bounds
 from src.repositories.postgres_repository import PostgresSpanRepository
-from src.repositories.rollups import RELATIVE_ACCURACY
+from src.repositories.rollups import RELATIVE_ACCURACY, floor_slot
+from src.repositories.sketch import bucket_of
 from src.repositories.sqlite_repository import SqliteSpanRepository
 from tests.integration.test_cost_conformance import REL, assert_cost_close, cost_spans
 from tests.integration.test_repository_conformance import (  # fixtures: clock, repository
@@ -115,6 +119,65 @@ async def test_cost_stats__window_edges_mid_minute__totals_exact(
         assert_cost_close(got.model_copy(update={k: getattr(want, k) for k in SKETCHED}), want)
 
 
+@pytest.mark.parametrize(
+    "offset",
+    [timedelta(seconds=17.25), -timedelta(hours=2, minutes=28, seconds=0.001)],
+    ids=["mid-minute", "mid-6-hours"],
+)
+async def test_cost_stats__day_window__every_sketch_tier_within_one_percent(
+    repository, clock: FixedClock, offset
+):
+    """A 24 h window over 30 h of traffic reads 1-minute, 10-minute, 1-hour and 6-hour sketch
+    rows (traces in the partial minute at the window's start left out of the data: the sketch
+    counts whole minutes only)."""
+    clock.now = NOW + offset
+    first_minute = floor_slot(clock.now - timedelta(days=1), 60)
+    spans = [
+        span
+        for span in trace_traffic(seed=21, traces=500, hours=30.0)
+        if floor_slot(span.start_time, 60) != first_minute
+    ]
+    await insert_in_batches(repository, spans, size=211)
+
+    for agent in (None, "planner"):
+        raw = await repository.get_cost_stats("1d", agent, exact=True)
+        assert raw and raw[0].traces_with_cost > 150
+        assert_rolled_match(await repository.get_cost_stats("1d", agent), raw)
+
+
+async def test_cost_sketch__day_window__reads_a_few_dozen_rows_per_grp(tmp_path):
+    """The packed tiers: a 24 h window reads at most 2 x (9 + 5 + 5) + 4 sketch rows per grp,
+    however many minutes hold traces (one trace a minute here)."""
+    path = tmp_path / "spans.db"
+    clock = FixedClock(NOW + timedelta(seconds=17.25))
+    repo = SqliteSpanRepository(path, clock=clock)
+    await repo.setup()
+    spans = [
+        make_span(
+            minute - 0.5,
+            agent="planner",
+            trace_id=f"{minute + 1:032x}",
+            span_kind=SpanKind.LLM,
+            cost_usd=0.001 * (1 + minute % 97),
+        )
+        for minute in range(1, 26 * 60)
+    ]
+    await insert_in_batches(repo, spans, size=500)
+    await repo.close()
+    bounds = dict(zip(COST_BOUND_NAMES, cost_bounds(resolve_window("1d", clock)), strict=True))
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute(
+            trace_sql.ROLLUP_COSTS,
+            {name: bound.isoformat() for name, bound in bounds.items()} | {"agent": None},
+        ).fetchall()
+    sketch_rows = [row for row in rows if row[5] is not None]
+    for grp in ("", "planner"):
+        read = [row for row in sketch_rows if row[0] == grp]
+        assert 0 < len(read) <= 2 * (9 + 5 + 5) + 4, grp
+        # one trace in each whole minute but the current one (the clock's, still empty)
+        assert sum(row[5] for row in read) == 24 * 60 - 1, grp
+
+
 async def test_cost_stats__no_llm_calls__no_rows(repository, clock: FixedClock):
     await repository.insert_spans_batch([make_span(3, agent="planner", cost_usd=2.0)])
     assert await repository.get_cost_stats("1h") == []
@@ -204,7 +267,7 @@ async def test_sqlite_migration__file_from_before_trace_costs__filled_on_setup(t
     await repo.close()
     with sqlite3.connect(path) as conn:  # as a file written before the trace costs looks
         conn.execute("DROP TABLE ml_observability_trace_costs")
-        conn.execute("DROP TABLE ml_observability_trace_cost_buckets")
+        conn.execute("DROP TABLE ml_observability_trace_cost_sketches")
         conn.execute("PRAGMA user_version = 4")
 
     again = SqliteSpanRepository(path, clock=clock)
@@ -213,6 +276,96 @@ async def test_sqlite_migration__file_from_before_trace_costs__filled_on_setup(t
         assert_rolled_match(await again.get_cost_stats("4h"), written)
     finally:
         await again.close()
+
+
+def old_bucket_rows(costs) -> list[tuple]:
+    """The row-per-bucket cost sketch of migration 5 / the schema before packing, from the
+    running costs (slot text or timestamptz, grp, cost): traces per minute and hour slot, grp
+    and bucket."""
+    counts: dict[tuple, int] = {}
+    for slot, grp, cost in costs:
+        moment = slot if not isinstance(slot, str) else datetime.fromisoformat(slot)
+        for period in (60, 3600):
+            start = floor_slot(moment, period)
+            key = (
+                period,
+                start if not isinstance(slot, str) else start.isoformat(timespec="microseconds"),
+                grp,
+                bucket_of(float(cost)),
+            )
+            counts[key] = counts.get(key, 0) + 1
+    return [(*key, count) for key, count in counts.items()]
+
+
+async def test_sqlite_migration__row_per_bucket_sketch__packed_on_setup(tmp_path):
+    path = tmp_path / "spans.db"
+    clock = FixedClock()
+    repo = SqliteSpanRepository(path, clock=clock)
+    await repo.setup()
+    await insert_in_batches(repo, trace_traffic(seed=36, traces=80))
+    written = await repo.get_cost_stats("4h")
+    await repo.close()
+    with sqlite3.connect(path) as conn:  # as a file of migration 5 looks
+        costs = conn.execute(f"SELECT slot, grp, cost FROM {trace_sql.COSTS_TABLE}").fetchall()
+        conn.execute(f"DROP TABLE {trace_sql.SKETCH_TABLE}")
+        conn.execute(
+            f"CREATE TABLE {trace_sql.OLD_SKETCH_TABLE} (period_s INTEGER NOT NULL, slot TEXT "
+            "NOT NULL, grp TEXT NOT NULL, bucket INTEGER NOT NULL, count INTEGER NOT NULL, "
+            "PRIMARY KEY (period_s, slot, grp, bucket)) WITHOUT ROWID"
+        )
+        conn.executemany(
+            f"INSERT INTO {trace_sql.OLD_SKETCH_TABLE} VALUES (?, ?, ?, ?, ?)",
+            old_bucket_rows(costs),
+        )
+        conn.execute(f"DELETE FROM {trace_sql.COSTS_TABLE}")  # converted, not recomputed
+        conn.execute("PRAGMA user_version = 5")
+
+    again = SqliteSpanRepository(path, clock=clock)
+    await again.setup()
+    try:
+        assert_rolled_match(await again.get_cost_stats("4h"), written)
+        assert_rolled_match(
+            await again.get_cost_stats("4h", "explainer"),
+            await again.get_cost_stats("4h", "explainer", exact=True),
+        )
+    finally:
+        await again.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = ?", (trace_sql.OLD_SKETCH_TABLE,)
+        ).fetchone() == (0,)
+
+
+@pytest.mark.postgres
+async def test_postgres_schema__row_per_bucket_sketch__packed_when_applied(pg_dsn):
+    repo = PostgresSpanRepository(pg_dsn, clock=FixedClock())
+    await repo.setup()
+    try:
+        await insert_in_batches(repo, trace_traffic(seed=37, traces=80))
+        written = await repo.get_cost_stats("4h")
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:  # as before the packing
+            costs = conn.execute(
+                "SELECT slot, grp, cost FROM ml_observability_trace_costs"
+            ).fetchall()
+            conn.execute("DROP TABLE ml_observability_trace_cost_sketches")
+            conn.execute(
+                "CREATE TABLE ml_observability_trace_cost_buckets (period_s integer NOT NULL, "
+                "slot timestamptz NOT NULL, grp text NOT NULL, bucket integer NOT NULL, "
+                "count bigint NOT NULL, PRIMARY KEY (period_s, slot, grp, bucket))"
+            )
+            with conn.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO ml_observability_trace_cost_buckets VALUES (%s, %s, %s, %s, %s)",
+                    old_bucket_rows(costs),
+                )
+        await repo.setup()  # the schema file again: the new table, converted
+        assert_rolled_match(await repo.get_cost_stats("4h"), written)
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            assert conn.execute(
+                "SELECT to_regclass('public.ml_observability_trace_cost_buckets')"
+            ).fetchone() == (None,)
+    finally:
+        await repo.close()
 
 
 @pytest.mark.postgres
@@ -224,7 +377,7 @@ async def test_postgres_schema__spans_from_before_trace_costs__filled_when_appli
         written = await repo.get_cost_stats("4h")
         with psycopg.connect(pg_dsn, autocommit=True) as conn:  # as before the trace costs
             conn.execute(
-                "DROP TABLE ml_observability_trace_costs, ml_observability_trace_cost_buckets"
+                "DROP TABLE ml_observability_trace_costs, ml_observability_trace_cost_sketches"
             )
         await repo.setup()  # the schema file again: tables, then the backfill
         assert_rolled_match(await repo.get_cost_stats("4h"), written)
