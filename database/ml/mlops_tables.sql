@@ -1287,7 +1287,8 @@ $fn$;
 -- sequential scan of the whole sketch table when few ranges were non-empty (200k spans:
 -- 79k rows scanned, ~50 ms).
 -- PL/pgSQL so its plan is kept per session: a SQL function with SET clauses is planned again
--- at every call, which cost about as much as running it (200k spans: 15.9 -> 6.5 ms median).
+-- at every call, which cost about as much as running it (200k spans: 15.9 -> 6.5 ms median);
+-- planned generic from a connection's first call (plan_cache_mode), as ml_rollup_window.
 -- The version of a row per cost bucket (11 arguments) is dropped.
 DROP FUNCTION IF EXISTS public.ml_rollup_costs(
     timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz,
@@ -1325,6 +1326,7 @@ LANGUAGE plpgsql
 STABLE
 SET search_path = ''
 SET max_parallel_workers_per_gather = 0
+SET plan_cache_mode = force_generic_plan
 AS $fn$
 BEGIN
     RETURN QUERY
