@@ -260,3 +260,15 @@ def test_split_window__inside_one_minute__all_raw():
     end = NOW + timedelta(seconds=50)
     bounds = split_window(window(NOW + timedelta(seconds=10), end))
     assert bounds.as_tuple()[1:] == (end,) * 9
+
+
+def test_pack__cost_sketch_moves_with_minus_one__64_bit_then_added_back_to_32_bit():
+    """A batch's cost sketch moves hold -1 counts (a trace leaving its old bucket): packed as
+    64-bit words, added to a stored 32-bit sketch by `add_packed` into a 32-bit one again."""
+    moves = pack([1, -1, 0, 2])  # buckets 9..12
+    assert len(moves) == 4 * 8
+    assert unpack(moves, 4) == [1, -1, 0, 2]
+    stored = pack([3, 1])  # buckets 10..11
+    total = add_packed(10, 11, stored, 9, 12, moves)
+    assert total is not None and len(total) == 4 * 4
+    assert unpack(total, 4) == [1, 2, 1, 2]
