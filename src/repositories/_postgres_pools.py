@@ -17,6 +17,12 @@ Connections are not checked at checkout (that cost a round trip per batch); an o
 connection turns out broken (the server restarted, a proxy dropped an idle session) runs again
 on another connection, which is what the check did, paid only when it happens.
 
+A new connection can be warmed (`warm`, run by the pool before it hands the connection out):
+PostgreSQL compiles a PL/pgSQL function and fills its catalog caches on a session's first call,
+~20-25 ms for the window read, which a dashboard's first metrics call paid once per pool
+connection. Warming must only read; a failure (the schema not applied yet, no privilege) is
+logged at debug level and the connection used unwarmed, unless the connection itself broke.
+
 Every psycopg failure leaves here as `RepositoryError` naming the operation and the server
 (host:port/db), never the DSN's password; a data or integrity error (SQLSTATE class 22 or 23,
 e.g. 22003 for a number out of range) as `RepositoryDataError`, which the pipeline never
@@ -74,7 +80,14 @@ class PoolRunner:
     """Runs `work(connection)` on a pooled connection, on the runner's own event loop."""
 
     def __init__(
-        self, dsn: str, *, min_size: int, max_size: int, timeout: float, name: str
+        self,
+        dsn: str,
+        *,
+        min_size: int,
+        max_size: int,
+        timeout: float,
+        name: str,
+        warm: Work[None] | None = None,
     ) -> None:
         self._dsn = dsn
         self._target, self._password = describe_target(dsn)
@@ -82,6 +95,7 @@ class PoolRunner:
         self._max_size = max_size
         self._timeout = timeout
         self._name = name
+        self._warm = warm
         self._lock = threading.Lock()
         self._loop_thread = LoopThread(f"{name}-loop")
         self._pool: AsyncConnectionPool | None = None
@@ -197,6 +211,7 @@ class PoolRunner:
             open=False,
             timeout=self._timeout,
             name=self._name,
+            configure=self._warm_connection if self._warm is not None else None,
             kwargs={
                 "connect_timeout": max(2, math.ceil(self._timeout)),
                 "application_name": "e2i-observability",
@@ -208,6 +223,17 @@ class PoolRunner:
             # No check per checkout (a round trip per batch): `_on_connection` retries once
             # on another connection when the one handed out turns out broken.
         )
+
+    async def _warm_connection(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """The pool's `configure`: run `warm` once on a new connection (autocommit, so a failed
+        statement leaves it idle); a broken connection fails, so the pool makes another."""
+        assert self._warm is not None
+        try:
+            await self._warm(conn)
+        except psycopg.Error as exc:
+            if conn.broken:
+                raise
+            logger.debug("warming a %s connection: %s", self._name, self._describe(exc))
 
     def _connection_class(self) -> type[psycopg.AsyncConnection[Any]]:
         """psycopg's connection class, remembering why the last connection attempt failed:
