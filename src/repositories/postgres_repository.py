@@ -58,7 +58,11 @@ from src.repositories._rows import (
     summary_from_row,
     window_summary_from_row,
 )
-from src.repositories.cost_rollups import cost_bounds, cost_stats_from_rollups
+from src.repositories.cost_rollups import (
+    COST_BOUND_NAMES,
+    cost_bounds,
+    cost_stats_from_rollups,
+)
 from src.repositories.rollups import (
     BOUND_NAMES,
     DEFAULT_ROLLUP_RETENTION_DAYS,
@@ -112,14 +116,15 @@ DO $$ BEGIN
 END $$"""
 _BOUNDS = "%s::timestamptz, " * len(BOUND_NAMES) + "%s::text"
 _ROLLUP_WINDOW = f"SELECT * FROM public.ml_rollup_window({_BOUNDS})"
-_ROLLUP_COSTS = "SELECT * FROM public.ml_rollup_costs(" + "%s::timestamptz, " * 14 + "%s::text)"
+_COST_BOUNDS = "%s::timestamptz, " * len(COST_BOUND_NAMES) + "%s::text"
+_ROLLUP_COSTS = f"SELECT * FROM public.ml_rollup_costs({_COST_BOUNDS})"
 # A new pool connection's first call of each read function compiles it (~20-25 ms at 1M spans);
 # `PoolRunner` runs this once per connection, over an empty window (index probes, no rows).
 _WARM_READS = (
     "SELECT (SELECT count(*) FROM public.ml_rollup_window("
     + ", ".join(["now()"] * len(BOUND_NAMES))
     + ", NULL)), (SELECT count(*) FROM public.ml_rollup_costs("
-    + ", ".join(["now()"] * 14)
+    + ", ".join(["now()"] * len(COST_BOUND_NAMES))
     + ", NULL))"
 )
 _REBUILD_ROLLUPS = "SELECT public.ml_rebuild_rollups(%s::timestamptz)"
