@@ -13,7 +13,7 @@ which is PostgreSQL's `percentile_cont`. Only one row per agent leaves SQLite.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from src.repositories import _sqlite_rollups as rollups
 from src.repositories import _sqlite_sketches as sketches
@@ -35,6 +35,7 @@ __all__ = [
     "WINDOW_SUMMARY",
     "add_missing_columns",
     "cost_breakdown",
+    "insert_spans",
 ]
 
 _HEX16 = "length({c}) = 16 AND {c} NOT GLOB '*[^0-9a-f]*' AND {c} <> '0000000000000000'"
@@ -170,10 +171,33 @@ statements, or a function of the connection."""
 
 _COLUMNS = ", ".join(SPAN_COLUMNS)
 
-INSERT_SPAN = (
-    f"INSERT INTO {TABLE_NAME} ({_COLUMNS}) VALUES ({', '.join('?' for _ in SPAN_COLUMNS)}) "
-    "ON CONFLICT DO NOTHING"
-)
+_ROW = f"({', '.join('?' for _ in SPAN_COLUMNS)})"
+INSERT_SPAN = f"INSERT INTO {TABLE_NAME} ({_COLUMNS}) VALUES {_ROW} ON CONFLICT DO NOTHING"
+_ROWS_PER_STATEMENT = 500
+
+
+def insert_spans(conn: sqlite3.Connection, rows: Sequence[Sequence[object]]) -> int:
+    """Insert `rows` (conflicts skipped); returns how many were stored. Many rows a statement,
+    not `executemany`: CPython's sqlite3 gives the GIL up around each statement's step and must
+    win it back, which beside a busy agent thread costs up to a switch interval (5 ms) a row
+    (5,000 rows: ~50 ms alone, 11-37 s beside one spinning thread; BENCHMARKS.md)."""
+    per = max(
+        1,
+        min(
+            _ROWS_PER_STATEMENT,
+            conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(SPAN_COLUMNS),
+        ),
+    )
+    stored = 0
+    for first in range(0, len(rows), per):
+        chunk = rows[first : first + per]
+        statement = (
+            f"INSERT INTO {TABLE_NAME} ({_COLUMNS}) VALUES {', '.join([_ROW] * len(chunk))} "
+            "ON CONFLICT DO NOTHING"
+        )
+        stored += conn.execute(statement, [value for row in chunk for value in row]).rowcount
+    return stored
+
 
 SELECT_BY_WINDOW = (
     f"SELECT {_COLUMNS} FROM {TABLE_NAME} "

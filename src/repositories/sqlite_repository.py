@@ -253,7 +253,7 @@ class SqliteSpanRepository(WindowMetricsFromRollups):
         def insert(conn: sqlite3.Connection) -> int:
             def write() -> int:
                 (before,) = conn.execute(rollup_sql.MAX_ROWID).fetchone()
-                inserted = conn.executemany(sql.INSERT_SPAN, rows).rowcount
+                inserted = sql.insert_spans(conn, rows)
                 if inserted:  # rollups of the rows really inserted, same transaction
                     every_row = rows if inserted == len(rows) else None
                     rollup_sql.add_new_rows(conn, before, every_row)

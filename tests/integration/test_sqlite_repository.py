@@ -204,3 +204,20 @@ async def test_two_repositories__same_file__see_each_others_writes(tmp_path):
 def test_constructor__bad_busy_timeout__value_error_naming_it(tmp_path):
     with pytest.raises(ValueError, match="busy_timeout_seconds"):
         SqliteSpanRepository(tmp_path / "x.db", busy_timeout_seconds=0)
+
+
+async def test_insert_batch__more_rows_than_one_statement_takes__each_stored_once_replay_adds_none(
+    tmp_path,
+):
+    repo = SqliteSpanRepository(tmp_path / "obs.db", clock=clock)
+    await repo.setup()
+    spans = [make_span(minutes_ago=1 + i / 100) for i in range(1_201)]  # 3 statements of 500
+    try:
+        assert await repo.insert_spans_batch(spans[:700]) == 700
+        # a replay overlapping the first write across a statement boundary: only new rows count
+        assert await repo.insert_spans_batch(spans[600:]) == 501
+        assert await repo.insert_spans_batch(spans) == 0
+        stored = await repo.get_spans_by_trace(TRACE)
+    finally:
+        await repo.close()
+    assert sorted(s.span_id for s in stored) == sorted(s.span_id for s in spans)
