@@ -105,15 +105,9 @@ def pack_buckets(conn: sqlite3.Connection) -> None:
     migration 3 has a row per slot, agent and bucket: converted (with the totals rows) while
     the sketch table is still empty, then dropped."""
     conn.execute(sketches.CREATE_SKETCHES)
-    empty = conn.execute(f"SELECT 1 FROM {sketches.SKETCHES_TABLE} LIMIT 1").fetchone() is None
-    old = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-        (sketches.OLD_BUCKETS_TABLE,),
-    ).fetchone()
-    if old is not None:
-        if empty:
-            conn.execute(sketches.CONVERT_BUCKETS)
-        conn.execute(f"DROP TABLE {sketches.OLD_BUCKETS_TABLE}")
+    _convert_and_drop(
+        conn, sketches.SKETCHES_TABLE, sketches.OLD_BUCKETS_TABLE, sketches.CONVERT_BUCKETS
+    )
     if conn.execute(f"SELECT 1 FROM {sketches.SKETCHES_TABLE} LIMIT 1").fetchone() is None:
         rollups.rebuild(conn, None)  # spans without rollups (none: nothing happens)
 
@@ -131,15 +125,22 @@ def pack_trace_cost_buckets(conn: sqlite3.Connection) -> None:
     packed table is still empty (the sketch outlives the spans), then dropped."""
     for statement in trace_costs.CREATE_TRACE_COSTS:
         conn.execute(statement)
-    empty = conn.execute(f"SELECT 1 FROM {trace_costs.SKETCH_TABLE} LIMIT 1").fetchone() is None
+    _convert_and_drop(
+        conn, trace_costs.SKETCH_TABLE, trace_costs.OLD_SKETCH_TABLE, trace_costs.CONVERT_BUCKETS
+    )
+
+
+def _convert_and_drop(conn: sqlite3.Connection, table: str, old_table: str, convert: str) -> None:
+    """If `old_table` exists: run `convert` (old rows into `table`) while `table` is still
+    empty, so a half-applied upgrade never converts twice; then drop `old_table`."""
     old = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-        (trace_costs.OLD_SKETCH_TABLE,),
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (old_table,)
     ).fetchone()
-    if old is not None:
-        if empty:
-            conn.execute(trace_costs.CONVERT_BUCKETS)
-        conn.execute(f"DROP TABLE {trace_costs.OLD_SKETCH_TABLE}")
+    if old is None:
+        return
+    if conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is None:
+        conn.execute(convert)
+    conn.execute(f"DROP TABLE {old_table}")
 
 
 Migration = tuple[str, ...] | Callable[[sqlite3.Connection], None]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from src.repositories._sqlite_sketches import _RANGES as RANGES
 from src.repositories._sqlite_sketches import _SLOTS as SLOTS
 from src.repositories._sqlite_sketches import _greatest, _least
 from src.repositories.rollups import HOUR, LOG_GAMMA, MINUTE, SIX_HOURS, TEN_MINUTES, ZERO_BUCKET
@@ -196,15 +197,9 @@ CONVERT_BUCKETS = "WITH " + _add_sketch(
 """Migration 6: the old minute rows become minute and 10-minute sketches, the hour rows hour
 and 6-hour ones (the sketch outlives the spans and trace costs, so it is converted)."""
 
-_SKETCH_RANGES = (
-    (MINUTE, "trace_minute_from", "trace_ten_from"),
-    (TEN_MINUTES, "trace_ten_from", "trace_hour_from"),
-    (HOUR, "trace_hour_from", "trace_six_from"),
-    (SIX_HOURS, "trace_six_from", "trace_six_to"),
-    (HOUR, "trace_six_to", "trace_hour_to"),
-    (TEN_MINUTES, "trace_hour_to", "trace_ten_to"),
-    (MINUTE, "trace_ten_to", "trace_minute_to"),
-)
+_SKETCH_RANGES = tuple(
+    (period, f"trace_{low}", f"trace_{high}") for period, low, high in RANGES
+)  # the latency sketches' tier ranges, over the trace bounds (`cost_rollups.trace_bounds`)
 _CALL_RANGES = " UNION ALL ".join(
     "SELECT agent_name, llm_model, cost_usd, priced_calls, llm_calls "
     f"FROM ml_observability_rollups WHERE {condition} AND llm_calls > 0"
