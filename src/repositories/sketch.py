@@ -148,10 +148,7 @@ class Histogram:
         self._sum: tuple[int, int, int, int] | None = None  # (low, high, digit bits, total)
 
     def add(self, zeros: int, low: int | None, high: int | None, packed: bytes | None) -> None:
-        self.zeros += zeros
-        if low is not None and high is not None and packed:
-            self._parts.append((low, high, packed))
-            self._sum = None
+        self.add_many(zeros, (low,), (high,), (packed,))
 
     def add_many(
         self,
