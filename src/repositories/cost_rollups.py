@@ -54,8 +54,6 @@ The totals table has minute and hour slots only: minutes in [minute_from, hour_f
 [hour_to, minute_to), hours in [hour_from, hour_to) (`split_window`'s 10-minute and 6-hour
 ranges lie inside those, so the same bounds split the window into minutes and hours). The
 cost sketch has all four tiers: `trace_bounds` split as `RollupBounds` says."""
-_NARROW_SUM = 1 << 32
-"""Below this many traces, packed counts add up in 32-bit digits (see `sketch.Histogram`)."""
 
 
 def trace_bounds(window: Window) -> RollupBounds:
@@ -112,7 +110,7 @@ def cost_stats_from_rollups(
     result = []
     for name, (cost, priced, llm_calls, by_model), grp in groups:
         counted, histogram = sketches.get(grp, ([0], Histogram()))
-        p50, p95 = histogram.quantiles((0.50, 0.95), narrow=counted[0] < _NARROW_SUM)
+        p50, p95 = histogram.quantiles((0.50, 0.95), total=counted[0])
         result.append(
             cost_from_row((name, cost, priced, llm_calls - priced, counted[0], p50, p95, by_model))
         )

@@ -89,8 +89,6 @@ FRAGMENT_COLUMNS = (*TOTAL_COLUMNS, "zero_count", "low", "high", "packed")
 raw edge spans (`packed` the count of its bucket `low` = `high`, packed, or as a plain integer
 from SQLite, which has no function to pack it and need not call a Python one per group;
 durations of 0 ms in `zero_count`, with no `low`). The per-agent window is their sum."""
-_NARROW_SUM = 1 << 32
-"""Below this many durations, packed counts add up in 32-bit digits (see `sketch.Histogram`)."""
 
 
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -248,9 +246,7 @@ def _latency_stats(
         if w.span_count == 0:
             continue
         cap = w.duration_max
-        p50, p95, p99 = w.histogram.quantiles(
-            (0.50, 0.95, 0.99), narrow=w.duration_count < _NARROW_SUM
-        )
+        p50, p95, p99 = w.histogram.quantiles((0.50, 0.95, 0.99), total=w.duration_count)
         stats.append(
             LatencyStats(
                 agent_name=agent,
@@ -277,10 +273,9 @@ def _latency_stats(
 def _window_summary(agents: dict[str, _AgentWindow], time_window: str) -> WindowSummary:
     windows = agents.values()
     duration_count = sum(w.duration_count for w in windows)
-    narrow = duration_count < _NARROW_SUM
-    merged = Histogram.combine([w.histogram for w in windows], narrow=narrow)
+    merged = Histogram.combine([w.histogram for w in windows])
     maxima = [w.duration_max for w in windows if w.duration_max is not None]
-    (p95,) = merged.quantiles((0.95,), narrow=narrow)
+    (p95,) = merged.quantiles((0.95,), total=duration_count)
     return WindowSummary(
         time_window=time_window,
         total_spans=sum(w.span_count for w in windows),

@@ -2,12 +2,13 @@
 
 Why: a 24 h window over 18 agents used to merge ~60,000 (slot, agent, bucket) rows, one per
 filled bucket, which alone cost more than the 10 ms budget of a cold read. A packed sketch is
-the histogram's counts for the consecutive buckets `low`, `low + 1`, ... as big-endian 64-bit
-integers (`packed`, PostgreSQL's `int8send` layout); durations of 0 ms (no logarithm) are
-counted apart (`zero_count`). A window then reads a few hundred rows, and this module adds
-them up in C: each packed sketch is one Python integer whose 64-bit digits are the counts
-(SWAR: adding two such integers adds every bucket at once, no count ever reaches 2^63), shifted
-so that equal buckets line up. Percentiles come from the running sums of the merged counts.
+the histogram's counts for the consecutive buckets `low`, `low + 1`, ... as big-endian
+unsigned integers of 16 bits, or 32 or 64 when a count needs them (`packed`, see `pack`);
+durations of 0 ms (no logarithm) are counted apart (`zero_count`). A window then reads a few
+hundred rows, and `Histogram` adds them up in C: each packed sketch is one Python integer
+whose digits are the counts (SWAR: adding two such integers adds every bucket at once),
+shifted so that equal buckets line up. Percentiles come from the running sums of the merged
+counts.
 
 The SQLite backend builds and merges sketches with `SketchAggregate` and `add_packed`,
 registered on its connections (`register`); PostgreSQL does the same in SQL
@@ -47,9 +48,10 @@ ZERO_BUCKET = -100_000
 """The bucket of a zero duration (ln 0 is undefined); its value is 0. Packed sketches count
 zero durations apart (`zero_count`); raw rows and SQL use this number for them."""
 
-_NARROW = 4
-"""Bytes per count while every count of a sketch is below 2^32 (nearly always); 8 otherwise."""
-_NARROW_LIMIT = 1 << 32
+_LIMIT_16, _LIMIT_32 = 1 << 16, 1 << 32
+_CODE = {2: "H", 4: "I", 8: "q"}
+"""The `array` type of a packed count of 2, 4 or 8 bytes (the 64-bit one signed, see `pack`)."""
+_WIDTH = {code: width for width, code in _CODE.items()}
 
 
 def bucket_of(duration_ms: float) -> int:
@@ -63,26 +65,38 @@ def bucket_value(bucket: int) -> float:
 
 
 def pack(counts: Sequence[int]) -> bytes:
-    """Counts as big-endian unsigned 32-bit integers, or signed 64-bit ones when a count does
-    not fit in 32 bits (PostgreSQL's `ml_sketch_pack` writes the same bytes). Negative counts
-    (a batch's moves of the cost sketch: -1 from a trace's old bucket) take 64 bits too; a
-    stored sketch never holds one, so what a read adds up is always unsigned."""
-    narrow = max(counts, default=0) < _NARROW_LIMIT and min(counts, default=0) >= 0
-    words = array("I" if narrow else "q", counts)
-    if words.itemsize not in (_NARROW, 8):  # "I" is 32 bits on every supported platform
-        raise RuntimeError(f"array item size {words.itemsize} is neither 4 nor 8 bytes")
+    """Counts as big-endian unsigned 16-bit integers, 32-bit ones when a count does not fit in
+    16 bits, or signed 64-bit ones when it does not fit in 32 (PostgreSQL's `ml_sketch_pack`
+    writes the same bytes). Most rows are small (a minute of one agent: a few spans over ~100
+    buckets), so 16 bits halve what a read fetches and adds up. Negative counts (a batch's
+    moves of the cost sketch: -1 from a trace's old bucket) take 64 bits; a stored sketch
+    never holds one, so what a read adds up is always unsigned."""
+    low, high = min(counts, default=0), max(counts, default=0)
+    code = "q" if low < 0 or high >= _LIMIT_32 else "I" if high >= _LIMIT_16 else "H"
+    words = array(code, counts)
+    if words.itemsize != _WIDTH[code]:  # "H" and "I" are 2 and 4 bytes on supported platforms
+        raise RuntimeError(f"array item size {words.itemsize} of {code!r} is not {_WIDTH[code]}")
     if sys.byteorder == "little":
         words.byteswap()
     return words.tobytes()
 
 
 def unpack(packed: bytes, lanes: int) -> list[int]:
-    """The `lanes` counts of a packed sketch (the inverse of `pack`)."""
-    words = array("I" if len(packed) == lanes * _NARROW else "q")
+    """The `lanes` counts of a packed sketch (the inverse of `pack`; its length says the width)."""
+    words = array(_CODE[len(packed) // lanes])
     words.frombytes(packed)
     if sys.byteorder == "little":
         words.byteswap()
     return words.tolist()
+
+
+def widened(packed: bytes, width: int, new_width: int) -> bytes:
+    """Big-endian unsigned words of `width` bytes as wider ones of `new_width` bytes (zeros in
+    front of each): a few slice copies in C whatever the number of words."""
+    out = bytearray(len(packed) // width * new_width)
+    for byte in range(width):
+        out[new_width - width + byte :: new_width] = packed[byte::width]
+    return bytes(out)
 
 
 def add_packed(
@@ -136,16 +150,16 @@ class Histogram:
     then read `quantiles` (or `combine` several, e.g. every agent's, first).
 
     The sum runs in C: a packed sketch read as one big-endian integer has its counts as
-    digits in base 2^32 (or 2^64), highest bucket last; shifted so equal buckets line up, the
-    integers add every bucket at once. No digit may carry: with 32-bit digits that holds while
-    the counts added up stay below 2^32 (`narrow`, the caller knows the number of durations);
-    otherwise, or with any 64-bit fragment, the digits are 64 bits wide (each 32-bit fragment
-    widened first: slower, never wrong)."""
+    digits in base 2^16 (2^32, 2^64), highest bucket last; shifted so equal buckets line up,
+    the integers add every bucket at once. No digit may carry, so the digits are as wide as
+    the sum needs (the caller passes `total`, the number of values added up: no bucket's sum
+    exceeds it) and at least as wide as the widest fragment; narrower fragments are widened
+    first. Rows packed before 16-bit counts existed (32-bit) are thus read as they were."""
 
     def __init__(self) -> None:
         self.zeros = 0
-        self._parts: list[tuple[int, int, bytes]] = []  # (low, high, packed)
-        self._sum: tuple[int, int, int, int] | None = None  # (low, high, digit bits, total)
+        self._parts: list[tuple[int, int, bytes | int]] = []  # (low, high, packed or count)
+        self._sum: tuple[int, int, int, int] | None = None  # (low, high, digit bytes, total)
 
     def add(self, zeros: int, low: int | None, high: int | None, packed: bytes | None) -> None:
         self.add_many(zeros, (low,), (high,), (packed,))
@@ -162,7 +176,7 @@ class Histogram:
         as SQLite returns it)."""
         self.zeros += zeros
         parts = [
-            (low, high, data if data.__class__ is not int else pack([data]))
+            (low, high, data)
             for low, high, data in zip(lows, highs, packed, strict=True)
             if low is not None and high is not None and data
         ]
@@ -171,64 +185,56 @@ class Histogram:
             self._sum = None
 
     @classmethod
-    def combine(cls, histograms: Sequence[Histogram], *, narrow: bool) -> Histogram:
-        """One histogram holding the counts of all of `histograms` (their sums added up)."""
+    def combine(cls, histograms: Sequence[Histogram]) -> Histogram:
+        """One histogram holding the counts of all of `histograms`: each one's sum, if read
+        already (one fragment each), else its fragments."""
         combined = cls()
         combined.zeros = sum(h.zeros for h in histograms)
-        sums = [h._merged(narrow=narrow) for h in histograms if h._parts]
-        if sums and all(bits == sums[0][2] for _, _, bits, _ in sums):
-            bits = sums[0][2]
-            high = max(top for _, top, _, _ in sums)
-            total = sum(value << (bits * (high - top)) for _, top, _, value in sums)
-            combined._sum = (min(low for low, _, _, _ in sums), high, bits, total)
-        for h in histograms:  # kept for a wider sum if asked (never with the same `narrow`)
-            combined._parts.extend(h._parts)
+        for h in histograms:
+            if h._sum is not None and h._parts:
+                low, high, width, value = h._sum
+                combined._parts.append((low, high, value.to_bytes((high - low + 1) * width, "big")))
+            else:
+                combined._parts.extend(h._parts)
         return combined
 
-    def _merged(self, *, narrow: bool) -> tuple[int, int, int, int]:
-        if self._sum is not None and (self._sum[2] == 32) == narrow:
+    def _merged(self, total: int) -> tuple[int, int, int, int]:
+        widths = [  # 0: a single count, one digit of any width (e.g. a raw edge group)
+            0 if isinstance(data, int) or first == last else len(data) // (last - first + 1)
+            for first, last, data in self._parts
+        ]
+        width = max(2 if total < _LIMIT_16 else 4 if total < _LIMIT_32 else 8, *widths)
+        if self._sum is not None and self._sum[2] == width:
             return self._sum
-        narrow = narrow and all(len(d) == (h - lo + 1) * _NARROW for lo, h, d in self._parts)
-        bits = 32 if narrow else 64
-        high = max(h for _, h, _ in self._parts)
-        if narrow:  # the usual case: one shift and addition per fragment
-            total = sum(
-                int.from_bytes(data, "big") << (32 * (high - last)) for _, last, data in self._parts
-            )
-        else:
-            total = 0
-            for first, last, data in self._parts:
-                if len(data) == (last - first + 1) * _NARROW:
-                    data = _big_endian_words(array("q", unpack(data, last - first + 1)).tobytes())
-                total += int.from_bytes(data, "big") << (64 * (high - last))
-        self._sum = (min(lo for lo, _, _ in self._parts), high, bits, total)
+        bits, high = width * 8, max(h for _, h, _ in self._parts)
+        value = 0
+        for (_, last, data), data_width in zip(self._parts, widths, strict=True):
+            if isinstance(data, int):  # one bucket's plain count
+                digits = data
+            elif data_width in (0, width):
+                digits = int.from_bytes(data, "big")
+            else:
+                digits = int.from_bytes(widened(data, data_width, width), "big")
+            value += digits << (bits * (high - last))
+        self._sum = (min(lo for lo, _, _ in self._parts), high, width, value)
         return self._sum
 
-    def counts(self, *, narrow: bool) -> tuple[int, list[int]]:
-        """(lowest bucket, counts from it on) of everything added; (0, []) if nothing."""
+    def counts(self, *, total: int) -> tuple[int, list[int]]:
+        """(lowest bucket, counts from it on) of everything added, `total` values in all; (0,
+        []) if nothing."""
         if not self._parts:
             return 0, []
-        low, high, bits, total = self._merged(narrow=narrow)
-        words = array("I" if bits == 32 else "q")
-        words.frombytes(total.to_bytes((high - low + 1) * bits // 8, "big"))
+        low, high, width, value = self._merged(total)
+        words = array(_CODE[width].upper())  # unsigned: a sum of stored counts
+        words.frombytes(value.to_bytes((high - low + 1) * width, "big"))
         if sys.byteorder == "little":
             words.byteswap()
         return low, words.tolist()
 
-    def quantiles(self, fractions: Sequence[float], *, narrow: bool) -> list[float | None]:
+    def quantiles(self, fractions: Sequence[float], *, total: int) -> list[float | None]:
         """See `quantiles`."""
-        low, counts = self.counts(narrow=narrow)
+        low, counts = self.counts(total=total)
         return quantiles(self.zeros, low, counts, fractions)
-
-
-def _big_endian_words(data: bytes) -> bytes:
-    """Native 64-bit words (array("q").tobytes()) as big-endian ones."""
-    if sys.byteorder == "big":
-        return data
-    words = array("q")
-    words.frombytes(data)
-    words.byteswap()
-    return words.tobytes()
 
 
 def quantiles(

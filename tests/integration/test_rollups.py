@@ -34,6 +34,7 @@ from src.repositories import _sqlite_rollups as rollup_sql
 from src.repositories._rows import format_utc
 from src.repositories.postgres_repository import PostgresSpanRepository
 from src.repositories.rollups import LOG_GAMMA, RELATIVE_ACCURACY, ZERO_BUCKET
+from src.repositories.sketch import pack
 from src.repositories.span_store import SpanRepository
 from src.repositories.sqlite_repository import SqliteSpanRepository
 from tests.integration.test_repository_conformance import (  # fixtures: clock, repository
@@ -369,6 +370,20 @@ async def test_postgres_schema__two_argument_rollup_retention__replaced_when_app
             assert conn.execute("SELECT ml_delete_old_rollups('1 day', now())").fetchone() == (0,)
     finally:
         await repo.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "counts", [[1, 0, 7], [0, 65535], [1, 65536, 0], [(1 << 32) - 1], [3, 1 << 32], [5]]
+)
+async def test_ml_sketch_pack__16_32_and_64_bit_counts__same_bytes_as_python(pg_dsn, counts):
+    """PostgreSQL packs in SQL what SQLite packs in Python: the read side takes both alike."""
+    repo = PostgresSpanRepository(pg_dsn, clock=FixedClock())
+    await repo.setup()
+    await repo.close()
+    with psycopg.connect(pg_dsn) as conn:
+        (packed,) = conn.execute("SELECT ml_sketch_pack(%s::bigint[])", (counts,)).fetchone()
+    assert packed == pack(counts)
 
 
 _SKETCH_COLUMNS = (

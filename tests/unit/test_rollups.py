@@ -1,12 +1,14 @@
 """The rollup sketch and window split (src/repositories/rollups.py, sketch.py) on their own: the
-bucket formula's error bound, packed sketches added up (32-bit digits, 64-bit when a count or
-the sum does not fit), percentile estimates against `statistics.quantiles` (PostgreSQL's
-percentile_cont), and how a window is cut into raw edges and minute to 6-hour slots."""
+bucket formula's error bound, packed sketches (16-bit counts, 32 or 64 bits when one does not
+fit) added up in digits as wide as the sum needs, percentile estimates against
+`statistics.quantiles` (PostgreSQL's percentile_cont), and how a window is cut into raw edges
+and minute to 6-hour slots."""
 
 from __future__ import annotations
 
 import random
 import statistics
+import struct
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -26,7 +28,15 @@ from src.repositories.rollups import (
     split_window,
     window_metrics_from_rollups,
 )
-from src.repositories.sketch import Histogram, SketchAggregate, add_packed, pack, quantiles, unpack
+from src.repositories.sketch import (
+    Histogram,
+    SketchAggregate,
+    add_packed,
+    pack,
+    quantiles,
+    unpack,
+    widened,
+)
 
 
 def dense(values: list[float]) -> tuple[int, int, list[int]]:
@@ -82,10 +92,33 @@ def test_quantiles__empty_and_single__none_and_the_value():
 
 
 def test_pack__narrow_and_wide_counts__round_trip():
-    assert len(pack([1, 0, 7])) == 12  # 32-bit counts
+    assert len(pack([1, 0, 7])) == 6  # 16-bit counts
+    assert pack([1, 0, 7]) == bytes([0, 1, 0, 0, 0, 7])  # big-endian, as PostgreSQL packs them
     assert unpack(pack([1, 0, 7]), 3) == [1, 0, 7]
+    middle = [1, 1 << 16, 3]
+    assert len(pack(middle)) == 12 and unpack(pack(middle), 3) == middle
     wide = [1, 1 << 40, 3]
     assert len(pack(wide)) == 24 and unpack(pack(wide), 3) == wide
+
+
+@pytest.mark.parametrize(("width", "new_width"), [(2, 4), (2, 8), (4, 8)])
+def test_widened__counts__same_counts_in_wider_words(width, new_width):
+    counts = [0, 1, 255, 256, 65535, 7]
+    codes = {2: ">H", 4: ">I", 8: ">Q"}
+    packed = b"".join(struct.pack(codes[width], c) for c in counts)
+    assert widened(packed, width, new_width) == b"".join(
+        struct.pack(codes[new_width], c) for c in counts
+    )
+
+
+def test_histogram__rows_packed_32_bit_by_earlier_versions__added_to_16_bit_ones():
+    """Rows written before the 16-bit packing keep their 32-bit counts: each width is read by
+    its length, whatever the digits of the sum."""
+    old = b"".join(struct.pack(">I", c) for c in (4, 0, 9))  # buckets 7..9
+    for total in (16, 1 << 20, 1 << 40):  # 16-, 32- and 64-bit digits
+        histogram = Histogram()
+        histogram.add_many(0, (7, 8, 9), (9, 8, 9), (old, pack([1]), 2))
+        assert histogram.counts(total=total) == (7, [4, 1, 11])
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -97,15 +130,15 @@ def test_histogram__random_fragments__same_counts_as_adding_per_bucket(seed):
         low = rng.randint(-50, 400)
         counts = [rng.choice((0, rng.randint(1, 9))) for _ in range(rng.randint(1, 30))]
         counts[0] = counts[-1] = 1
-        if rng.random() < 0.2:  # a count that needs 64 bits
-            counts[-1] = (1 << 33) + rng.randint(0, 9)
+        if rng.random() < 0.2:  # a count that needs 32 or 64 bits
+            counts[-1] = rng.choice(((1 << 16) + 3, (1 << 33) + rng.randint(0, 9)))
         for offset, count in enumerate(counts):
             expected[low + offset] = expected.get(low + offset, 0) + count
         zero = rng.randint(0, 2)
         zeros += zero
         histogram.add(zero, low, low + len(counts) - 1, pack(counts))
     total = sum(expected.values())
-    low, counts = histogram.counts(narrow=total < (1 << 32))
+    low, counts = histogram.counts(total=total + zeros)
     assert {low + i: c for i, c in enumerate(counts) if c} == {
         b: c for b, c in expected.items() if c
     }
@@ -116,17 +149,17 @@ def test_histogram__sum_over_2_to_32__64_bit_digits_no_carry():
     histogram = Histogram()
     for _ in range(3):
         histogram.add(0, 10, 11, pack([(1 << 32) - 1, 5]))
-    assert histogram.counts(narrow=False) == (10, [3 * ((1 << 32) - 1), 15])
+    assert histogram.counts(total=3 * (1 << 32)) == (10, [3 * ((1 << 32) - 1), 15])
 
 
 def test_combine__two_agents__counts_of_both():
     first, second = Histogram(), Histogram()
     first.add(1, 5, 6, pack([2, 3]))
     second.add(0, 4, 5, pack([1, 1]))
-    both = Histogram.combine([first, second], narrow=True)
+    both = Histogram.combine([first, second])
     assert both.zeros == 1
-    assert both.counts(narrow=True) == (4, [1, 3, 3])
-    assert both.counts(narrow=False) == (4, [1, 3, 3])
+    assert both.counts(total=8) == (4, [1, 3, 3])
+    assert both.counts(total=1 << 40) == (4, [1, 3, 3])
 
 
 def test_add_many__plain_counts_and_packed__same_counts_as_add():
@@ -137,8 +170,8 @@ def test_add_many__plain_counts_and_packed__same_counts_as_add():
     zeros, lows, highs, packed = zip(*fragments, strict=True)
     at_once.add_many(sum(zeros), lows, highs, packed)
     assert at_once.zeros == one_by_one.zeros == 3
-    assert at_once.counts(narrow=False) == one_by_one.counts(narrow=False)
-    assert at_once.counts(narrow=False) == (4, [7, 2, 3, 0, 0, 1 << 40])
+    assert at_once.counts(total=1 << 41) == one_by_one.counts(total=1 << 41)
+    assert at_once.counts(total=1 << 41) == (4, [7, 2, 3, 0, 0, 1 << 40])
 
 
 def test_window_metrics__rows_in_any_order__same_totals_and_percentiles():
@@ -262,13 +295,13 @@ def test_split_window__inside_one_minute__all_raw():
     assert bounds.as_tuple()[1:] == (end,) * 9
 
 
-def test_pack__cost_sketch_moves_with_minus_one__64_bit_then_added_back_to_32_bit():
+def test_pack__cost_sketch_moves_with_minus_one__64_bit_then_added_back_to_16_bit():
     """A batch's cost sketch moves hold -1 counts (a trace leaving its old bucket): packed as
-    64-bit words, added to a stored 32-bit sketch by `add_packed` into a 32-bit one again."""
+    64-bit words, added to a stored 16-bit sketch by `add_packed` into a 16-bit one again."""
     moves = pack([1, -1, 0, 2])  # buckets 9..12
     assert len(moves) == 4 * 8
     assert unpack(moves, 4) == [1, -1, 0, 2]
     stored = pack([3, 1])  # buckets 10..11
     total = add_packed(10, 11, stored, 9, 12, moves)
-    assert total is not None and len(total) == 4 * 4
+    assert total is not None and len(total) == 4 * 2
     assert unpack(total, 4) == [1, 2, 1, 2]
