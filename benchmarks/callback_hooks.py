@@ -6,7 +6,8 @@ One chat-model call's `on_chat_model_start` + `on_llm_end` (the arguments a real
 `GenericFakeChatModel.invoke()` passes, recorded once) dispatched through langchain-core's
 `handle_event` again and again, for three handlers in interleaved blocks of 1,000: a no-op
 `BaseCallbackHandler` (what dispatch alone costs), the floor (`UsageMetadataCallbackHandler`)
-and ours over an `OpikConnector` whose processor drops spans (tier from the agent registry).
+and ours over an `OpikConnector` whose processor drops spans (tier from the agent registry;
+like the batch processor, it takes the span's build for its worker, which it then drops).
 Each figure is the least process CPU per call over the blocks: CPU time ignores the other
 processes that share the cores, the minimum the blocks another thread of ours disturbed. The
 ratio `(ours - no-op) / (floor - no-op)` is what our hooks cost over the floor's.
@@ -44,6 +45,10 @@ class _Recorder(BaseCallbackHandler):
 class _Dropping:
     def submit(self, span: Any) -> None:
         """Drop the span: only the hooks are measured."""
+
+    def submit_later(self, build: Any) -> None:
+        """Drop the call that would build the span on a batch worker: only the hooks, the
+        agent thread's part, are measured."""
 
     def flush(self, timeout: float | None = None) -> bool:
         return True

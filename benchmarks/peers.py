@@ -2,7 +2,8 @@
 
 - `floor`: langchain-core's `UsageMetadataCallbackHandler` (the least any callback costs);
 - `ours`: `ObservabilityCallbackHandler` -> `BatchProcessor` -> SQLite in the background;
-- `ours_handler_only`: the same handler with a connector that discards spans (diagnostic);
+- `ours_handler_only`: the same handler with a connector that discards spans, unbuilt: the
+  handler's part on the agent's thread (diagnostic);
 - `opik`: `opik.integrations.langchain.OpikTracer`;
 - `langfuse`: `langfuse.langchain.CallbackHandler`.
 
@@ -101,6 +102,10 @@ def make_tracer(name: str, work_dir: Path | None = None) -> Tracer | None:
 class _Discard:
     def submit(self, span: Any) -> None:
         """Drop the span: measures the handler alone."""
+
+    def submit_later(self, build: Any) -> None:
+        """Drop the call that would build the span on a batch worker: the handler's part on
+        the agent's thread alone."""
 
     def flush(self, timeout: float | None) -> bool:
         return True

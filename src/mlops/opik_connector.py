@@ -330,6 +330,18 @@ class OpikConnector:
         except Exception as exc:  # broad on purpose: never raise into the agent
             SPAN_PROBLEMS.record(f"submit failed: {type(exc).__name__}: {exc}")
 
+    def submit_later(self, build: Callable[[], ObservabilitySpan]) -> None:
+        """Hand the processor a call that builds a span on its worker (the callback handler's
+        path: it sets the tier itself); a processor without a worker gets `build()`'s span."""
+        try:
+            later = getattr(self.processor, "submit_later", None)
+            if later is not None:
+                later(build)
+            else:
+                self.submit(build())
+        except Exception as exc:  # broad on purpose: never raise into the agent
+            SPAN_PROBLEMS.record(f"submit failed: {type(exc).__name__}: {exc}")
+
     def flush(self, timeout: float | None = None) -> bool:
         """Deliver everything submitted so far (and queued Opik scores). True only when every
         span submitted before the call is in every sink or durably spooled; False on timeout

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
+from uuid import uuid4
 
 import pytest
 from langchain_core.callbacks import CallbackManagerForLLMRun, UsageMetadataCallbackHandler
@@ -32,9 +33,11 @@ from langgraph.types import Command, Send, interrupt
 from pydantic import PrivateAttr
 from typing_extensions import TypedDict
 
+from src.agents.ml_foundation.observability_connector.batch_processor import BatchProcessor
 from src.agents.ml_foundation.observability_connector.callback import (
     ObservabilityCallbackHandler,
 )
+from src.agents.ml_foundation.observability_connector.config import BatchingSettings
 from src.agents.ml_foundation.observability_connector.models import (
     ObservabilitySpan,
     SpanKind,
@@ -44,8 +47,22 @@ from src.agents.ml_foundation.observability_connector.nodes.context_manager impo
     TraceContext,
     use_context,
 )
+from src.mlops.opik_connector import OpikConnector
 
 # --- real collaborators ------------------------------------------------------------------------
+
+
+class ListSink:
+    """A sink of the real batch processor that keeps every batch it is given."""
+
+    name = "list"
+
+    def __init__(self) -> None:
+        self.batches: list[list[ObservabilitySpan]] = []
+
+    def write(self, batch: Any) -> int:
+        self.batches.append(list(batch))
+        return len(batch)
 
 
 class CollectingConnector:
@@ -68,6 +85,33 @@ class CollectingConnector:
     def spans(self) -> list[ObservabilitySpan]:
         with self._lock:
             return list(self._spans)
+
+
+class DeferringConnector(CollectingConnector):
+    """A connector with a worker (like the OpikConnector over a BatchProcessor): it takes the
+    calls that build spans (`submit_later`) and makes them only when `build_all` asks, on a
+    thread of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.builds: list[Any] = []
+        self.failures: list[BaseException] = []
+
+    def submit_later(self, build: Any) -> None:
+        self.builds.append(build)
+
+    def build_all(self) -> None:
+        def work() -> None:
+            for build in self.builds:
+                try:
+                    self.submit(build())
+                except Exception as exc:  # the batch processor counts these as invalid
+                    self.failures.append(exc)
+
+        worker = threading.Thread(target=work)
+        worker.start()
+        worker.join()
+        self.builds.clear()
 
 
 class FailingConnector:
@@ -595,6 +639,95 @@ def test_handler__trace_inner_chains_off__routers_dropped_tools_reparented():
     assert len(nodes) == 5
     assert {n.parent_span_id for n in nodes} == {root.span_id}
     assert {s.trace_id for s in spans} == {root.trace_id}
+
+
+# --- spans built on the connector's worker ------------------------------------------------------
+
+
+def comparable(span: ObservabilitySpan) -> tuple[Any, ...]:
+    """A span without what differs between two runs of the same graph: ids and times."""
+    attributes = {k: v for k, v in span.attributes.items() if k not in ("langchain.run_id",)}
+    attributes.pop("ttft_ms", None)
+    return (
+        span.operation_name,
+        span.span_kind,
+        span.agent_name,
+        span.agent_tier,
+        span.status,
+        span.llm_model,
+        span.provider,
+        (span.input_tokens, span.output_tokens, span.total_tokens),
+        (span.cache_read_tokens, span.cache_write_tokens, span.reasoning_tokens),
+        attributes,
+        [event.name for event in span.events],
+    )
+
+
+def test_handler__connector_with_a_worker__spans_built_there_equal_those_built_inline():
+    """Through the OpikConnector and a real BatchProcessor the handler hands over calls that
+    build the spans on the processor's worker; the sink gets the spans built inline."""
+    sink = ListSink()
+    processor = BatchProcessor([sink], BatchingSettings(), None)
+    registry = {"three_step_agent": 2, "plan": 3}
+    deferred = ObservabilityCallbackHandler(
+        connector=OpikConnector(processor, registry=registry), capture_prompts=True
+    )
+    inline_connector = CollectingConnector()  # no worker: the OpikConnector builds at once
+    inline = ObservabilityCallbackHandler(
+        connector=OpikConnector(inline_connector, registry=registry), capture_prompts=True
+    )
+    try:
+        for handler in (deferred, inline):
+            model = ScriptedChatModel(replies=replies())
+            three_node_graph(model).invoke({"log": []}, config={"callbacks": [handler]})
+            with pytest.raises(RuntimeError):
+                model.invoke("FAIL", config={"callbacks": [handler]})
+        assert deferred.flush(timeout=10.0)
+    finally:
+        processor.close(timeout=10.0)
+    built_there = [comparable(s) for batch in sink.batches for s in batch]
+    assert sorted(built_there, key=repr) == sorted(
+        map(comparable, inline_connector.spans), key=repr
+    )
+    assert len(built_there) == 7 and {s[3] for s in built_there} == {2, 3, None}
+    assert [s[4] for s in built_there].count(SpanStatus.ERROR) == 1
+    assert deferred.stats["submitted"] == 7 and deferred.stats["internal_errors"] == 0
+
+
+def test_handler__connector_with_a_worker__usage_read_when_the_worker_builds_the_span():
+    connector = DeferringConnector()
+    handler = ObservabilityCallbackHandler(connector=connector)
+    garbled = AIMessage(
+        content="ok", usage_metadata={"input_tokens": -5, "output_tokens": 2, "total_tokens": 2}
+    )
+    ScriptedChatModel(replies=[garbled]).invoke("hi", config={"callbacks": [handler]})
+    assert connector.spans == [] and len(connector.builds) == 1
+    assert handler.stats["invalid_token_counts"] == 0  # not read on the agent's thread
+
+    connector.build_all()
+
+    (llm,) = connector.spans
+    assert (llm.input_tokens, llm.output_tokens) == (None, 2)
+    assert handler.stats["invalid_token_counts"] == 1 and handler.stats["submitted"] == 1
+
+
+def test_handler__span_build_fails_on_the_worker__counted_internal_and_not_submitted():
+    class Unreadable:
+        @property
+        def generations(self) -> Any:
+            raise RuntimeError("provider object changed under us")
+
+    connector = DeferringConnector()
+    handler = ObservabilityCallbackHandler(connector=connector, capture_prompts=True)
+    run_id = uuid4()
+    handler.on_llm_start({"name": "m"}, ["prompt"], run_id=run_id)
+    handler.on_llm_end(Unreadable(), run_id=run_id)
+    assert handler.stats["submitted"] == 1 and handler.stats["internal_errors"] == 0
+
+    connector.build_all()
+
+    assert [type(e) for e in connector.failures] == [RuntimeError] and connector.spans == []
+    assert handler.stats["submitted"] == 0 and handler.stats["internal_errors"] == 1
 
 
 # --- robustness --------------------------------------------------------------------------------

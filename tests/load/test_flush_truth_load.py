@@ -17,6 +17,7 @@ import itertools
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,9 @@ AFTER_CALLS = 200
 
 
 class RecordingProcessor(BatchProcessor):
-    """The real processor, remembering the id of every span handed to it."""
+    """The real processor, remembering the id of every span handed to it. Spans the handler
+    leaves to be built on the worker (`submit_later`) are built at once, so that the id of
+    every span handed over is known, also of one dropped at a full queue."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -58,6 +61,9 @@ class RecordingProcessor(BatchProcessor):
     def submit(self, span: ObservabilitySpan) -> None:
         self.handed.append((span.trace_id, span.span_id))
         super().submit(span)
+
+    def submit_later(self, build: Callable[[], ObservabilitySpan]) -> None:
+        self.submit(build())
 
 
 def _chat_model() -> GenericFakeChatModel:

@@ -961,6 +961,50 @@ def test_batch_processor__no_spool_dir__overflow_dropped_and_counted(processors)
     assert_balanced(result.stats)
 
 
+# ----------------------------------------------------------------------------- submit_later
+def test_batch_processor__submit_later__built_on_the_worker_in_queue_order(processors) -> None:
+    sink = ListSink()
+    processor = processors([sink], settings(), None)
+    built_on: list[threading.Thread] = []
+
+    def build(i: int) -> ObservabilitySpan:
+        built_on.append(threading.current_thread())
+        return make_span(i)
+
+    for i in range(40):  # more than the worker builds between two releases of the GIL
+        if i % 3:
+            processor.submit_later(lambda i=i: build(i))
+        else:
+            processor.submit(make_span(i))
+    assert processor.flush(timeout=WAIT)
+
+    assert sink.span_ids == ids(40)
+    assert len(built_on) == 26 and threading.current_thread() not in built_on
+    assert_balanced(processor.stats())
+
+
+def test_batch_processor__submit_later_fails_or_builds_no_span__counted_invalid_rest_kept(
+    processors,
+) -> None:
+    sink = ListSink()
+    processor = processors([sink], settings(), None)
+
+    def broken() -> ObservabilitySpan:
+        raise KeyError("usage")
+
+    processor.submit_later(lambda: make_span(0))
+    processor.submit_later(broken)
+    processor.submit_later(lambda: "not a span")  # type: ignore[arg-type, return-value]
+    processor.submit_later("not callable")  # type: ignore[arg-type]
+    processor.submit_later(lambda: make_span(1))
+    assert processor.flush(timeout=WAIT)
+
+    stats = processor.stats()
+    assert stats.invalid == 3
+    assert sink.span_ids == ids(2)
+    assert_balanced(stats)
+
+
 # ----------------------------------------------------------------------------- bad input
 def test_batch_processor__garbage_input__never_raises_counted_invalid(processors) -> None:
     sink = ListSink()

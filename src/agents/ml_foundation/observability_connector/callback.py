@@ -7,8 +7,11 @@
 Chat-model and LLM runs become `llm` spans (model, token usage, time to first token when
 streaming), tools `tool` spans, LangGraph nodes `chain` spans and the graph's root run an
 `agent` span; `callback_runs` says which chain runs are kept. Each finished run is handed to
-`connector.submit(span)`; the handler itself does no I/O. It never raises into the traced
-program: every hook is guarded, problems are counted (`stats`) and logged rate-limited.
+`connector.submit(span)`, or, when the connector has a worker thread (`submit_later`: the
+`OpikConnector` over a `BatchProcessor`), as a call that builds the span there, so that reading
+the response's usage and building the span leave the agent's thread. The handler itself does
+no I/O. It never raises into the traced program: every hook is guarded, problems are counted
+(`stats`) and logged rate-limited.
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ from .callback_runs import (
     is_plumbing,
     open_record,
     prompt_text,
-    provider_at_start,
     run_name,
     text_attributes,
 )
@@ -46,7 +48,10 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 
 class SpanConnector(Protocol):
-    """Where finished spans go (the OpikConnector, a BatchProcessor, a test collector)."""
+    """Where finished spans go (the OpikConnector, a BatchProcessor, a test collector).
+
+    One with a worker thread also has `submit_later(build)`: it calls `build()`, which returns
+    the span, on that thread (before sampling and any sink), never on the caller's."""
 
     def submit(self, span: ObservabilitySpan) -> None: ...
 
@@ -122,6 +127,11 @@ class ObservabilityCallbackHandler(BaseCallbackHandler):
         # connector assigns it (its `tier_of`, e.g. OpikConnector's registry lookup).
         self._aware_tz: tzinfo | object = UTC if clock is None else _NOT_CHECKED
         self._tier_of: Callable[[str], int | None] | None = getattr(connector, "tier_of", None)
+        # A connector with a worker thread builds the spans there (`submit_later`): reading the
+        # response's usage and building the span leave the agent's thread.
+        self._submit_later: Callable[[Callable[[], ObservabilitySpan]], None] | None = getattr(
+            connector, "submit_later", None
+        )
         self._tiers: dict[str, int | None] = {}
         self._lock = threading.Lock()
         self._runs: OrderedDict[UUID, RunRecord] = OrderedDict()
@@ -190,15 +200,19 @@ class ObservabilityCallbackHandler(BaseCallbackHandler):
             self._internal_errors.record(f"on_llm_end failed: {exc!r:.200}")
 
     def _end_llm(self, response: Any, run_id: UUID) -> None:
+        self._finish(run_id, response=response)
+
+    def _llm_outcome(self, response: Any, outcome: dict[str, Any]) -> str | None:
+        """Add an LLM response's usage (and output text, when captured) to `outcome`; return
+        the model name it reports."""
         usage = extract_usage(response, problems=self._invalid_usage)
-        attributes = None
         if self._capture:
             generations = getattr(response, "generations", None) or [[]]
             text = "\n".join(getattr(g, "text", "") for g in generations[0])
-            attributes = text_attributes(self._max_chars, "output", text)
+            outcome["attributes"] = text_attributes(self._max_chars, "output", text)
+        outcome["usage"] = usage
         # extract_usage already found the model name when the usage block carried one
-        model = usage.model if usage is not None and usage.model else extract_model_name(response)
-        self._finish(run_id, attributes=attributes, usage=usage, model=model)
+        return usage.model if usage is not None and usage.model else extract_model_name(response)
 
     @override
     @_guarded
@@ -279,14 +293,13 @@ class ObservabilityCallbackHandler(BaseCallbackHandler):
     ) -> None:
         name = run_name(serialized, kwargs, "llm")
         metadata = kwargs.get("metadata")
-        # the model name is looked up once, at the end: the response's name wins, these are
-        # the fallback (`build_span`)
+        # the model name and the provider are looked up once, where the span is built: the
+        # response's name wins, these are the fallback (`build_span`)
         sources = (serialized, kwargs.get("invocation_params"), metadata)
-        provider = provider_at_start(serialized, metadata)
         attrs = {}
         if self._capture:
             attrs = text_attributes(self._max_chars, "input", prompt_text(prompts))
-        self._start(run_id, SpanKind.LLM, name, kwargs, attrs, sources=sources, provider=provider)
+        self._start(run_id, SpanKind.LLM, name, kwargs, attrs, sources=sources)
 
     def _start(
         self,
@@ -298,7 +311,6 @@ class ObservabilityCallbackHandler(BaseCallbackHandler):
         *,
         node: bool = False,
         sources: tuple[Any, Any, Any] | None = None,
-        provider: str | None = None,
     ) -> None:
         """Remember a starting run (parent_run_id, tags and metadata come from the hook)."""
         now = self._now()
@@ -320,7 +332,6 @@ class ObservabilityCallbackHandler(BaseCallbackHandler):
                 model=None,
                 agent_name=self._agent_name,
                 start_time=now,
-                provider=provider,
                 model_sources=sources,
             )
             while len(runs) >= self._max_runs:
@@ -353,7 +364,8 @@ class ObservabilityCallbackHandler(BaseCallbackHandler):
             self._tiers[agent_name] = tier
         return tier
 
-    def _finish(self, run_id: UUID, *, model: str | None = None, **outcome: Any) -> None:
+    def _finish(self, run_id: UUID, *, response: Any = None, **outcome: Any) -> None:
+        """Close a run; an LLM's `response` is read where its span is built (see `_span`)."""
         end = self._clock()
         extra = outcome.get("attributes")
         interrupted = extra is not None and extra.get("interrupted") is True
@@ -367,21 +379,50 @@ class ObservabilityCallbackHandler(BaseCallbackHandler):
                     ancestor.attributes["interrupted"] = True
             if record is None or record.kind is None:
                 return
-            self._submitted += 1  # taken back below in the rare case no span is handed over
+            self._submitted += 1  # taken back in the rare case no span is handed over
         try:
             if end.tzinfo is not self._aware_tz:
                 self._aware_tz = _aware(end).tzinfo
-            if model:
-                record.llm_model = model
-            span = build_span(record, end, agent_tier=self._tier(record.agent_name), **outcome)
+            tier = self._tier(record.agent_name)
+            if self._submit_later is None:
+                span = self._span(record, end, tier, response, outcome)
         except BaseException:  # reported by the hook's guard as an internal error
             self._not_submitted()
             raise
         try:
-            self._connector.submit(span)
+            if self._submit_later is None:
+                self._connector.submit(span)
+            else:  # the span is built on the connector's worker, off the agent's thread
+                later = functools.partial(self._span_later, record, end, tier, response, outcome)
+                self._submit_later(later)
         except Exception as exc:  # a failing connector must not break the agent
             self._not_submitted()
             self._submit_failures.record(f"{exc!r:.200}")
+
+    def _span(
+        self,
+        record: RunRecord,
+        end: datetime,
+        tier: int | None,
+        response: Any,
+        outcome: dict[str, Any],
+    ) -> ObservabilitySpan:
+        """The finished run's span: an LLM response's usage and model read, then `build_span`."""
+        if response is not None:
+            model = self._llm_outcome(response, outcome)
+            if model:
+                record.llm_model = model
+        return build_span(record, end, agent_tier=tier, **outcome)
+
+    def _span_later(self, *span_args: Any) -> ObservabilitySpan:
+        """`_span`, called by the connector's worker: a failure is counted here, as a hook's
+        would be, before the worker counts the span as not built."""
+        try:
+            return self._span(*span_args)
+        except Exception as exc:
+            self._not_submitted()
+            self._internal_errors.record(f"building a span failed: {exc!r:.200}")
+            raise
 
     def _not_submitted(self) -> None:
         with self._lock:

@@ -51,6 +51,7 @@ _STEP_TAG_PREFIX = "graph:step:"
 _INTERNAL_TAG_PREFIXES = ("seq:step:", _STEP_TAG_PREFIX)
 _MODEL_KEYS = ("model", "model_name", "model_id", "deployment_name")
 UNKNOWN_AGENT = "unknown"
+_RUN_ID_KEY = "langchain.run_id"
 
 # Ids drawn on every call come from `random.getrandbits` (reseeded after fork), not from one
 # `os.urandom` syscall each, as OpenTelemetry's RandomIdGenerator does: they must be unique,
@@ -114,9 +115,8 @@ class RunRecord:
     thread_id: str | None = None
     llm_model: str | None = None
     model_sources: tuple[Any, Any, Any] | None = None
-    """An LLM run's (serialized, invocation_params, metadata): the model name is looked up
-    there only if the response names none (`build_span`), once per run."""
-    provider: str | None = None
+    """An LLM run's (serialized, invocation_params, metadata): the provider is looked up there
+    first and the model name if the response names none (`build_span`), once per run."""
     first_token_at: datetime | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
     events: list[SpanEvent] = field(default_factory=list)
@@ -136,7 +136,6 @@ def open_record(
     model: str | None,
     agent_name: str | None,
     start_time: datetime,
-    provider: str | None = None,
     model_sources: tuple[Any, Any, Any] | None = None,
 ) -> RunRecord:
     """The record of a starting run: a child inherits its trace from the parent's record; a
@@ -162,7 +161,7 @@ def open_record(
         user_tags = [t for t in tags if not str(t).startswith(_INTERNAL_TAG_PREFIXES)]
         if user_tags:
             attributes["tags"] = user_tags
-    attributes["langchain.run_id"] = str(run_id)
+    attributes[_RUN_ID_KEY] = run_id  # made a string in `build_span`, in the same place
     span_id = _new_span_id() if kind is not None else None
     thread = metadata.get("thread_id")
     return RunRecord(  # positional, in field order: this runs on every call
@@ -182,7 +181,6 @@ def open_record(
         str(thread) if thread else thread_id,
         model,
         model_sources,
-        provider,
         None,
         attributes,
     )
@@ -323,12 +321,15 @@ def build_span(
     attrs = record.attributes
     if attributes:
         attrs.update(attributes)
+    attrs[_RUN_ID_KEY] = str(record.run_id)
     start = record.start_time
     end = end_time if end_time > start else start
-    model, provider = record.llm_model, record.provider
+    model, provider, sources = record.llm_model, None, record.model_sources
     input_tokens = output_tokens = total_tokens = None
     cache_read = cache_write = reasoning = None
     if record.kind is SpanKind.LLM:
+        if sources is not None:
+            provider = provider_at_start(sources[0], sources[2])
         if record.first_token_at is not None:
             ttft = (record.first_token_at - start).total_seconds() * 1000.0
             attrs["ttft_ms"] = max(ttft, 0.0)
@@ -341,8 +342,8 @@ def build_span(
             provider = provider or usage.provider
             cache_read, cache_write = usage.cache_read_tokens, usage.cache_write_tokens
             reasoning = usage.reasoning_tokens
-        if model is None and record.model_sources is not None:
-            model = model_name_at_start(*record.model_sources)
+        if model is None and sources is not None:
+            model = model_name_at_start(*sources)
     return _trusted_span(
         {
             "id": _new_uuid4(),
