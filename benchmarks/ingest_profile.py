@@ -4,7 +4,7 @@
 
 The pipeline (`benchmarks.ingest_only`) writes adaptive batches of up to 5,000 spans while a
 backlog exists; this replays that write with the repositories' own statements, one batch after
-another into a fresh database, and times each phase: row conversion, the insert (`executemany`
+another into a fresh database, and times each phase: row conversion, the insert (multi-row
 / `COPY`), the rollups written in the same transaction (SQLite: the upserts; PostgreSQL: the
 statement trigger, measured as the same `COPY` with triggers off in a second database), and
 the commit (SQLite's WAL checkpoints happen inside it). Per batch it also prints us/span at
@@ -66,7 +66,7 @@ def sqlite_phases(path: Path, spans: list[Any], batch: int) -> Phases:
             inserted = _timed(
                 phases,
                 "insert",
-                lambda rows=rows: conn.executemany(_sqlite_sql.INSERT_SPAN, rows).rowcount,
+                lambda rows=rows: _sqlite_sql.insert_spans(conn, rows),
             )
             every_row = rows if inserted == len(rows) else None  # as the repository does
             _timed(

@@ -5,8 +5,8 @@ Why: the SQL upsert (`_sqlite_sketches.ADD_NEW`) reads the new rows back, groups
 minute, agent and bucket (~15 aggregates a row), groups those four times more (one per tier)
 and steps the Python aggregate `ml_sketch` for each group: ~20 us a span, a third of the
 insert. The rows are already in Python, so one pass builds the same groups, a second the
-~70 tier rows, and `executemany` upserts them (merged with stored sketches by `ml_sketch_add`
-as before).
+~70 tier rows, and one multi-row statement upserts them (merged with stored sketches by
+`ml_sketch_add` as before).
 
 The rows written are IDENTICAL to the SQL path's (tests/integration/test_sqlite_batch_sketches.py):
 same bucket formula (`sketch.bucket_of`: C `log`, like SQLite's `ln`), and `duration_sum`
@@ -26,9 +26,10 @@ from typing import Any
 from src.repositories import sketch
 from src.repositories._rows import SPAN_COLUMNS
 from src.repositories._sqlite_sketches import UPSERT_ROWS
+from src.repositories._sqlite_values import execute_rows
 from src.repositories.rollups import HOUR, MINUTE, SIX_HOURS, TEN_MINUTES
 
-__all__ = ["USABLE", "add_batch", "sketch_rows"]
+__all__ = ["USABLE", "add_batch", "packed_counts", "sketch_rows", "tier_slots"]
 
 USABLE = sqlite3.sqlite_version_info < (3, 43, 0)
 """SQLite's SUM(REAL) is plain addition before 3.43 (compensated from 3.43 on)."""
@@ -40,7 +41,7 @@ _IN, _OUT, _TOTAL = _COLUMN["input_tokens"], _COLUMN["output_tokens"], _COLUMN["
 _LOG, _CEIL, _LOG_GAMMA = math.log, math.ceil, sketch.LOG_GAMMA
 
 
-def _slots(minute: str) -> tuple[tuple[int, str], ...]:
+def tier_slots(minute: str) -> tuple[tuple[int, str], ...]:
     """The four tier slots of a 'YYYY-MM-DDTHH:MM' minute (as `_sqlite_sketches._SLOTS`)."""
     six = int(minute[11:13]) // 6 * 6
     return (
@@ -120,7 +121,7 @@ def _order(groups: dict[int | None, list[Any]]) -> tuple[list[Any], dict[int, in
     return sums, {bucket: groups[bucket][1] for bucket in buckets}
 
 
-def _packed(counts: dict[int, int]) -> tuple[int | None, int | None, bytes | None]:
+def packed_counts(counts: dict[int, int]) -> tuple[int | None, int | None, bytes | None]:
     """(low, high, packed) of bucket counts."""
     if not counts:
         return None, None, None
@@ -140,7 +141,7 @@ def sketch_rows(rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
     for key in sorted(cells):
         cell = cells[key]
         sums, counts = _order(cell[12])
-        for period, slot in _slots(key[0]):
+        for period, slot in tier_slots(key[0]):
             tier = tiers.get((period, slot, key[1]))
             if tier is None:  # [..., the cell's counts, whether they are the tier's own copy]
                 tiers[period, slot, key[1]] = [*cell[:5], _fold(0, sums), *cell[6:12], counts, 0]
@@ -162,11 +163,12 @@ def sketch_rows(rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
     for tier_key, tier in tiers.items():
         packed = packs.get(id(tier[12]))  # a one-cell tier shares its cell's counts
         if packed is None:
-            packed = packs[id(tier[12])] = _packed(tier[12])
+            packed = packs[id(tier[12])] = packed_counts(tier[12])
         result.append((*tier_key, *tier[:12], *packed))
     return result
 
 
 def add_batch(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> None:
     """Add the sketches of `rows`, every one of them just inserted in this transaction."""
-    conn.executemany(UPSERT_ROWS, sketch_rows(rows))
+    insert, on_conflict = UPSERT_ROWS
+    execute_rows(conn, insert, sketch_rows(rows), on_conflict)

@@ -20,8 +20,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from src.repositories import _sqlite_batch_sketches as batch_sketches
+from src.repositories import _sqlite_batch_totals as batch_totals
+from src.repositories import _sqlite_batch_trace_costs as batch_trace_costs
 from src.repositories import _sqlite_sketches as sketches
 from src.repositories import _sqlite_trace_costs as trace_costs
+from src.repositories._sqlite_values import execute_rows
 from src.repositories.rollups import HOUR, LOG_GAMMA, MINUTE, ZERO_BUCKET
 from src.repositories.span_store import TABLE_NAME
 
@@ -107,6 +110,18 @@ _TOTAL_COLUMNS = ("agent_tier", *_SUMMED[:5], "duration_max", *_SUMMED[5:])
 _MAXED = frozenset({"agent_tier", "duration_max"})
 
 
+_ADD_TOTALS = (
+    f"INSERT INTO {ROLLUPS_TABLE} (period_s, slot, agent_name, llm_model, provider, "
+    f"{', '.join(_TOTAL_COLUMNS)})",
+    f"""ON CONFLICT (period_s, slot, agent_name, llm_model, provider) DO UPDATE SET
+    agent_tier = {_greatest("agent_tier")}, duration_max = {_greatest("duration_max")},
+    {", ".join(f"{c} = {c} + excluded.{c}" for c in _SUMMED)}
+""",
+)
+"""Head and tail of a statement adding rollup rows (period_s, slot, agent_name, llm_model,
+provider, the aggregates in `_TOTAL_COLUMNS` order) to the stored ones."""
+
+
 def _add_totals(where: str) -> str:
     """One pass over the spans groups them by minute (a materialized CTE); the minute rows
     are written as they are and, grouped again, as the hour rows: the spans are read and
@@ -114,7 +129,6 @@ def _add_totals(where: str) -> str:
     tokens = ", ".join(f"COALESCE(SUM({_LLM.format('s.' + c)}), 0) AS {c}" for c in _TOKENS)
     columns = ", ".join(_TOTAL_COLUMNS)
     hourly = ", ".join(f"{'MAX' if c in _MAXED else 'SUM'}({c})" for c in _TOTAL_COLUMNS)
-    updates = ", ".join(f"{c} = {c} + excluded.{c}" for c in _SUMMED)
     return f"""
 WITH m AS MATERIALIZED (
     SELECT substr(s.start_time, 1, 16) AS minute, s.agent_name AS agent_name,
@@ -129,8 +143,7 @@ WITH m AS MATERIALIZED (
     FROM {TABLE_NAME} AS s WHERE {where}
     GROUP BY 1, 2, 3, 4
 )
-INSERT INTO {ROLLUPS_TABLE} (
-    period_s, slot, agent_name, llm_model, provider, {columns})
+{_ADD_TOTALS[0]}
 SELECT * FROM (
     SELECT {MINUTE}, minute || {_MINUTE_TAIL}, agent_name, llm_model, provider, {columns}
     FROM m
@@ -138,9 +151,7 @@ SELECT * FROM (
     SELECT {HOUR}, {_HOUR_SLOT}, agent_name, llm_model, provider, {hourly}
     FROM m GROUP BY 2, 3, 4, 5
 ) WHERE true
-ON CONFLICT (period_s, slot, agent_name, llm_model, provider) DO UPDATE SET
-    agent_tier = {_greatest("agent_tier")}, duration_max = {_greatest("duration_max")}, {updates}
-"""
+{_ADD_TOTALS[1]}"""
 
 
 _NEW_ROWS = "s.rowid > ?"
@@ -153,13 +164,17 @@ def add_new_rows(
 ) -> None:
     """Add the span rows with rowid > `rowid_before` (this transaction's) to the rollups and
     the trace costs. `rows`: those rows in insertion order, when the insert stored every row
-    of the batch (the latency sketches are then built from them in Python, same result)."""
-    conn.execute(_ADD_NEW[0], (rowid_before,))
+    of the batch (the totals, latency sketches and trace costs are then computed from them in
+    Python, same result)."""
     if rows is not None and batch_sketches.USABLE:
+        insert, on_conflict = _ADD_TOTALS
+        execute_rows(conn, insert, batch_totals.total_rows(rows), on_conflict)
         batch_sketches.add_batch(conn, rows)
+        batch_trace_costs.add_batch(conn, rows)
     else:
-        conn.execute(_ADD_NEW[1], (rowid_before,))
-    trace_costs.add_new_rows(conn, rowid_before)
+        for statement in _ADD_NEW:
+            conn.execute(statement, (rowid_before,))
+        trace_costs.add_new_rows(conn, rowid_before)
 
 
 def rebuild(conn: sqlite3.Connection, since: str | None) -> int:

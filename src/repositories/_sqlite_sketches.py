@@ -114,10 +114,11 @@ _ON_CONFLICT = f"""ON CONFLICT (period_s, slot, agent_name) DO UPDATE SET
     packed = ml_sketch_add(low, high, packed, excluded.low, excluded.high, excluded.packed),
     low = {_least("low")}, high = {_greatest("high")}
 """
-UPSERT_ROWS = f"{_INSERT} VALUES ({', '.join('?' * 18)})\n{_ON_CONFLICT}"
-"""One sketch row (table order: period_s, slot, agent_name, agent_tier, the summed columns
-with duration_max after duration_sum, low, high, packed) added like `ADD_NEW`'s rows, for
-`executemany` (`_sqlite_batch_sketches.py`)."""
+UPSERT_ROWS = (_INSERT, _ON_CONFLICT)
+"""Sketch rows (table order: period_s, slot, agent_name, agent_tier, the summed columns with
+duration_max after duration_sum, low, high, packed) added like `ADD_NEW`'s rows: the head and
+tail of a multi-row `VALUES` statement (`_sqlite_values.execute_rows`, from
+`_sqlite_batch_sketches.py`)."""
 
 
 def _span_groups(where: str) -> str:

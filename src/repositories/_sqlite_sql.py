@@ -19,6 +19,7 @@ from src.repositories import _sqlite_rollups as rollups
 from src.repositories import _sqlite_sketches as sketches
 from src.repositories import _sqlite_trace_costs as trace_costs
 from src.repositories._rows import SPAN_COLUMNS
+from src.repositories._sqlite_values import execute_rows
 from src.repositories.span_store import TABLE_NAME
 
 __all__ = [
@@ -174,30 +175,13 @@ _COLUMNS = ", ".join(SPAN_COLUMNS)
 
 _ROW = f"({', '.join('?' for _ in SPAN_COLUMNS)})"
 INSERT_SPAN = f"INSERT INTO {TABLE_NAME} ({_COLUMNS}) VALUES {_ROW} ON CONFLICT DO NOTHING"
-_ROWS_PER_STATEMENT = 500
 
 
 def insert_spans(conn: sqlite3.Connection, rows: Sequence[Sequence[object]]) -> int:
     """Insert `rows` (conflicts skipped); returns how many were stored. Many rows a statement,
-    not `executemany`: CPython's sqlite3 gives the GIL up around each statement's step and must
-    win it back, which beside a busy agent thread costs up to a switch interval (5 ms) a row
-    (5,000 rows: ~50 ms alone, 11-37 s beside one spinning thread; BENCHMARKS.md)."""
-    per = max(
-        1,
-        min(
-            _ROWS_PER_STATEMENT,
-            conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(SPAN_COLUMNS),
-        ),
-    )
-    stored = 0
-    for first in range(0, len(rows), per):
-        chunk = rows[first : first + per]
-        statement = (
-            f"INSERT INTO {TABLE_NAME} ({_COLUMNS}) VALUES {', '.join([_ROW] * len(chunk))} "
-            "ON CONFLICT DO NOTHING"
-        )
-        stored += conn.execute(statement, [value for row in chunk for value in row]).rowcount
-    return stored
+    not `executemany` (`_sqlite_values.py` says why)."""
+    insert = f"INSERT INTO {TABLE_NAME} ({_COLUMNS})"
+    return execute_rows(conn, insert, rows, "ON CONFLICT DO NOTHING")
 
 
 SELECT_BY_WINDOW = (

@@ -28,6 +28,8 @@ from src.repositories.rollups import HOUR, LOG_GAMMA, MINUTE, SIX_HOURS, TEN_MIN
 from src.repositories.span_store import TABLE_NAME
 
 __all__ = [
+    "ADD_COSTS",
+    "ADD_SKETCH_ROWS",
     "CONVERT_BUCKETS",
     "COSTS_TABLE",
     "CREATE_TRACE_COSTS",
@@ -96,6 +98,25 @@ added AS MATERIALIZED (
 )"""
 
 
+ADD_SKETCH_ROWS = (
+    f"INSERT INTO {SKETCH_TABLE} (period_s, slot, grp, trace_count, zero_count, low, high, packed)",
+    f"""ON CONFLICT (period_s, slot, grp) DO UPDATE SET
+    trace_count = trace_count + excluded.trace_count,
+    zero_count = zero_count + excluded.zero_count,
+    packed = ml_sketch_add(low, high, packed, excluded.low, excluded.high, excluded.packed),
+    low = {_least("low")}, high = {_greatest("high")}
+""",
+)
+"""Head and tail of a statement adding sketch rows (moves of a tier slot and grp, packed) to
+the stored ones."""
+ADD_COSTS = (
+    f"INSERT INTO {COSTS_TABLE} (trace_id, grp, slot, cost)",
+    "ON CONFLICT (trace_id, grp) DO UPDATE SET cost = cost + excluded.cost",
+)
+"""Head and tail of a statement adding (trace_id, grp, slot, cost) to the running costs (a
+stored trace keeps its slot)."""
+
+
 def _add_sketch(moves: str, sources: dict[int, int] | None = None) -> str:
     """The tail of a WITH clause adding `moves` (source, slot, grp, bucket, d: a trace into
     (+1) or out of (-1) a bucket of its minute slot) to the sketch rows of every tier.
@@ -114,14 +135,9 @@ m AS MATERIALIZED (
     SELECT source, substr(slot, 1, 16) AS minute, grp, bucket, SUM(d) AS d FROM ({moves})
     GROUP BY 1, 2, 3, 4 HAVING SUM(d) <> 0
 )
-INSERT INTO {SKETCH_TABLE} (period_s, slot, grp, trace_count, zero_count, low, high, packed)
+{ADD_SKETCH_ROWS[0]}
 SELECT * FROM ({tiers}) WHERE true
-ON CONFLICT (period_s, slot, grp) DO UPDATE SET
-    trace_count = trace_count + excluded.trace_count,
-    zero_count = zero_count + excluded.zero_count,
-    packed = ml_sketch_add(low, high, packed, excluded.low, excluded.high, excluded.packed),
-    low = {_least("low")}, high = {_greatest("high")}
-"""
+{ADD_SKETCH_ROWS[1]}"""
 
 
 _NEW_ROWS = "s.rowid > ?1"
@@ -140,9 +156,9 @@ WHERE old IS NOT NULL AND {_bucket("old")} <> {_bucket("new")}
 _MOVE_NEW = f"WITH {_added(_NEW_ROWS)}, changes AS ({_OLD_NEW}), {_add_sketch(_MOVES)}"
 _UPSERT_NEW = f"""
 WITH {_added(_NEW_ROWS)}
-INSERT INTO {COSTS_TABLE} (trace_id, grp, slot, cost)
+{ADD_COSTS[0]}
 SELECT trace_id, grp, {_MINUTE.format(t="first_time")}, cost FROM added WHERE true
-ON CONFLICT (trace_id, grp) DO UPDATE SET cost = cost + excluded.cost
+{ADD_COSTS[1]}
 """
 
 

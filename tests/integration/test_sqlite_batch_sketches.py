@@ -9,6 +9,8 @@ import asyncio
 import math
 import random
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -43,9 +45,31 @@ def _write(conn: sqlite3.Connection, rows: list[tuple[object, ...]], *, python: 
     conn.execute("COMMIT")
 
 
-def _sketches(conn: sqlite3.Connection) -> list[tuple[object, ...]]:
-    rows = conn.execute(f"SELECT * FROM {SKETCHES_TABLE} ORDER BY 1, 2, 3").fetchall()
-    return [tuple((type(v).__name__, v) for v in row) for row in rows]  # 0 is not 0.0 here
+def stored(conn: sqlite3.Connection, table: str, keys: int = 3) -> list[tuple[object, ...]]:
+    """`table`'s rows in key order, each value with its type (0 is not 0.0 here)."""
+    order = ", ".join(str(column) for column in range(1, keys + 1))
+    rows = conn.execute(f"SELECT * FROM {table} ORDER BY {order}").fetchall()
+    return [tuple((type(v).__name__, v) for v in row) for row in rows]
+
+
+@contextmanager
+def both_paths(
+    tmp_path: Path, rows: list[tuple[object, ...]], rng: random.Random, sizes: list[int]
+) -> Iterator[tuple[sqlite3.Connection, sqlite3.Connection]]:
+    """Two databases holding `rows`, written in the same batches of random `sizes`: the first
+    rolled up by the SQL statements, the second from the batches' rows in Python."""
+    by_sql, by_python = _connect(tmp_path / "sql.db"), _connect(tmp_path / "python.db")
+    try:
+        start = 0
+        while start < len(rows):
+            size = rng.choice(sizes)
+            for conn, python in ((by_sql, False), (by_python, True)):
+                _write(conn, rows[start : start + size], python=python)
+            start += size
+        yield by_sql, by_python
+    finally:
+        by_sql.close()
+        by_python.close()
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
@@ -55,20 +79,10 @@ def test_batch_sketches__random_batches__identical_to_sql_upsert(tmp_path, seed)
     rng = random.Random(seed)
     spans = traffic(seed, hours=rng.choice([2.0, 9.0]), n=1200)
     rows = [span_to_sqlite_row(span) for span in spans]
-    by_sql, by_python = _connect(tmp_path / "sql.db"), _connect(tmp_path / "python.db")
-    try:
-        start = 0
-        while start < len(rows):
-            size = rng.choice([1, 7, 150, 500])
-            for conn, python in ((by_sql, False), (by_python, True)):
-                _write(conn, rows[start : start + size], python=python)
-            start += size
-        expected = _sketches(by_sql)
+    with both_paths(tmp_path, rows, rng, [1, 7, 150, 500]) as (by_sql, by_python):
+        expected = stored(by_sql, SKETCHES_TABLE)
         assert len(expected) > 20
-        assert _sketches(by_python) == expected
-    finally:
-        by_sql.close()
-        by_python.close()
+        assert stored(by_python, SKETCHES_TABLE) == expected
 
 
 def test_batch_sketches__one_batch__rows_equal_sql_select(tmp_path):
@@ -77,12 +91,12 @@ def test_batch_sketches__one_batch__rows_equal_sql_select(tmp_path):
     conn = _connect(tmp_path / "one.db")
     try:
         _write(conn, rows, python=False)
-        expected = _sketches(conn)
+        expected = stored(conn, SKETCHES_TABLE)
     finally:
         conn.close()
     built = sorted(batch_sketches.sketch_rows(rows), key=lambda r: (r[0], r[1], r[2]))
-    stored = [(*row[:8], float(row[8]), *row[9:]) for row in built]  # duration_sum is REAL
-    assert [tuple((type(v).__name__, v) for v in row) for row in stored] == expected
+    as_stored = [(*row[:8], float(row[8]), *row[9:]) for row in built]  # duration_sum is REAL
+    assert [tuple((type(v).__name__, v) for v in row) for row in as_stored] == expected
 
 
 def test_bucket__boundary_durations__python_equals_sql():
