@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from src.agents.ml_foundation.observability_connector.models import ObservabilitySpan
+from src.repositories import _sqlite_sql, _sqlite_values
+from src.repositories._rows import span_to_sqlite_row
 from src.repositories._sqlite_sql import MIGRATIONS
 from src.repositories.span_store import RepositoryError
 from src.repositories.sqlite_repository import SqliteSpanRepository
@@ -221,3 +223,35 @@ async def test_insert_batch__more_rows_than_one_statement_takes__each_stored_onc
     finally:
         await repo.close()
     assert sorted(s.span_id for s in stored) == sorted(s.span_id for s in spans)
+
+
+def test_statement_sizes__any_row_count__full_statements_then_powers_of_two_summing_to_it():
+    per = _sqlite_values.ROWS_PER_STATEMENT
+    lengths = set()
+    for rows in range(0, 3 * per + 7):
+        sizes = _sqlite_values.statement_sizes(rows, per)
+        assert sum(sizes) == rows
+        assert sizes == sorted(sizes, reverse=True)
+        lengths.update(sizes)
+    # few distinct statements, so a connection's statement cache stays small
+    assert lengths == {per} | {1 << k for k in range(per.bit_length())}
+
+
+async def test_insert_batches__every_batch_size__few_statement_lengths_compiled(tmp_path):
+    repo = SqliteSpanRepository(tmp_path / "obs.db", clock=clock)
+    await repo.setup()
+    conn = sqlite3.connect(tmp_path / "obs.db")
+    try:
+        lengths = set()
+        for size in (1, 3, 499, 500, 501, 777, 1_000, 1_234):
+            rows = [span_to_sqlite_row(make_span(minutes_ago=1 + i / 1_000)) for i in range(size)]
+            statements: list[str] = []
+            conn.set_trace_callback(statements.append)
+            with conn:
+                assert _sqlite_sql.insert_spans(conn, rows) == size
+            conn.set_trace_callback(None)
+            lengths.update(s.count("), (") + 1 for s in statements if s.startswith("INSERT"))
+    finally:
+        conn.close()
+        await repo.close()
+    assert lengths <= {500} | {1 << k for k in range(9)}
